@@ -1,0 +1,46 @@
+# fapo — developer entry points. `make test` creates .venv when missing.
+# TORCH pins the CPU build that lies on the CI/dev machines' disk; on a GPU machine
+# use a plain `pip install -e .` (or `make setup TORCH=torch`).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-slow test-slow-ci demo demo-quick bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q -m "not slow and not gpu"
+
+# Slow tests: end-to-end training and benchmarks-as-tests. CI runs the subset tagged in tests/ci_slow.txt.
+test-slow: setup
+	$(PY) -m pytest -q -m "slow and not gpu"
+
+test-slow-ci: setup
+	$(PY) -m pytest -q -m "slow and not gpu" $$(grep -v '^#' tests/ci_slow.txt)
+
+demo: setup
+	$(VENV)/bin/fapo demo
+
+demo-quick: setup
+	$(VENV)/bin/fapo demo --quick
+
+bench: setup
+	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_client.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,56 @@
+"""The `fapo` command line: argument parsing, then one library call per verb.
+
+Each verb lives in its own module under `fapo.cli` with `register(subparsers)`; those modules
+import only argparse-level code at the top, so `fapo --help` stays fast and verbs that need no
+model never import torch. Logic belongs in the library, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Verb modules, in the order `fapo --help` lists them.
+VERB_MODULES = [
+    "fapo.cli.tiny_model",
+]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fapo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fapo",
+        description="Flawed-Aware Policy Optimization: verify, judge, serve, evaluate and train.",
+    )
+    parser.add_argument("--version", action="version", version=f"fapo {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2 if args.verb is None else 0
+    try:
+        return int(func(args) or 0)
+    except CliError as err:
+        print(f"fapo {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

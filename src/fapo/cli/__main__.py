@@ -1,0 +1,5 @@
+import sys
+
+from fapo.cli import main
+
+sys.exit(main())
