@@ -1,0 +1,192 @@
+"""Training configs: YAML whose top-level keys are TRL's GRPOConfig fields plus a `fapo:` section.
+
+Unknown keys are errors that name the key and the closest valid one. `--set key=value` overrides
+(dotted for the fapo section: `fapo.penalty=0`) are applied before validation. Imports TRL only
+when a GRPOConfig is built, so reading and validating a config stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class FapoSettings:
+    """The `fapo:` section of a training config."""
+
+    model: str = ""
+    """Model to train: a local directory or a hub name (loaded with from_pretrained)."""
+    train_data: str = ""
+    """Training data file (.jsonl, .json or .parquet)."""
+    problem_field: str = "problem"
+    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math."""
+    answer_field: str = "answer"
+    """Column holding the gold answer (policy). A GSM8K-style `... #### 42` keeps only `42`."""
+    prompt_template: str = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    """User message built from the problem; `{problem}` is replaced by the problem text."""
+    max_train_samples: int | None = None
+    """Use only the first N rows of the training data (None: all)."""
+    penalty: float = 1.0
+    """λ: reward taken off a verified-correct rollout the GenRM calls flawed. 0 = the GRPO baseline."""
+    judge: str = "none"
+    """Who judges correct rollouts: "none" (GRPO), "oracle" (in-process, see `oracle`) or "http" (GenRM servers)."""
+    oracle: str = "testbed"
+    """Name of the in-process oracle when judge = "oracle"."""
+    judge_endpoints: list[str] = field(default_factory=list)
+    """GenRM base URLs (http://host:port/v1) when judge = "http": our serve-grm, vLLM or SGLang."""
+    judge_model: str = "genrm"
+    """Model name sent to the GenRM endpoints."""
+    judge_api_key: str | None = None
+    """Bearer token for the GenRM endpoints, if they need one."""
+    judge_concurrency: int = 64
+    """Most judge requests in flight at once."""
+    judge_timeout: float = 60.0
+    """Seconds before one judge request is abandoned (and retried elsewhere)."""
+    judge_retries: int = 3
+    """Retries per judgement before it counts as an error (no penalty)."""
+    judge_max_tokens: int = 2048
+    """Most tokens a critique may have."""
+    judge_temperature: float = 0.0
+    """GenRM sampling temperature (0 = greedy)."""
+    judge_votes: int = 1
+    """Critiques sampled per rollout; the majority verdict counts (ties count as flawed)."""
+    judge_with_gold: bool = True
+    """Show the GenRM the gold answer (the FAPO-Critic prompt does)."""
+    step_split: str = "paragraph"
+    """How a completion is split into steps for the judge: "paragraph", "line" or a regex."""
+    verify_timeout: float = 5.0
+    """Seconds allowed to check one answer (enforced in worker processes)."""
+    verify_workers: int | None = None
+    """Verifier worker processes (None: a sensible default for the machine)."""
+    answer_format: str = "last_boxed"
+    """"last_boxed": the last \\boxed{} is the answer. "strict": exactly one \\boxed{}, nothing after it."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong penalty: its buffer length L_cache in tokens (0 = off)."""
+    write_critiques: bool = True
+    """Write every judged rollout's critique, verdict and reward to OUTPUT/critiques.jsonl."""
+    label_field: str = "label"
+    """GenRM training (ProcessBench rows): the column with the earliest wrong step (-1 = none)."""
+    steps_field: str = "steps"
+    """GenRM training (ProcessBench rows): the column with the list of steps."""
+    grm_with_gold: bool = True
+    """GenRM training on ProcessBench rows: include `ground_truth` in the prompt when the row has one."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("fapo.model is required: a local model directory or a hub name")
+        if not self.train_data:
+            raise ConfigError("fapo.train_data is required: a .jsonl, .json or .parquet file")
+        if self.judge not in ("none", "oracle", "http"):
+            raise ConfigError(f'fapo.judge must be "none", "oracle" or "http", got {self.judge!r}')
+        if self.judge == "http" and not self.judge_endpoints:
+            raise ConfigError('fapo.judge = "http" needs fapo.judge_endpoints: a list of http://host:port/v1 URLs')
+        if self.penalty < 0:
+            raise ConfigError(f"fapo.penalty (λ) must be >= 0, got {self.penalty}")
+        if self.answer_format not in ("last_boxed", "strict"):
+            raise ConfigError(f'fapo.answer_format must be "last_boxed" or "strict", got {self.answer_format!r}')
+        if "{problem}" not in self.prompt_template:
+            raise ConfigError("fapo.prompt_template must contain {problem}")
+        if self.overlong_buffer < 0 or self.judge_votes < 1 or self.judge_concurrency < 1:
+            raise ConfigError("fapo.overlong_buffer must be >= 0, judge_votes and judge_concurrency >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A validated training config: TRL's GRPOConfig keyword arguments and the fapo section."""
+
+    trl: dict[str, Any]
+    fapo: FapoSettings
+
+    def grpo_config(self, **overrides: Any):
+        """Build TRL's GRPOConfig from the TRL keys (imports TRL)."""
+        from trl import GRPOConfig
+
+        return GRPOConfig(**{**self.trl, **overrides})
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _grpo_field_names() -> list[str]:
+    from trl import GRPOConfig
+
+    return [f.name for f in dataclasses.fields(GRPOConfig)]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key=value` overrides (value parsed as YAML; `fapo.x` targets the fapo section)."""
+    out = {**raw, "fapo": dict(raw.get("fapo") or {})}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        parsed = _load_yaml(value) if value else None
+        if key.startswith("fapo."):
+            out["fapo"][key[len("fapo.") :]] = parsed
+        else:
+            out[key] = parsed
+    return out
+
+
+def parse_config(raw: dict[str, Any]) -> TrainConfig:
+    """Validate a raw config dict (as read from YAML) into a TrainConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a training config must be a YAML mapping")
+    fapo_raw = raw.get("fapo") or {}
+    if not isinstance(fapo_raw, dict):
+        raise ConfigError("the fapo: section must be a mapping")
+    fapo_fields = [f.name for f in dataclasses.fields(FapoSettings)]
+    for key in fapo_raw:
+        if key not in fapo_fields:
+            raise ConfigError(f"unknown key fapo.{key}{_closest(key, fapo_fields)}")
+    trl_keys = {k: v for k, v in raw.items() if k != "fapo"}
+    valid = _grpo_field_names()
+    for key in trl_keys:
+        if key not in valid:
+            hint = _closest(key, valid + ["fapo"])
+            raise ConfigError(f"unknown key {key!r}: not a TRL GRPOConfig field{hint}")
+    try:
+        settings = FapoSettings(**fapo_raw)
+    except TypeError as err:
+        raise ConfigError(str(err)) from err
+    return TrainConfig(trl=trl_keys, fapo=settings)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config, apply overrides, validate."""
+    try:
+        raw = _load_yaml(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    return parse_config(apply_overrides(raw, overrides or []))

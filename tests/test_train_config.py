@@ -1,0 +1,64 @@
+"""Training configs: YAML keys mirror TRL's GRPOConfig plus a fapo: section; typos are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fapo.train.config import ConfigError, load_config, parse_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate_and_build_grpo_config(path):
+    config = load_config(path)
+    args = config.grpo_config(output_dir="/tmp/x", use_vllm=False, bf16=False, gradient_checkpointing=False)
+    assert args.beta == 0.0 or "tiny" in path.name
+    assert args.loss_type == "dapo"
+
+
+def test_paper_recipe_values():
+    fapo = load_config(Path(CONFIGS[0]).parent / "qwen2.5-math-7b-fapo.yaml")
+    args = fapo.grpo_config(output_dir="/tmp/x", use_vllm=False, bf16=False, gradient_checkpointing=False)
+    assert (args.num_generations, args.temperature, args.learning_rate) == (8, 1.0, 1e-6)
+    assert (args.epsilon, args.epsilon_high, args.scale_rewards) == (0.2, 0.28, "group")
+    assert fapo.fapo.penalty == 1.0 and fapo.fapo.judge == "http"
+    grpo = load_config(Path(CONFIGS[0]).parent / "qwen2.5-math-7b-grpo.yaml")
+    assert grpo.fapo.penalty == 0.0 and grpo.trl == {**fapo.trl, "output_dir": grpo.trl["output_dir"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"learnig_rate": 1e-6, "fapo": {"model": "m", "train_data": "d"}}, "did you mean 'learning_rate'"),
+        ({"fapo": {"model": "m", "train_data": "d", "penalti": 1}}, "did you mean 'penalty'"),
+        ({"fapo": {"train_data": "d"}}, "fapo.model is required"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": "gpt"}}, "fapo.judge must be"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": "http"}}, "judge_endpoints"),
+        ({"fapo": {"model": "m", "train_data": "d", "penalty": -1}}, "penalty"),
+    ],
+)
+def test_bad_configs_say_how_to_fix(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_set_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 1.0e-6\nfapo:\n  model: m\n  train_data: d\n")
+    config = load_config(path, ["learning_rate=3e-4", "fapo.penalty=0", "fapo.judge_endpoints=[http://a/v1]"])
+    assert config.trl["learning_rate"] == 3e-4
+    assert config.fapo.penalty == 0 and config.fapo.judge_endpoints == ["http://a/v1"]
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(path, ["penalty"])
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("fapo: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
