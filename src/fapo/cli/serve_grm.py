@@ -1,0 +1,86 @@
+"""`fapo serve-grm (--model DIR | --oracle NAME)`: a local OpenAI-compatible GenRM server.
+
+For CPUs, tests and the demo; production GenRMs run on vLLM or SGLang (`vllm serve MODEL`), which
+`fapo judge` and the trainer reach the same way. Server logic lives in `fapo.grm.server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve-grm",
+        help="serve a GenRM (a transformers model or an oracle) over an OpenAI-compatible HTTP API",
+        description="A small OpenAI-compatible chat-completions server with dynamic batching, for CPUs, "
+        "tests and the demo (production: vLLM/SGLang). Prints 'fapo serve-grm listening on URL' when "
+        "ready; stops cleanly on SIGINT/SIGTERM.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model directory (or hub name) loadable by transformers")
+    source.add_argument("--oracle", metavar="NAME", help="serve a programmatic judge instead, e.g. 'testbed'")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-batch", type=int, default=8, help="most requests per generate call (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="longest a request waits for a fuller batch (default 10)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="most waiting requests before answering 429 (default 256)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="largest request body before answering 413 (default 8 MiB)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--served-model-name", help="model name reported by the API (default: --model as given)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from fapo.cli import CliError
+    from fapo.grm.server import ServerConfig, serve
+
+    try:
+        config = ServerConfig(
+            host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, api_key=args.api_key,
+            served_model_name=args.served_model_name,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    backend = _oracle_backend(args.oracle) if args.oracle else _model_backend(args.model, args.device)
+    try:
+        asyncio.run(serve(backend, config))
+    except OSError as err:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {err}") from err
+    print("fapo serve-grm: stopped", file=sys.stderr)
+    return 0
+
+
+def _oracle_backend(name: str):
+    from fapo.cli import CliError
+    from fapo.grm.server import load_oracle
+
+    try:
+        return load_oracle(name)
+    except (ValueError, ImportError) as err:
+        raise CliError(str(err)) from err
+
+
+def _model_backend(path: str, device: str | None):
+    import sys
+
+    import torch
+
+    from fapo.cli import CliError
+    from fapo.grm.hf_backend import TransformersBackend
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda was asked for but no CUDA device is available")
+    print(f"fapo serve-grm: loading {path} ...", file=sys.stderr, flush=True)
+    try:
+        return TransformersBackend.load(path, device=device)
+    except (OSError, ValueError) as err:
+        raise CliError(f"cannot load model {path!r}: {err}") from err

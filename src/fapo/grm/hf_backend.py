@@ -1,0 +1,177 @@
+"""`TransformersBackend`: the local GenRM server's text generation over a transformers causal LM.
+
+Owns: chat templating (add_generation_prompt=True), left-padded batches, ONE `model.generate` call
+per batch, per-row sampling parameters, finish reasons and token counts. Must not: know about HTTP,
+queues or limits (`fapo.grm.server` does), or pretend to be fast — production GenRMs run on
+vLLM/SGLang; this is for CPUs, tests and the demo.
+
+Requests in one batch may ask for different temperatures, top-p, max_tokens and seeds. Instead of one
+`generate` per parameter group, `generate` runs greedy and `RowSampler` (a logits processor) draws each
+sampled row's next token itself, with that row's temperature, top-p and random generator, returning
+logits in which only the drawn token survives; greedy rows (temperature 0) pass through untouched. A
+row that reaches its own max_tokens is made to end (and is reported "length"), so the batch stops as
+soon as every row is done. `n` choices are n rows of the same prompt. With a seed, choice j draws from
+its own generator seeded `seed + j`, so a seeded request's text does not depend on what else is in its
+batch (up to floating-point effects of padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from fapo.grm.backend import Completion, GenerationRequest
+
+
+class RowSampler(LogitsProcessor):
+    """Per-row temperature / top-p / seed sampling and per-row length limits inside a greedy `generate`."""
+
+    def __init__(
+        self,
+        rows: Sequence[GenerationRequest],
+        choice_index: Sequence[int],
+        prompt_len: int,
+        eos_id: int,
+        device: torch.device | str,
+    ) -> None:
+        temperature = [r.temperature for r in rows]
+        self.prompt_len = prompt_len
+        self.eos_id = eos_id
+        self.temperature = torch.tensor(temperature, dtype=torch.float32, device=device)  # (R,)
+        self.top_p = torch.tensor([r.top_p for r in rows], dtype=torch.float32, device=device)  # (R,)
+        self.max_tokens = torch.tensor([r.max_tokens for r in rows], device=device)  # (R,)
+        # Decided on the host, so that a GPU does not synchronise at every step:
+        self.any_top_p = any(r.top_p < 1 for r in rows)
+        self.first_end = min(r.max_tokens for r in rows)  # no row needs ending before this step
+        sampled = [i for i, t in enumerate(temperature) if t > 0]
+        self.sampled_rows = torch.tensor(sampled, dtype=torch.long, device=device)  # (S,)
+        # (position among sampled rows, generator) for rows that carry a seed
+        self.seeded = [
+            (k, torch.Generator(device=device).manual_seed(rows[i].seed + choice_index[i]))
+            for k, i in enumerate(sampled)
+            if rows[i].seed is not None
+        ]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # input_ids (R, T), scores (R, V) float32 logits of the next token
+        step = input_ids.shape[1] - self.prompt_len  # tokens generated so far
+        if self.sampled_rows.numel():
+            rows = self.sampled_rows
+            probs = torch.softmax(scores[rows] / self.temperature[rows, None], dim=-1)  # (S, V)
+            if self.any_top_p:
+                probs = keep_top_p(probs, self.top_p[rows])
+            chosen = self._draw(probs)  # (S,)
+            only_chosen = torch.full_like(probs, float("-inf")).scatter_(1, chosen[:, None], 0.0)
+            scores[rows] = only_chosen
+        if step >= self.first_end:
+            ended = self.max_tokens <= step  # (R,) rows past their own max_tokens: make them stop
+            scores[ended] = float("-inf")
+            scores[ended, self.eos_id] = 0.0
+        return scores
+
+    def _draw(self, probs: torch.Tensor) -> torch.Tensor:
+        chosen = torch.multinomial(probs, 1).squeeze(1)  # (S,) unseeded rows use the global RNG
+        for k, generator in self.seeded:
+            chosen[k] = torch.multinomial(probs[k], 1, generator=generator)[0]
+        return chosen
+
+
+def keep_top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Nucleus filter: zero the tokens outside the smallest set whose mass reaches top_p (per row).
+
+    probs (S, V), top_p (S,). The most likely token is always kept. Rows are not renormalised
+    (`torch.multinomial` does not need it).
+    """
+    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (S, V)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (S, V) mass of strictly more likely tokens
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p[:, None], 0.0)
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def completion_from_ids(
+    ids: Sequence[int], max_tokens: int, eos_ids: set[int], decode: Callable[[list[int]], str]
+) -> Completion:
+    """Turn one row of generated ids into a Completion.
+
+    "stop" when an end-of-sequence token comes within the first `max_tokens` tokens (it counts as a
+    completion token, as in vLLM); otherwise "length" with the first `max_tokens` tokens. Anything
+    after (padding, a forced end) is ignored.
+    """
+    ids = list(ids[:max_tokens])
+    for k, token in enumerate(ids):
+        if token in eos_ids:
+            return Completion(text=decode(ids[:k]), finish_reason="stop", completion_tokens=k + 1)
+    return Completion(text=decode(ids), finish_reason="length", completion_tokens=len(ids))
+
+
+class TransformersBackend:
+    """A `CompletionBackend` over a transformers causal LM and its tokenizer (chat template required)."""
+
+    def __init__(self, model, tokenizer, model_name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.eos_ids = _eos_ids(model, tokenizer)
+        if not self.eos_ids:
+            raise ValueError(f"{model_name}: neither the tokenizer nor the generation config names an eos token")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{model_name}: the tokenizer has no pad token (load it with fapo.models.load_model)")
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None, model_name: str | None = None) -> TransformersBackend:
+        """Load with `fapo.models.load_model`: CUDA in bf16 when available (or asked), else CPU in fp32."""
+        from fapo.models import load_model
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        model, tokenizer = load_model(path, device=device, dtype=dtype)
+        return cls(model, tokenizer, model_name or str(path))
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text: the chat template with the assistant turn opened."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """One `model.generate` call for the whole batch: request i's n choices are n rows."""
+        owners = [i for i, r in enumerate(requests) for _ in range(r.n)]  # (R,) request of each row
+        choice_index = [j for r in requests for j in range(r.n)]
+        prompts = [self.render(r.messages) for r in requests]
+        batch = self.tokenizer(
+            [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.model.device)
+        prompt_len = batch["input_ids"].shape[1]
+        rows = [requests[i] for i in owners]
+        sampler = RowSampler(rows, choice_index, prompt_len, min(self.eos_ids), self.model.device)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=max(r.max_tokens for r in requests),
+                logits_processor=LogitsProcessorList([sampler]),
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )  # (R, prompt_len + new)
+        generated = output[:, prompt_len:].tolist()
+        completions: list[list[Completion]] = [[] for _ in requests]
+        for i, ids in zip(owners, generated, strict=True):
+            completions[i].append(completion_from_ids(ids, requests[i].max_tokens, self.eos_ids, self._decode))
+        return completions
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        configured = [configured]
+    ids = set(configured or [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
