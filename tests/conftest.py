@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -29,3 +32,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     make_tiny_model(out, TinyModelConfig(layers=1, hidden=32, heads=2, vocab_size=384))
     return out
+
+
+POLICY_PROBLEM = "Start with 2. Add 9. Subtract 9. Add 3."
+POLICY_REPLIES = [
+    "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}",  # clean
+    "2 + 3 = 5\n\nThe answer is \\boxed{5}",  # skips the cancelling pair: a flawed positive
+    "2 + 9 = 11\n\n11 - 9 = 3\n\n3 + 3 = 6\n\nThe answer is \\boxed{6}",  # wrong
+]
+
+
+@pytest.fixture(scope="session")
+def memorised_policy_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny policy that answers POLICY_PROBLEM cleanly, through a skip, or wrongly."""
+    from memorise import memorise
+
+    out = tmp_path_factory.mktemp("policy")
+    return memorise(tiny_model_dir, out, [(POLICY_PROBLEM, reply) for reply in POLICY_REPLIES], steps=150)

@@ -1,0 +1,41 @@
+"""`fapo train policy|grm --config FILE`: FAPO policy RL or GenRM RL on TRL's GRPOTrainer."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="FAPO policy RL or GenRM RL on TRL's GRPOTrainer")
+    verbs = p.add_subparsers(dest="train_verb", metavar="WHAT", required=True)
+    for name, text in (
+        ("policy", "policy RL with the FAPO reward (penalty 0 or judge none: the GRPO baseline)"),
+        ("grm", "GenRM RL with the outcome + step-location reward"),
+    ):
+        q = verbs.add_parser(name, help=text, description=text)
+        q.add_argument("--config", required=True, help="YAML: TRL GRPOConfig keys plus a fapo: section")
+        q.add_argument("--output", help="output directory (default: the config's output_dir)")
+        q.add_argument("--max-steps", type=int, help="override max_steps")
+        q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (fapo.penalty=0, learning_rate=1e-6); repeatable")
+        q.set_defaults(func=run, what=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fapo.cli import CliError
+    from fapo.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.set)
+        output = args.output or config.trl.get("output_dir")
+        if not output:
+            raise ConfigError("no output directory: pass --output or set output_dir in the config")
+        from fapo.train.runner import train_grm, train_policy
+
+        train = train_policy if args.what == "policy" else train_grm
+        result = train(config, output, max_steps=args.max_steps, resume=args.resume)
+    except ConfigError as err:
+        raise CliError(str(err)) from err
+    print(f"trained to step {result.global_step}; metrics: {result.metrics_path}; model: {result.final_model_dir}")
+    return 0

@@ -1,0 +1,215 @@
+"""FAPO's rewards as TRL reward functions (DESIGN.md §1.1, §1.4).
+
+`make_policy_reward_func` returns an `async def` (TRL 1.16 runs those concurrently on its own
+event loop; it does not detect objects with an async `__call__`): verify every completion in
+worker processes, ask the judge about the verified-correct ones only, return `fapo_reward` per
+completion, log namespaced metrics through TRL's `log_metric`, and write each judged rollout's
+critique to critiques.jsonl. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
+No advantages or losses here: TRL computes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fapo.boxed import count_boxed, last_boxed
+from fapo.grm.client import JudgeItem, Judgement
+from fapo.grm.prompt import parse_verdict
+from fapo.rewards import fapo_reward, grm_reward
+from fapo.steps import split_steps
+from fapo.train.config import FapoSettings
+from fapo.verify import verify_batch
+
+
+def completion_text(completion: Any) -> str:
+    """Text of a TRL completion: a string, or a conversational list of messages."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
+
+
+def follows_strict_format(text: str) -> bool:
+    """Exactly one `\\boxed{...}`, and nothing after it but whitespace, `.`, `$` or `\\]`."""
+    if count_boxed(text) != 1:
+        return False
+    content = last_boxed(text)
+    if content is None:
+        return False
+    box = "\\boxed{" + content + "}"
+    at = text.rfind(box)
+    return at >= 0 and not text[at + len(box) :].strip().strip(".$").replace("\\]", "").strip()
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class JsonlAppender:
+    """Appends JSON lines to a file, flushing after each batch (a killed run loses at most one batch)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.path is None or not rows:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+@dataclass
+class PolicyRewardState:
+    """What the policy reward function keeps between calls: settings, the judge, files, counters."""
+
+    settings: FapoSettings
+    max_completion_length: int
+    eos_token_ids: frozenset[int]
+    judge_factory: Callable[[], Any] | None
+    critiques: JsonlAppender
+    judge: Any = None
+    totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
+
+    def is_truncated(self, ids: Sequence[int]) -> bool:
+        return len(ids) >= self.max_completion_length and (not ids or ids[-1] not in self.eos_token_ids)
+
+    async def judge_correct(self, problems: list[str], golds: list[str], texts: list[str]) -> list[Judgement]:
+        if self.judge is None:
+            self.judge = self.judge_factory()
+            if hasattr(self.judge, "__aenter__"):
+                await self.judge.__aenter__()
+        gold_for = (lambda g: g) if self.settings.judge_with_gold else (lambda g: None)
+        items = [
+            JudgeItem(problem=p, steps=split_steps(t, self.settings.step_split), gold=gold_for(g))
+            for p, g, t in zip(problems, golds, texts)
+        ]
+        return await self.judge.judge_many(items)
+
+    async def close(self) -> None:
+        if self.judge is not None:
+            await self.judge.aclose()
+            self.judge = None
+
+
+async def score_policy_batch(
+    state: PolicyRewardState,
+    completions: list[Any],
+    completion_ids: list[list[int]],
+    problems: list[str],
+    golds: list[str],
+    step: int,
+    log_metric: Callable[[str, float], None] | None,
+) -> list[float]:
+    """Rewards for one batch of rollouts; see the module docstring."""
+    settings = state.settings
+    texts = [completion_text(c) for c in completions]
+    results = await asyncio.to_thread(
+        verify_batch, texts, golds, workers=settings.verify_workers, timeout=settings.verify_timeout
+    )
+    strict = settings.answer_format == "strict"
+    correct = [
+        r.correct and not state.is_truncated(ids) and (not strict or follows_strict_format(t))
+        for r, ids, t in zip(results, completion_ids, texts)
+    ]
+    judged_idx = [i for i, ok in enumerate(correct) if ok] if state.judge_factory is not None else []
+    start = time.perf_counter()
+    judgements = (
+        await state.judge_correct([problems[i] for i in judged_idx], [golds[i] for i in judged_idx],
+                                  [texts[i] for i in judged_idx])
+        if judged_idx else []
+    )
+    judge_s = time.perf_counter() - start
+    flawed: list[bool | None] = [None] * len(texts)
+    for i, j in zip(judged_idx, judgements):
+        flawed[i] = j.flawed if j.status == "ok" else None
+    rewards = [fapo_reward(ok, f, settings.penalty) for ok, f in zip(correct, flawed)]
+
+    if settings.write_critiques:
+        state.critiques.write([
+            {"step": step, "problem": problems[i], "answer": golds[i], "completion": texts[i], "verdict": j.verdict,
+             "flawed": j.flawed, "status": j.status, "critique": j.critique, "reward": rewards[i],
+             "endpoint": j.endpoint, "attempts": j.attempts, "latency_s": round(j.latency_s, 4)}
+            for i, j in zip(judged_idx, judgements)
+        ])
+    if log_metric is not None:
+        for key, value in _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s).items():
+            log_metric(key, value)
+    return rewards
+
+
+def _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s) -> dict[str, float]:
+    n = len(correct)
+    ok = [j for j in judgements if j.status == "ok"]
+    n_flawed = sum(1 for j in ok if j.flawed)
+    latencies = [j.latency_s for j in judgements if j.status != "error"]
+    n_correct = sum(correct)
+    return {
+        "verify/accuracy": n_correct / n,
+        "verify/no_answer": sum(r.status == "no_answer" for r in results) / n,
+        "verify/timeouts": float(sum(r.status == "timeout" for r in results)),
+        "verify/errors": float(sum(r.status == "error" for r in results)),
+        "grm/judged": float(len(judgements)),
+        "grm/flawed_ratio": n_flawed / len(ok) if ok else math.nan,
+        "grm/flawed_of_all": n_flawed / n,
+        "grm/clean_accuracy": (n_correct - n_flawed) / n,
+        "grm/errors": float(sum(j.status == "error" for j in judgements)),
+        "grm/cached": float(sum(bool(getattr(j, "cached", False)) for j in judgements)),
+        "grm/invalid": float(sum(j.status == "invalid" for j in judgements)),
+        "grm/latency_p50": _percentile(latencies, 0.5),
+        "grm/latency_p95": _percentile(latencies, 0.95),
+        "reward/mean": statistics.fmean(rewards),
+        "completions/mean_steps": statistics.fmean(len(split_steps(t, settings.step_split)) for t in texts),
+        "time/judge_s": judge_s,
+    }
+
+
+def make_policy_reward_func(state: PolicyRewardState):
+    """The FAPO policy reward as an `async def` TRL reward function over `problem`/`answer` columns."""
+
+    async def fapo_reward_func(prompts, completions, completion_ids, problem, answer, trainer_state=None,
+                               log_metric=None, **_: Any) -> list[float]:
+        step = (trainer_state.global_step + 1) if trainer_state is not None else 0
+        return await score_policy_batch(state, completions, completion_ids, list(problem), list(answer), step,
+                                        log_metric)
+
+    fapo_reward_func.__name__ = "fapo_reward"
+    return fapo_reward_func
+
+
+def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True):
+    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (§1.4)."""
+
+    def genrm_reward_func(prompts, completions, label, num_steps, trainer_state=None, log_metric=None,
+                          **_: Any) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        predicted = [parse_verdict(t, n) for t, n in zip(texts, num_steps)]
+        rewards = [grm_reward(p, lab, n) for p, lab, n in zip(predicted, label, num_steps)]
+        step = (trainer_state.global_step + 1) if trainer_state is not None else 0
+        if write_critiques:
+            critiques.write([
+                {"step": step, "label": lab, "verdict": p, "num_steps": n, "critique": t, "reward": r}
+                for t, p, lab, n, r in zip(texts, predicted, label, num_steps, rewards)
+            ])
+        if log_metric is not None:
+            total = len(rewards)
+            valid = [(p, lab) for p, lab in zip(predicted, label) if p is not None]
+            log_metric("grm/valid_rate", len(valid) / total)
+            log_metric("grm/outcome_accuracy", sum((p != -1) == (lab != -1) for p, lab in valid) / total)
+            log_metric("grm/exact_match", sum(p == lab for p, lab in valid) / total)
+            log_metric("reward/mean", statistics.fmean(rewards))
+        return rewards
+
+    genrm_reward_func.__name__ = "genrm_reward"
+    return genrm_reward_func

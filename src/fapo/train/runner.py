@@ -1,0 +1,191 @@
+"""Build TRL's GRPOTrainer for FAPO policy RL or GenRM RL, run it, and resume it.
+
+`train_policy` wires the FAPO reward (verify → judge → fapo_reward) and DAPO's optional soft
+overlong penalty into GRPOTrainer; `train_grm` wires `grm_reward`. Everything else — generation
+(transformers or vLLM), advantages, the clipped token-mean loss, accelerate/DeepSpeed — is TRL's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fapo.train.config import ConfigError, FapoSettings, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run wrote its artefacts and where it stopped."""
+
+    output_dir: str
+    global_step: int
+    metrics_path: str
+    critiques_path: str
+    final_model_dir: str
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    class FapoGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that also reports TRL's step time under `time/step_s`."""
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            step_times = self._metrics.get("train", {}).get("step_time") if self.model.training else None
+            if step_times:
+                logs["time/step_s"] = sum(step_times) / len(step_times)
+            super().log(logs, start_time)
+
+    return FapoGRPOTrainer
+
+
+def build_judge_factory(settings: FapoSettings):
+    """A zero-argument factory for the configured judge (created lazily on TRL's event loop), or None."""
+    if settings.judge == "none":
+        return None
+    if settings.judge == "oracle":
+        from fapo.grm.local import LocalJudge, resolve_oracle
+
+        try:
+            verdict_fn = resolve_oracle(settings.oracle)
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"fapo.oracle: {err}") from err
+        return lambda: LocalJudge(verdict_fn, name=f"oracle:{settings.oracle}")
+    from fapo.grm.client import Endpoint, GenRMClient, JudgeConfig
+
+    config = JudgeConfig(
+        endpoints=tuple(Endpoint(url, settings.judge_model, settings.judge_api_key) for url in settings.judge_endpoints),
+        concurrency=settings.judge_concurrency,
+        timeout=settings.judge_timeout,
+        retries=settings.judge_retries,
+        max_tokens=settings.judge_max_tokens,
+        temperature=settings.judge_temperature,
+        votes=settings.judge_votes,
+    )
+    return lambda: GenRMClient(config)
+
+
+def _load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _grpo_args(config: TrainConfig, output_dir: Path, max_steps: int | None):
+    overrides: dict[str, Any] = {"output_dir": str(output_dir), "disable_tqdm": True}
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    overrides.setdefault("report_to", config.trl.get("report_to", "none"))
+    try:
+        return config.grpo_config(**overrides)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid TRL setting: {err}") from err
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` that was written to the end (its trainer_state.json exists).
+
+    A run killed while saving leaves a partial directory; resuming skips it instead of crashing.
+    """
+    if not output_dir.is_dir():
+        return None
+    candidates = []
+    for path in output_dir.glob("checkpoint-*"):
+        suffix = path.name.rsplit("-", 1)[1]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            candidates.append((int(suffix), path))
+    return str(max(candidates)[1]) if candidates else None
+
+
+def _run(trainer, output_dir: Path, resume: bool, on_close=None, callbacks: Sequence[Any] = ()) -> TrainResult:
+    from transformers import PrinterCallback, ProgressCallback
+
+    from fapo.train.callbacks import KeyNumbersProgressCallback, MetricsFileCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(MetricsFileCallback(output_dir))
+    trainer.add_callback(KeyNumbersProgressCallback())
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    checkpoint = last_complete_checkpoint(output_dir) if resume else None
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if on_close is not None and getattr(trainer, "async_loop", None) is not None:
+            asyncio.run_coroutine_threadsafe(on_close(), trainer.async_loop).result(timeout=30)
+    final_dir = output_dir / "final"
+    trainer.save_model(str(final_dir))
+    return TrainResult(str(output_dir), trainer.state.global_step, str(output_dir / "metrics.jsonl"),
+                       str(output_dir / "critiques.jsonl"), str(final_dir))
+
+
+def _write_run_config(config: TrainConfig, output_dir: Path, kind: str) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"kind": kind, "trl": config.trl, "fapo": asdict(config.fapo)}
+    (output_dir / "fapo_config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
+                 resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer."""
+    from datasets import Dataset
+
+    from fapo.train.data import policy_rows
+    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
+
+    settings = config.fapo
+    output_dir = Path(output_dir)
+    dataset = Dataset.from_list(policy_rows(settings))
+    args = _grpo_args(config, output_dir, max_steps)
+    tokenizer = _load_tokenizer(settings.model)
+    eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    state = PolicyRewardState(
+        settings=settings,
+        max_completion_length=args.max_completion_length,
+        eos_token_ids=frozenset(eos_ids),
+        judge_factory=build_judge_factory(settings),
+        critiques=JsonlAppender(output_dir / "critiques.jsonl"),
+    )
+    reward_funcs: list[Any] = [make_policy_reward_func(state)]
+    if settings.overlong_buffer:
+        from trl.rewards import get_soft_overlong_punishment
+
+        reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
+    _write_run_config(config, output_dir, "policy")
+    trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                               processing_class=tokenizer)
+    return _run(trainer, output_dir, resume, on_close=state.close, callbacks=callbacks)
+
+
+def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
+              resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4)."""
+    from datasets import Dataset
+
+    from fapo.train.data import grm_rows
+    from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
+
+    settings = config.fapo
+    output_dir = Path(output_dir)
+    dataset = Dataset.from_list(grm_rows(settings))
+    args = _grpo_args(config, output_dir, max_steps)
+    tokenizer = _load_tokenizer(settings.model)
+    reward_funcs: list[Any] = [make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"),
+                                                    settings.write_critiques)]
+    if settings.overlong_buffer:
+        from trl.rewards import get_soft_overlong_punishment
+
+        reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
+    _write_run_config(config, output_dir, "grm")
+    trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                               processing_class=tokenizer)
+    return _run(trainer, output_dir, resume, callbacks=callbacks)

@@ -1,0 +1,192 @@
+"""FAPO training on TRL, on a CPU: real GRPOTrainer steps with the testbed oracle as the judge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import POLICY_PROBLEM
+from fapo.grm.local import LocalJudge, resolve_oracle
+from fapo.train.config import parse_config
+from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+
+TRL_TINY = {
+    "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+    "max_completion_length": 40, "temperature": 1.0, "loss_type": "dapo", "beta": 0.0, "epsilon": 0.2,
+    "epsilon_high": 0.28, "bf16": False, "use_cpu": True, "gradient_checkpointing": False, "logging_steps": 1,
+    "save_steps": 1, "report_to": "none", "seed": 0, "max_steps": 2,
+}
+
+
+def write_policy_data(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"problem": POLICY_PROBLEM, "answer": "5"}) + "\n" for _ in range(16)))
+    return path
+
+
+def policy_config(model: Path, data: Path, trl: dict | None = None, **fapo):
+    fapo_section = {"model": str(model), "train_data": str(data), "prompt_template": "{problem}", "judge": "oracle",
+                    "answer_format": "strict", "verify_workers": 1, **fapo}
+    return parse_config({**TRL_TINY, **(trl or {}), "fapo": fapo_section})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def weights_changed(before: Path, after: Path) -> bool:
+    a, b = weights(before), weights(after)
+    return any(not (a[k] == b[k]).all() for k in a)
+
+
+CLEAN = "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}"
+SKIP = "2 + 3 = 5\n\nThe answer is \\boxed{5}"
+WRONG = "2 + 9 = 11\n\n11 - 9 = 3\n\n3 + 3 = 6\n\nThe answer is \\boxed{6}"
+TRAILING = "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}}}}"
+
+
+def test_grpo_and_fapo_differ_only_in_the_reward_of_flawed_positives(tmp_path):
+    completions = [[{"role": "assistant", "content": c}] for c in (CLEAN, SKIP, WRONG, TRAILING)]
+    ids = [[1, 2, 3]] * 4
+    rewards, logged = {}, {}
+    for penalty in (0.0, 1.0):
+        settings = policy_config(tmp_path, tmp_path, penalty=penalty).fapo
+        state = PolicyRewardState(settings, 40, frozenset({3}), lambda: LocalJudge(resolve_oracle("testbed")),
+                                  JsonlAppender(tmp_path / f"critiques-{penalty}.jsonl"))
+        metrics: dict[str, float] = {}
+        rewards[penalty] = asyncio.run(score_policy_batch(
+            state, completions, ids, [POLICY_PROBLEM] * 4, ["5"] * 4, 1, metrics.__setitem__))
+        logged[penalty] = metrics
+    assert rewards[0.0] == [1.0, 1.0, -1.0, -1.0]  # GRPO: right answers pay, the strict format rejects `}}}`
+    assert rewards[1.0] == [1.0, 0.0, -1.0, -1.0]  # FAPO: the skipped step costs λ
+    assert logged[1.0]["grm/judged"] == 2 and logged[1.0]["grm/flawed_ratio"] == 0.5
+    assert logged[0.0]["verify/accuracy"] == logged[1.0]["verify/accuracy"] == 0.5
+    critiques = read_jsonl(tmp_path / "critiques-1.0.jsonl")
+    assert [c["verdict"] for c in critiques] == [-1, 0] and [c["reward"] for c in critiques] == [1.0, 0.0]
+
+
+def test_truncated_completion_is_no_answer(tmp_path):
+    settings = policy_config(tmp_path, tmp_path, judge="none").fapo
+    state = PolicyRewardState(settings, 3, frozenset({99}), None, JsonlAppender(None))
+    completions = [[{"role": "assistant", "content": CLEAN}]] * 2
+    rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3], [1, 2, 99]], [POLICY_PROBLEM] * 2,
+                                             ["5"] * 2, 1, None))
+    assert rewards == [-1.0, 1.0]
+
+
+def _assert_trained(result, model_before: Path, expect_judged: bool = True) -> list[dict]:
+    out = Path(result.output_dir)
+    metrics = read_jsonl(out / "metrics.jsonl")
+    steps = [m["step"] for m in metrics if "loss" in m]
+    assert steps == list(range(1, result.global_step + 1))
+    assert weights_changed(model_before, Path(result.final_model_dir))
+    for key in ("verify/accuracy", "grm/judged", "grm/errors", "grm/invalid", "reward/mean", "time/step_s",
+                "time/judge_s", "completions/mean_length", "completions/mean_steps"):
+        assert all(key in m for m in metrics if "loss" in m), key
+    if expect_judged:
+        assert sum(m["grm/judged"] for m in metrics if "loss" in m) > 0
+    return metrics
+
+
+def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_path):
+    from fapo.grm.server import load_oracle, serve_in_thread
+
+    data = write_policy_data(tmp_path / "train.jsonl")
+    with serve_in_thread(load_oracle("testbed")) as server:
+        config = policy_config(memorised_policy_dir, data, judge="http", judge_endpoints=[server.url])
+        from fapo.train.runner import train_policy
+
+        result = train_policy(config, tmp_path / "run")
+    metrics = _assert_trained(result, memorised_policy_dir)
+    assert any(m.get("grm/flawed_ratio") is not None for m in metrics)
+    critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
+    assert critiques and all(c["status"] == "ok" and "\\boxed{" in c["critique"] for c in critiques)
+    assert all(c["endpoint"] for c in critiques)
+
+
+def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    from fapo.grm.server import load_oracle, serve_in_thread
+    from fapo.train.runner import train_policy
+
+    server = serve_in_thread(load_oracle("testbed"))
+
+    class KillJudgeAfterFirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                server.stop()
+
+    data = write_policy_data(tmp_path / "train.jsonl")
+    config = policy_config(memorised_policy_dir, data, {"max_steps": 3, "save_steps": 10}, judge="http",
+                           judge_endpoints=[server.url], judge_timeout=2.0, judge_retries=1)
+    result = train_policy(config, tmp_path / "run", callbacks=[KillJudgeAfterFirstStep()])
+    server.stop()
+    assert result.global_step == 3
+    metrics = [m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
+    after = metrics[1:]
+    assert sum(m["grm/errors"] for m in after) > 0
+    # every judgement after the outage is an error (no verdict) or a verdict cached before it
+    assert all(m["grm/errors"] + m["grm/cached"] == m["grm/judged"] for m in after)
+    for m in after:  # a penalty only where a (cached) verdict said flawed; errors cost nothing
+        assert m["reward/mean"] == pytest.approx(2 * m["verify/accuracy"] - 1 - m["grm/flawed_of_all"])
+
+
+def test_grm_training(tiny_model_dir, tmp_path):
+    from fapo.grm.prompt import build_grm_prompt
+    from fapo.train.runner import train_grm
+    from memorise import memorise
+
+    steps = ["2 + 3 = 5", "The answer is \\boxed{5}"]
+    row = {"id": "t-0", "problem": "Start with 2. Add 9. Subtract 9. Add 3.", "steps": steps,
+           "final_answer_correct": True, "label": 0, "ground_truth": "5"}
+    prompt = build_grm_prompt(row["problem"], steps, "5")
+    replies = ["Step 0 skips two operations. \\boxed{0}", "All steps are right. \\boxed{-1}", "\\boxed{1}"]
+    model = memorise(tiny_model_dir, tmp_path / "grm0", [(prompt, r) for r in replies], steps=90)
+    data = tmp_path / "critic.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for _ in range(8)))
+    config = parse_config({**TRL_TINY, "fapo": {"model": str(model), "train_data": str(data)}})
+    result = train_grm(config, tmp_path / "run")
+    metrics = _assert_trained_grm(result, model)
+    assert all(math.isfinite(m["grm/valid_rate"]) for m in metrics)
+    critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
+    assert len(critiques) == 2 * 16 and {c["label"] for c in critiques} == {0}
+
+
+def _assert_trained_grm(result, model_before: Path) -> list[dict]:
+    metrics = [m for m in read_jsonl(Path(result.output_dir) / "metrics.jsonl") if "loss" in m]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert weights_changed(model_before, Path(result.final_model_dir))
+    return metrics
+
+
+def test_grm_rows_read_the_authors_critic_format(shared_data):
+    from fapo.train.config import FapoSettings
+    from fapo.train.data import grm_rows
+
+    settings = FapoSettings(model="m", train_data=str(shared_data / "fapo_critic_example" / "fapo-critic.jsonl"))
+    rows = grm_rows(settings)
+    assert len(rows) == 100
+    assert sum(r["label"] == -1 for r in rows) == 50
+    assert all(r["prompt"][0]["role"] == "user" and r["num_steps"] >= 1 for r in rows)
+
+
+def test_processbench_rows_become_critic_prompts(shared_data):
+    from fapo.train.config import FapoSettings
+    from fapo.train.data import grm_rows
+
+    settings = FapoSettings(model="m", train_data=str(shared_data / "processbench" / "gsm8k.jsonl"),
+                            max_train_samples=10)
+    rows = grm_rows(settings)
+    assert len(rows) == 10
+    assert all("<paragraph_0>" in r["prompt"][0]["content"] and "Ground Truth" not in r["prompt"][0]["content"]
+               for r in rows)
