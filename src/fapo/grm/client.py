@@ -1,0 +1,556 @@
+"""Async GenRM client: judge solutions over any number of OpenAI-compatible endpoints.
+
+Owns the HTTP side of judging (DESIGN.md §1.5): one aiohttp session, a global concurrency limit,
+least-outstanding routing and circuit breakers (`fapo.grm.routing`), retries with exponential
+backoff and jitter, majority voting over n samples, an LRU cache keyed by the exact prompt (with
+identical concurrent requests sharing one in-flight request), and metrics for the trainer's logger.
+Every failure is a value: a `Judgement` with status "invalid" or "error", never an exception and
+never a verdict. Must not import torch or transformers, and holds no prompt logic of its own
+(`fapo.grm.prompt` renders and parses).
+
+    async with GenRMClient(JudgeConfig(endpoints=(Endpoint("http://127.0.0.1:8000/v1"),))) as grm:
+        j = await grm.judge(problem, steps, gold)     # Judgement(verdict=2, flawed=True, status="ok", ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import aiohttp
+from yarl import URL
+
+from fapo.grm.prompt import grm_messages, parse_verdict
+from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
+
+Status = Literal["ok", "invalid", "error"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible server (vLLM, SGLang, `fapo serve-grm`)."""
+
+    url: str
+    """Base URL up to the API version, e.g. "http://127.0.0.1:8000/v1"; requests go to {url}/chat/completions."""
+    model: str = "genrm"
+    """The model name the server expects in the request body (vLLM: the served model name)."""
+    api_key: str | None = None
+    """Sent as `Authorization: Bearer <api_key>` when set."""
+
+    def __post_init__(self) -> None:
+        url = str(self.url).strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or len(URL(url).host or "") == 0:
+            raise ValueError(f"endpoint url {self.url!r} must look like http://HOST:PORT/v1")
+        if url.endswith("/chat/completions"):
+            raise ValueError(f"endpoint url {self.url!r}: give the base URL (ending in /v1), not the route")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("endpoint model must be a non-empty string (the name the server serves)")
+        object.__setattr__(self, "url", url)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the client talks to the GenRM endpoints. Field names match `configs/*.yaml`."""
+
+    endpoints: tuple[Endpoint, ...]
+    """The servers to spread requests over; plain URL strings are accepted and wrapped in `Endpoint`."""
+    concurrency: int = 64
+    """Most HTTP requests in flight at once, over all endpoints (also the connection pool size)."""
+    timeout: float = 60.0
+    """Seconds one HTTP attempt may take, connect to last byte; a timeout is retried elsewhere."""
+    retries: int = 3
+    """Extra attempts after the first on connection errors, timeouts, 5xx, 429 (so at most 1 + retries)."""
+    max_tokens: int = 2048
+    """Upper bound on the critique's length in tokens; a truncated critique usually parses as "invalid"."""
+    temperature: float = 0.0
+    """Sampling temperature. 0 (greedy) makes a verdict reproducible and the cache exact; voting needs > 0."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    votes: int = 1
+    """Samples per request (`n`); the verdict is their majority (see `majority_verdict`)."""
+    tie_break: Literal["flawed", "clean"] = "flawed"
+    """Which way a tied flawed/clean vote goes."""
+    cache_size: int = 100_000
+    """Judgements kept in the LRU cache, keyed by the exact prompt (also when sampling); 0 turns it off."""
+    breaker_failures: int = 5
+    """Consecutive failures that take an endpoint out of rotation (its circuit breaker opens)."""
+    breaker_cooldown: float = 10.0
+    """Seconds an open breaker waits before one probe request may try the endpoint again."""
+    backoff_base: float = 0.2
+    """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
+    backoff_max: float = 5.0
+    """Cap on one retry delay (also on a server's Retry-After)."""
+
+    def __post_init__(self) -> None:
+        endpoints = self.endpoints
+        if isinstance(endpoints, (str, Endpoint)):
+            endpoints = (endpoints,)
+        endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in endpoints)
+        if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
+            raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
+        object.__setattr__(self, "endpoints", endpoints)
+        _check(self.concurrency >= 1, "concurrency must be >= 1 (64 suits most servers)")
+        _check(self.timeout > 0, "timeout must be > 0 seconds")
+        _check(self.retries >= 0, "retries must be >= 0 (0 = one attempt only)")
+        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        _check(self.votes >= 1, "votes must be >= 1")
+        _check(
+            self.votes == 1 or self.temperature > 0,
+            f"votes={self.votes} with temperature=0 samples the same critique {self.votes} times; "
+            "set temperature > 0 (e.g. 0.7) or votes=1",
+        )
+        _check(
+            self.tie_break in ("flawed", "clean"),
+            f"tie_break must be 'flawed' or 'clean': {self.tie_break!r}",
+        )
+        _check(self.cache_size >= 0, "cache_size must be >= 0 (0 turns the cache off)")
+        _check(self.breaker_failures >= 1, "breaker_failures must be >= 1")
+        _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
+        _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")
+        _check(self.backoff_max >= self.backoff_base, "backoff_max must be >= backoff_base")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The GenRM's verdict on one solution, or why there is none.
+
+    status "ok": `verdict` is the earliest wrong step (0-based) or -1, `flawed` is `verdict >= 0`.
+    status "invalid": the server answered but named no valid step index. status "error": no
+    answer after the retries (or no healthy endpoint). A non-ok judgement never carries a verdict.
+    """
+
+    verdict: int | None
+    flawed: bool | None
+    status: Status
+    critique: str | None
+    """The GenRM's text (the winning sample's when voting; the raw answer when invalid)."""
+    endpoint: str | None
+    """URL of the endpoint that answered (or was tried last)."""
+    attempts: int
+    """HTTP attempts this call made (0 when served from the cache or a shared in-flight request)."""
+    latency_s: float
+    cached: bool = False
+    error: str | None = None
+    """What went wrong, for "invalid" and "error"."""
+
+    def __post_init__(self) -> None:
+        if self.status == "ok":
+            if not isinstance(self.verdict, int) or self.verdict < -1 or self.flawed != (self.verdict >= 0):
+                raise ValueError(f"an ok judgement needs verdict >= -1 and flawed == (verdict >= 0): {self}")
+        elif self.verdict is not None or self.flawed is not None:
+            raise ValueError(f"a {self.status!r} judgement must not carry a verdict")
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """One solution to judge: the problem (verbatim), its steps, and the gold answer when known."""
+
+    problem: str
+    steps: tuple[str, ...]
+    gold: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.problem, str):
+            raise TypeError(f"problem must be a str, not {type(self.problem).__name__}")
+        if isinstance(self.steps, str) or not all(isinstance(s, str) for s in self.steps):
+            raise TypeError("steps must be a sequence of str (use fapo.steps.split_steps on a response)")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.gold is not None:
+            object.__setattr__(self, "gold", str(self.gold))
+
+
+def majority_verdict(verdicts: Sequence[int | None], tie_break: str = "flawed") -> int | None:
+    """Majority vote over sampled verdicts; None when no sample named a valid step.
+
+    Invalid samples (None) abstain. Flawed (k >= 0) against clean (-1) is decided first, a tie
+    going to `tie_break`; a flawed outcome then names the most-voted step, the earliest on a tie.
+    """
+    if len(verdicts) == 1:
+        return verdicts[0]
+    valid = [v for v in verdicts if v is not None]
+    if not valid:
+        return None
+    flawed = [v for v in valid if v >= 0]
+    clean = len(valid) - len(flawed)
+    if len(flawed) > clean or (flawed and len(flawed) == clean and tie_break == "flawed"):
+        counts = Counter(flawed)
+        return min(counts, key=lambda k: (-counts[k], k))
+    return -1
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one HTTP attempt produced: texts (an answer), or an error that may be retried."""
+
+    texts: list[str] | None = None
+    error: str | None = None
+    retry: bool = False
+    retry_after: float | None = None
+
+
+_ENDPOINT_FAULTS = frozenset({401, 403, 404})  # misconfigured endpoint: try another, count for the breaker
+_NO_BREAKER = frozenset({408, 429})  # alive but busy: retry, endpoint health unchanged
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps(**kw) builds one per call
+
+
+def _prompt_key(messages_json: str, num_steps: int) -> bytes:
+    """Cache key of one request: a 128-bit digest of the exact prompt, so the cache holds no prompts."""
+    return hashlib.blake2b(f"{num_steps}\n{messages_json}".encode(), digest_size=16).digest()
+
+
+class GenRMClient:
+    """Judge solutions with a GenRM served behind OpenAI-compatible endpoints.
+
+    Use as `async with GenRMClient(config) as grm:`; the session opens lazily and `aclose()`
+    ends it. A client lives in one event loop (its session does). Methods never raise on network
+    or server failures: they return a `Judgement`.
+    """
+
+    def __init__(self, config: JudgeConfig) -> None:
+        self.config = config
+        self._router = Router(len(config.endpoints), config.breaker_failures, config.breaker_cooldown)
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._urls = [URL(e.url + "/chat/completions") for e in config.endpoints]
+        self._headers = [_headers(e) for e in config.endpoints]
+        self._models = [json.dumps(e.model) for e in config.endpoints]
+        sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p}
+        self._sampling = json.dumps(sampling | {"n": config.votes})[1:-1]
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._cache: OrderedDict[bytes, Judgement] = OrderedDict()
+        # Requests in flight, by cache key: identical callers await the same future.
+        self._pending: dict[bytes, asyncio.Future[Judgement]] = {}
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+
+    async def __aenter__(self) -> GenRMClient:
+        self._closed = False
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Idle connections are dropped after 4 s, before uvicorn's (vLLM's) 5 s keep-alive closes
+            # them server-side: reusing a connection the server is closing fails a POST for no reason.
+            connector = aiohttp.TCPConnector(limit=self.config.concurrency, keepalive_timeout=4.0)
+            jar = aiohttp.DummyCookieJar()  # an API client keeps no cookies (and skips the jar per request)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, cookie_jar=jar)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the HTTP session; requests still in flight end as "error" judgements, none are retried."""
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def judge(self, problem: str, steps: Sequence[str], gold: str | None = None) -> Judgement:
+        """Judge one solution: render the GenRM prompt (`fapo.grm.prompt`) and ask an endpoint."""
+        try:
+            messages = grm_messages(problem, list(steps), gold)
+        except TypeError as err:
+            return self._count(_failure(f"cannot render the prompt: {err}", None, 0, 0.0))
+        return await self.judge_prompt(messages, len(steps))
+
+    async def judge_prompt(self, messages: list[dict[str, Any]], num_steps: int) -> Judgement:
+        """Judge an already-rendered chat request whose solution has `num_steps` steps."""
+        t0 = time.perf_counter()
+        try:
+            messages_json = _JSON.encode(messages)
+        except (TypeError, ValueError) as err:
+            return self._count(_failure(f"messages are not JSON-serialisable: {err}", None, 0, 0.0))
+        key = _prompt_key(messages_json, num_steps)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self._counts["grm/cache_hits"] += 1
+            return self._count(replace(hit, cached=True, attempts=0, latency_s=time.perf_counter() - t0))
+        while (pending := self._pending.get(key)) is not None:
+            try:  # an identical request is in flight: share its result
+                result = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if pending.cancelled() and not _cancelling():
+                    continue  # its caller was cancelled, not this one: send the request ourselves
+                raise
+            self._counts["grm/coalesced"] += 1
+            return self._count(replace(result, cached=True, attempts=0, latency_s=time.perf_counter() - t0))
+        return self._count(await self._request(key, messages_json, num_steps, t0))
+
+    async def judge_many(self, items: Sequence[JudgeItem], progress: bool = False) -> list[Judgement]:
+        """Judge every item, at most `config.concurrency` at a time; one result per item, in order.
+
+        `progress=True` shows a bar on a terminal, and a line every 10 s otherwise.
+        """
+        for item in items:
+            if not isinstance(item, JudgeItem):
+                raise TypeError(f"judge_many takes JudgeItem objects, got {type(item).__name__}")
+        results: list[Judgement | None] = [None] * len(items)
+        todo = iter(range(len(items)))
+        bar = _Progress(len(items)) if progress and items else None
+
+        async def work() -> None:
+            for i in todo:
+                item = items[i]
+                results[i] = judgement = await self.judge(item.problem, item.steps, item.gold)
+                if bar is not None:
+                    bar.advance(judgement)
+
+        try:
+            await asyncio.gather(*(work() for _ in range(min(len(items), self.config.concurrency))))
+        finally:
+            if bar is not None:
+                bar.close()
+        return results  # type: ignore[return-value]  # every slot was filled
+
+    async def _request(self, key: bytes, messages_json: str, num_steps: int, t0: float) -> Judgement:
+        """Send one prompt, retrying as configured; shares the result with identical callers and caches it."""
+        pending = self._pending[key] = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._attempts(messages_json, num_steps, t0)
+        except BaseException:  # cancelled: callers waiting on `pending` will send the request themselves
+            pending.cancel()
+            raise
+        finally:
+            del self._pending[key]
+        pending.set_result(result)
+        if result.status != "error" and self.config.cache_size > 0:
+            self._cache[key] = result
+            if len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    async def _attempts(self, messages_json: str, num_steps: int, t0: float) -> Judgement:
+        """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried."""
+        cfg = self.config
+        tried: list[int] = []
+        error = "not attempted"
+        for attempt in range(1, cfg.retries + 2):
+            async with self._slots:
+                pick = self._router.pick(tried)
+                if pick is None:
+                    self._counts["grm/fail_fast"] += 1
+                    reason = self._router.describe_unavailable()
+                    if tried:
+                        reason += f" (last error: {error})"
+                    url = cfg.endpoints[tried[-1]].url if tried else None
+                    return _failure(reason, url, attempt - 1, time.perf_counter() - t0)
+                tried.append(pick.index)
+                outcome = await self._send(pick, messages_json)
+            url = cfg.endpoints[pick.index].url
+            if outcome.texts is not None:
+                return self._answer(outcome.texts, num_steps, url, attempt, t0)
+            error = outcome.error or "unknown error"
+            if not outcome.retry or attempt > cfg.retries:
+                return _failure(error, url, attempt, time.perf_counter() - t0)
+            self._counts["grm/retries"] += 1
+            await asyncio.sleep(self._backoff(attempt, outcome.retry_after))
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cfg = self.config
+        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempt - 1))
+        delay *= random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, cfg.backoff_max))
+        return delay
+
+    async def _send(self, pick: Pick, messages_json: str) -> _Outcome:
+        """One HTTP attempt; reports the outcome to the router. Never raises but CancelledError."""
+        i = pick.index
+        if self._closed:
+            self._router.release(pick)
+            return _Outcome(error="the client was closed")
+        body = f'{{"model":{self._models[i]},"messages":{messages_json},{self._sampling}}}'.encode()
+        self._counts["grm/requests"] += 1
+        t = time.perf_counter()
+        try:
+            status, raw, retry_after = await self._post(i, body)
+        except asyncio.CancelledError:
+            self._router.release(pick)
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+            if self._closed:  # our own session went away: says nothing about the endpoint
+                self._router.release(pick)
+                return _Outcome(error="the client was closed")
+            self._router.fail(pick, time.perf_counter() - t)
+            self._counts["grm/request_errors"] += 1
+            kind = "timeout" if isinstance(err, asyncio.TimeoutError) else type(err).__name__
+            return _Outcome(error=f"{kind}: {err}" if str(err) else kind, retry=True)
+        latency = time.perf_counter() - t
+        if status == 200:
+            texts = _choice_texts(raw)
+            if texts is not None:
+                self._router.succeed(pick, latency)
+                return _Outcome(texts=texts)
+            self._router.fail(pick, latency)
+            self._counts["grm/request_errors"] += 1
+            return _Outcome(error=f"malformed chat completion: {_snippet(raw)}", retry=True)
+        breaker = status >= 500 or status in _ENDPOINT_FAULTS
+        self._router.fail(pick, latency, breaker=breaker)
+        self._counts["grm/request_errors"] += 1
+        retry = breaker or status in _NO_BREAKER
+        return _Outcome(
+            error=f"HTTP {status}: {_snippet(raw)}", retry=retry, retry_after=_seconds(retry_after)
+        )
+
+    async def _post(self, index: int, body: bytes) -> tuple[int, bytes, str | None]:
+        """POST a chat request to endpoint `index`: (HTTP status, body, Retry-After header)."""
+        async with self._open().post(self._urls[index], data=body, headers=self._headers[index]) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Retry-After")
+
+    def _answer(self, texts: list[str], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
+        latency = time.perf_counter() - t0
+        verdicts = [parse_verdict(t, num_steps) for t in texts]
+        verdict = majority_verdict(verdicts, self.config.tie_break)
+        if verdict is None:
+            shown = texts[0] if texts else None
+            why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(texts)} sample(s)"
+            return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why)
+        critique = texts[verdicts.index(verdict)]
+        return Judgement(verdict, verdict >= 0, "ok", critique, url, attempts, latency)
+
+    def _count(self, j: Judgement) -> Judgement:
+        c = self._counts
+        c["grm/judgements"] += 1
+        c[_STATUS_KEY[j.status]] += 1
+        if j.flawed:
+            c["grm/flawed"] += 1
+        if not j.cached:
+            self._latencies.append(j.latency_s)
+        return j
+
+    def metrics(self) -> dict[str, float]:
+        """Counters since the client was made, namespaced for the trainer's logger.
+
+        Judgements: grm/judgements, grm/ok, grm/invalid, grm/errors, grm/flawed, grm/flawed_ratio
+        (flawed / ok), grm/latency_p50|p95 (uncached, seconds). HTTP: grm/requests,
+        grm/request_errors, grm/retries, grm/fail_fast (no healthy endpoint), grm/in_flight,
+        grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
+        in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
+        in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
+        """
+        m = {k: float(v) for k, v in self._counts.items()}
+        m["grm/flawed_ratio"] = m["grm/flawed"] / m["grm/ok"] if m["grm/ok"] else 0.0
+        m["grm/latency_p50"], m["grm/latency_p95"] = percentiles(self._latencies, (0.50, 0.95))
+        m["grm/cache_size"] = float(len(self._cache))
+        m["grm/in_flight"] = float(sum(s.in_flight for s in self._router.states))
+        m["grm/healthy_endpoints"] = float(sum(self._router.healthy(i) for i in range(len(self._urls))))
+        m.update(self._router.metrics())
+        return m
+
+
+_COUNTERS = (
+    "grm/judgements", "grm/ok", "grm/invalid", "grm/errors", "grm/flawed", "grm/requests",
+    "grm/request_errors", "grm/retries", "grm/fail_fast", "grm/cache_hits", "grm/coalesced",
+)  # fmt: skip
+_STATUS_KEY = {"ok": "grm/ok", "invalid": "grm/invalid", "error": "grm/errors"}
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (Python >= 3.11; assumed not on 3.10)."""
+    task = asyncio.current_task()
+    return bool(task is not None and getattr(task, "cancelling", lambda: 0)())
+
+
+def _failure(error: str, url: str | None, attempts: int, latency_s: float) -> Judgement:
+    return Judgement(None, None, "error", None, url, attempts, latency_s, error=error)
+
+
+def _headers(endpoint: Endpoint) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    return headers
+
+
+def _choice_texts(raw: bytes) -> list[str] | None:
+    """The message contents of a chat completion's choices; None when the body is not one."""
+    try:
+        data = json.loads(raw)
+        choices = data["choices"]
+        if not isinstance(choices, list) or not choices:
+            return None
+        return [str(c["message"].get("content") or "") for c in choices]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _snippet(raw: bytes, limit: int = 200) -> str:
+    text = raw[: limit * 4].decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty body)"
+
+
+def _seconds(header: str | None) -> float | None:
+    """A Retry-After header in seconds (the HTTP-date form is ignored)."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
+
+
+class _Progress:
+    """Progress for `judge_many` on stderr: a rich bar on a terminal, else a line every 10 s."""
+
+    def __init__(self, total: int, every_s: float = 10.0) -> None:
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.status: Counter[str] = Counter()
+        self.t0 = self.last = time.monotonic()
+        self._bar: Any = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(
+                *Progress.get_default_columns(), console=Console(stderr=True), transient=True
+            )
+            self._task = self._bar.add_task("judging", total=total)
+            self._bar.start()
+
+    def advance(self, judgement: Judgement) -> None:
+        self.done += 1
+        self.status[judgement.status] += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status.items()))
+            print(f"judged {self.done}/{self.total} in {now - self.t0:.0f} s ({counts})", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def judge_sync(items: Sequence[JudgeItem], config: JudgeConfig, progress: bool = False) -> list[Judgement]:
+    """Judge `items` from synchronous code (scripts, notebooks without a running loop)."""
+    if asyncio._get_running_loop() is not None:  # public low-level API despite the underscore
+        raise RuntimeError("judge_sync cannot run inside an event loop; await GenRMClient.judge_many instead")
+
+    async def run() -> list[Judgement]:
+        async with GenRMClient(config) as client:
+            return await client.judge_many(items, progress=progress)
+
+    return asyncio.run(run())
