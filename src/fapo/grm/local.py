@@ -42,11 +42,13 @@ class LocalJudge:
             verdict = self._verdict_fn(item.problem, list(item.steps))
         except Exception as err:  # a broken oracle is counted and reported, never a verdict
             self._counts["errors"] += 1
-            return Judgement(None, None, "error", f"oracle failed: {err!r}", self._name, 1, time.perf_counter() - start)
+            return Judgement(None, None, "error", None, self._name, 1, time.perf_counter() - start,
+                             error=f"oracle failed: {err!r}")
         latency = time.perf_counter() - start
         if verdict is None or not -1 <= verdict < max(len(item.steps), 0):
             self._counts["invalid"] += 1
-            return Judgement(None, None, "invalid", None, self._name, 1, latency)
+            return Judgement(None, None, "invalid", None, self._name, 1, latency,
+                             error=f"oracle verdict {verdict!r} is not -1..{len(item.steps) - 1}")
         critique = "No step is wrong. \\boxed{-1}" if verdict == -1 else f"Step {verdict} is wrong. \\boxed{{{verdict}}}"
         return Judgement(verdict, verdict != -1, "ok", critique, self._name, 1, latency)
 
