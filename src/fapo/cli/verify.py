@@ -1,0 +1,88 @@
+"""`fapo verify INPUT.jsonl`: check each row's `response` against its `gold` with `fapo.verify`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check final answers against gold answers (math-verify, with timeouts)",
+        description="Read JSONL rows with `response` and `gold`; write each row plus `correct`, `pred` "
+        "and `status` (ok, no_answer, timeout, error) as JSONL; print a JSON summary on stderr.",
+    )
+    p.add_argument("input", metavar="INPUT.jsonl", help="rows with a string `response` and a `gold` answer")
+    p.add_argument("-o", "--output", metavar="OUT.jsonl", help="where to write the rows (default: stdout)")
+    p.add_argument(
+        "--workers", type=int, help="math-verify worker processes (default: usable CPUs, at most 8)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds of math-verify work per row (default 5)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    import time
+
+    from fapo.cli import CliError
+    from fapo.io import DataError, write_jsonl
+    from fapo.verify import STATUSES, Verifier
+
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    if not args.timeout > 0:
+        raise CliError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    try:
+        rows, golds = _read_rows(args.input)
+    except DataError as err:
+        raise CliError(str(err)) from err
+    verifier = Verifier(workers=args.workers)
+    start = time.perf_counter()
+    try:
+        results = verifier.verify_batch([row["response"] for row in rows], golds, timeout=args.timeout)
+        stats = verifier.stats()
+    finally:
+        verifier.close()
+    seconds = time.perf_counter() - start
+    out = [
+        {**row, "correct": r.correct, "pred": r.pred, "status": r.status}
+        for row, r in zip(rows, results, strict=True)
+    ]
+    try:
+        write_jsonl(args.output or "-", out)
+    except OSError as err:
+        raise CliError(f"cannot write {args.output}: {err.strerror or err}") from err
+    n, correct = len(results), sum(r.correct for r in results)
+    summary = {
+        "rows": n,
+        "correct": correct,
+        "accuracy": correct / n if n else None,
+        "status": {s: sum(r.status == s for r in results) for s in STATUSES},
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(n / seconds, 1) if seconds > 0 else None,
+        "fast_path": stats.fast_path,
+        "cache_hits": stats.cache_hits,
+        "worker_tasks": stats.worker_tasks,
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def _read_rows(path: str) -> tuple[list[dict], list[str]]:
+    """The rows, and each row's gold as a string (a JSON number is accepted); DataError names the line."""
+    from fapo.io import DataError, iter_jsonl
+
+    rows, golds = [], []
+    for lineno, row in iter_jsonl(path, required=("response", "gold")):
+        gold = row["gold"]
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)
+        if not isinstance(row["response"], str) or not isinstance(gold, str):
+            raise DataError(f"{path}:{lineno}: `response` must be a string and `gold` a string or a number")
+        rows.append(row)
+        golds.append(gold)
+    return rows, golds

@@ -1,0 +1,669 @@
+"""Answer verification: is a rollout's final answer equivalent to the gold answer?
+
+Owns: final-answer extraction (the last `\\boxed{...}` via `fapo.boxed`, else math-verify's own
+extraction), equivalence by math-verify, a conservative fast path (identical answers, plain
+numbers) and a result cache in the calling process, and a persistent pool of worker processes that
+run math-verify under a hard per-item timeout. A worker that overruns is killed and replaced, so
+the timeout holds in any thread (math-verify's own timeout uses `signal.alarm`: main thread only).
+
+Must not: import torch or transformers, and not even math-verify in the calling process (only the
+workers import it); know about rewards, trainers or HTTP. A failure is a status, never an exception.
+
+The reference it is measured against (benchmarks/bench_verify.py) is plain math-verify called the
+usual way, `verify(parse(gold_src), parse(response))` with default configs, `gold_src` being the
+gold wrapped in `$...$` unless it holds `$` or `\\boxed`. The workers make that same call, on
+`\\boxed{answer}` when the answer is a box; they also read `\\$10` as money rather than math, and a
+short bare formula (`\\tfrac83`) in which math-verify finds nothing as its own answer.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from multiprocessing.connection import Connection, wait
+from typing import Literal
+
+from fapo.boxed import count_boxed, last_boxed
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["ok", "no_answer", "timeout", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "no_answer", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict on one response."""
+
+    correct: bool
+    """True only when the final answer was extracted and math-verify found it equivalent to the gold."""
+    pred: str | None
+    """The extracted final answer (the last box's content, or math-verify's extracted text); None if none."""
+    status: Status
+    """"ok" (a verdict was reached), "no_answer" (nothing to extract), "timeout" (the item's math-verify
+    work ran past `timeout` and its worker was replaced) or "error" (math-verify failed, a worker died,
+    a non-string input, or a gold with no parseable answer). `correct` is False unless "ok"."""
+
+
+@dataclass(frozen=True)
+class VerifyStats:
+    """Cumulative counters of one `Verifier` since it was made; diff two snapshots for one step."""
+
+    items: int = 0
+    """Responses verified."""
+    fast_path: int = 0
+    """Verdicts reached by the exact-match / integer fast path, without math-verify."""
+    cache_hits: int = 0
+    """Verdicts taken from the (answer, gold) cache, including repeats inside one batch."""
+    worker_tasks: int = 0
+    """Items sent to a math-verify worker."""
+    no_answer: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    worker_restarts: int = 0
+    """Workers killed (timeout) or found dead and replaced."""
+
+    def as_metrics(self, prefix: str = "verify/") -> dict[str, float]:
+        """Namespaced metric keys for a trainer's logger, e.g. `verify/timeouts`."""
+        return {prefix + name: float(value) for name, value in self.__dict__.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fast path: cheap extraction and a conservative normalisation, no sympy.
+
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_DELIMITER_SIZE = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
+_SPACING = re.compile(r"\\[,;: ]|\\displaystyle|\\textstyle|~")
+_SPACE_FREE = frozenset("{}()[]+-=^_/|<>")  # whitespace next to these never changes a formula's meaning
+_WHITESPACE = re.compile(r"\s+")
+_MINERVA = re.compile(r"final answer is", re.IGNORECASE)
+_GLUE_AFTER_BRACE = re.compile(  # what may separate the boxes of one listed answer
+    r"\}(?:\s|[$,;&]|\\[,;:! \\()\[\]]|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|and|or"
+    r"|[a-zA-Z]{1,3}(?:_\{?\w{1,3}\}?)?\s*=)*\Z"  # labels: `x = \boxed{1}, y = \boxed{2}`
+)
+_NUMBER = re.compile(
+    r"(?P<sign>[+-]?)(?:"
+    r"(?P<int>\d{1,100}|[1-9]\d{0,2}(?:(?:,|\{,\})\d{3}){1,30})"  # 12, 3,250, 10{,}000
+    r"|(?P<dec>\d{0,100}\.\d{1,100})"  # 0.75, .5
+    r"|\\frac\{(?P<num>\d{1,100})\}\{(?P<den>\d{1,100})\}"  # \frac{3}{8}
+    r"|(?P<slash_num>\d{1,100})/(?P<slash_den>\d{1,100})"  # 3/8
+    r")"
+)
+
+
+def gold_answer(gold: str) -> str:
+    """The gold's final answer as text: its last box, else the gold without one `$...$`-like wrapper."""
+    boxed = last_boxed(gold)
+    if boxed is not None:
+        return boxed.strip()
+    text = gold.strip()
+    for left, right in _WRAPPERS:
+        inner = text[len(left) : -len(right)] if len(text) >= len(left) + len(right) else ""
+        if text.startswith(left) and text.endswith(right) and "$" not in inner:
+            return inner.strip()
+    return text
+
+
+def answer_source(response: str) -> tuple[Literal["boxed", "text"], str]:
+    """Where `response`'s final answer is: ("boxed", content of its last box) or ("text", response).
+
+    "text" hands the whole response to math-verify's own extraction: when there is no (well-formed)
+    last box, when the last box ends a list of boxes (`\\boxed{1}, \\boxed{2}`, which math-verify
+    reads as one answer {1, 2}), or when the response states "The final answer is X. I hope it is
+    correct." (the Minerva format, which math-verify ranks above boxes).
+    """
+    if "I hope" in response and _MINERVA.search(response):
+        return "text", response
+    content = last_boxed(response)
+    if content is None:
+        return "text", response
+    if count_boxed(response) > 1 and _ends_a_box_list(response):
+        return "text", response
+    return "boxed", content
+
+
+def _ends_a_box_list(response: str) -> bool:
+    """Whether the last box follows another box with only list glue (`,`, `and`, `\\quad`, `$`) between."""
+    prefix = response[: max(response.rfind("\\boxed"), response.rfind("\\fbox"))]
+    tail = prefix[-200:]  # bounded: glue longer than this is not a list
+    match = _GLUE_AFTER_BRACE.search(tail)
+    if match is None:
+        return False
+    head = prefix[: len(prefix) - len(tail) + match.start() + 1]
+    previous = last_boxed(head)
+    return previous is not None and head.endswith("{" + previous + "}")
+
+
+def normalize_answer(text: str) -> str:
+    """Rewrite `text` only in ways that cannot change its mathematical meaning.
+
+    Drops `\\left`/`\\right`, `\\!`, and maps `\\dfrac`/`\\tfrac` to `\\frac`. Other spacing
+    macros become spaces; whitespace is dropped next to a bracket or operator (`x + 1`) and before a
+    backslash (it never ends a control word there), and elsewhere collapses to one space:
+    `2 3` may mean 2*3, `\\pi r` is not `\\pir`, `32, 349` is a pair.
+    """
+    text = _DELIMITER_SIZE.sub("", text).replace("\\!", "")
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _SPACING.sub(" ", text)
+    parts = _WHITESPACE.split(text.strip())
+    out = parts[0]
+    for part in parts[1:]:
+        if out and part and out[-1] not in _SPACE_FREE and part[0] not in _SPACE_FREE and part[0] != "\\":
+            out += " "
+        out += part
+    return out
+
+
+def _number(text: str) -> tuple[Fraction, bool] | None:
+    """(value, is_integer_form) of a plain number: `-12`, `3,250`, `10{,}000`, `0.75`, `\\frac{3}{8}`."""
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        return None
+    sign = -1 if match["sign"] == "-" else 1
+    if match["num"] is not None or match["slash_num"] is not None:
+        num, den = int(match["num"] or match["slash_num"]), int(match["den"] or match["slash_den"])
+        return (sign * Fraction(num, den), False) if den else None
+    if match["dec"] is not None:
+        return sign * Fraction(Decimal(match["dec"])), False
+    return sign * int(match["int"].replace("{,}", "").replace(",", "")), True
+
+
+def fast_verdict(pred: str, gold: str) -> bool | None:
+    """True/False when the answer is decided without math-verify, None when math-verify must decide.
+
+    Accepts identical normalised non-empty strings, and integers of equal value (`3,250` = `3250`).
+    Rejects two plain numbers (integers, decimals, integer fractions) more than 1e-5 apart: math-verify
+    compares numbers exactly or rounded to 6 decimals, so those are never equal there. Anything
+    else (`1/2` vs `0.5`, `x+1` vs `1+x`, closer numbers) goes to math-verify.
+    """
+    return _decide(normalize_answer(pred), normalize_answer(gold))
+
+
+def _decide(p: str, g: str) -> bool | None:
+    """`fast_verdict` on normalised answers."""
+    if not p or not g:
+        return None
+    if p == g:
+        return True
+    a, b = _number(p), _number(g)
+    if a is None or b is None:
+        return None
+    if a[1] and b[1]:
+        return a[0] == b[0]
+    return False if abs(a[0] - b[0]) > Fraction(1, 10**5) else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Worker side: runs in the pool's processes only; the only code here that imports math-verify.
+
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # `\$10` is money, not math
+_BARE_FORMULA = re.compile(r"[^$\n]{1,100}")
+_Task = tuple[str, str, str]  # (mode "boxed" | "text", answer content or whole response, gold)
+_Outcome = tuple[str, bool, "str | None", str]  # (status, correct, pred, detail for the log)
+
+# Run by each new worker before it reports ready, so that sympy's lazily loaded code paths
+# (numeric, symbolic, sets, intervals, matrices, units, text) do not land on the first real items.
+_WARM_UP: tuple[_Task, ...] = (
+    ("boxed", "\\frac{1}{2}", "0.5"),
+    ("boxed", "\\sqrt{34} + 3\\sqrt{10}", "28"),
+    ("boxed", "x^2 + 2x + 1", "(x+1)^2"),
+    ("boxed", "1\\frac{1}{9}", "\\frac{10}{9}"),
+    ("boxed", "(1, 2]", "[1, 2)"),
+    ("boxed", "\\{1, 2\\}", "\\{2, 1\\}"),
+    ("boxed", "x = 3", "3"),
+    ("boxed", "4:30 \\text{ p.m.}", "4:30"),
+    ("boxed", "30^\\circ", "\\frac{\\pi}{6}"),
+    ("boxed", "25\\%", "0.25"),
+    ("boxed", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"),
+    ("text", "so the final answer is 12.", "12"),
+)
+
+
+def _gold_source(gold: str) -> str:
+    """The gold as math-verify should read it: in `$...$` unless it has its own math or box."""
+    return gold if (_MATH_DOLLAR.search(gold) or "\\boxed" in gold) else f"${gold}$"
+
+
+def _parse_response(mode: str, answer: str) -> list:
+    """math-verify's parse of the answer; a short bare formula with nothing else found is its own answer."""
+    from math_verify import parse
+
+    if mode == "boxed":
+        return parse(f"\\boxed{{{answer}}}", parsing_timeout=None, raise_on_error=True)
+    parsed = parse(answer, parsing_timeout=None, raise_on_error=True)
+    if not parsed and _BARE_FORMULA.fullmatch(answer.strip()):  # e.g. `\\tfrac83` or `\\frac34i`
+        parsed = parse(f"${answer.strip()}$", parsing_timeout=None, raise_on_error=True)
+    return parsed
+
+
+def _extracted_text(parsed: list) -> str:
+    strings = [item for item in parsed if isinstance(item, str)]
+    return strings[0] if strings else str(parsed[0])
+
+
+def _check_with_math_verify(task: _Task) -> _Outcome:
+    """Parse and compare one item with math-verify, no timeout (the caller enforces one).
+
+    `task` = (mode, answer, gold): mode "boxed" parses `\\boxed{answer}`, mode "text" lets
+    math-verify extract the answer from the whole response.
+    """
+    from math_verify import parse
+    from math_verify import verify as math_verify_verify
+
+    mode, answer, gold = task
+    try:
+        gold_parsed = parse(_gold_source(gold), parsing_timeout=None, raise_on_error=True)
+        if not gold_parsed:
+            return ("error", False, None, "the gold has no parseable answer")
+        pred_parsed = _parse_response(mode, answer)
+        if not pred_parsed:
+            return ("no_answer", False, None, "")
+        pred = answer.strip() if mode == "boxed" else _extracted_text(pred_parsed)
+        correct = math_verify_verify(gold_parsed, pred_parsed, timeout_seconds=None)
+        return ("ok", bool(correct), pred, "")
+    except Exception as err:  # reported as the item's status, never swallowed
+        return ("error", False, None, f"{type(err).__name__}: {str(err)[:200]}")
+
+
+def serve_worker(fd: int) -> None:
+    """Worker main loop on socket `fd`: warm up, say "ready", answer tasks until None or EOF."""
+    conn = Connection(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": we enforce it
+    for task in _WARM_UP:
+        _check_with_math_verify(task)
+    conn.send("ready")
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(_check_with_math_verify(task))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pool: worker processes managed by hand, so that one overrunning task can be killed alone.
+
+_STARTUP_TIMEOUT = 120.0  # seconds for a new worker to import math-verify and warm up
+_CLOSE_GRACE = 1.0  # seconds a worker gets to exit after being told to, before it is killed
+
+
+def _worker_env() -> dict[str, str]:
+    """The parent's environment, with the directory `fapo` was imported from first on PYTHONPATH."""
+    import fapo
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fapo.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class _Worker:
+    """One worker process and the parent's end of its socket; `ready` once it has warmed up.
+
+    A fresh interpreter (not fork, not multiprocessing's spawn): forking a trainer that runs
+    threads can deadlock the child, and multiprocessing's spawn/forkserver re-run the user's
+    `__main__` in every worker. The cost is ~1 s to start one (import math-verify).
+    """
+
+    _COMMAND = "import sys; from fapo.verify import serve_worker; serve_worker(int(sys.argv[1]))"
+
+    def __init__(self) -> None:
+        self.conn, child_conn = multiprocessing.Pipe(duplex=True)
+        fd = child_conn.fileno()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self._COMMAND, str(fd)],
+            pass_fds=(fd,),
+            env=_worker_env(),
+            stdin=subprocess.DEVNULL,
+        )
+        child_conn.close()
+        self.ready = False
+        self.started = time.monotonic()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.process.wait(timeout=_CLOSE_GRACE)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # gone already, or slow to go: kill() below ends it either way
+        self.kill()
+
+
+class _WorkerPool:
+    """A fixed number of workers, each doing one task at a time under a per-task deadline."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.restarts = 0
+        self._workers: list[_Worker] = []
+        self._running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, deadline)
+        self.pid = os.getpid()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        atexit.unregister(self.close)
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def run(self, tasks: list[_Task], timeout: float) -> list[_Outcome]:
+        """Outcomes of `tasks`, in order; each task gets at most `timeout` seconds of a worker."""
+        outcomes: list[_Outcome | None] = [None] * len(tasks)
+        pending = deque(range(len(tasks)))
+        self._resize()
+        start_failures = 0
+        try:
+            while pending or self._running:
+                self._dispatch(tasks, pending, timeout)
+                start_failures += self._wait_and_collect(outcomes)
+                if start_failures > 2 * self.size + 2:  # workers cannot start at all: give up, loudly
+                    logger.error("fapo.verify: %d worker start failures; failing the rest", start_failures)
+                    for i in [*pending, *(i for i, _ in self._running.values())]:
+                        outcomes[i] = ("error", False, None, "no verify worker could start")
+                    break
+        finally:  # left early (Ctrl-C, give-up): a busy worker would answer the wrong call later
+            for worker in list(self._running):
+                self._replace(worker)
+        return [o if o is not None else ("error", False, None, "not run") for o in outcomes]
+
+    def start(self) -> None:
+        """Start missing workers and wait until every one is warm."""
+        self._resize()
+        failures = 0
+        while not all(w.ready for w in self._workers) and failures <= 2 * self.size + 2:
+            failures += self._wait_and_collect([])
+
+    def _resize(self) -> None:
+        while len(self._workers) > self.size:
+            self._workers.pop().stop()
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker())
+
+    def _replace(self, worker: _Worker) -> None:
+        self._running.pop(worker, None)
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker()
+        self.restarts += 1
+
+    def _dispatch(self, tasks: list[_Task], pending: deque[int], timeout: float) -> None:
+        for worker in list(self._workers):
+            if not pending:
+                return
+            if worker.ready and worker not in self._running:
+                i = pending.popleft()
+                try:
+                    worker.conn.send(tasks[i])
+                except OSError:  # died while idle: retry the task on a fresh worker
+                    pending.appendleft(i)
+                    self._replace(worker)
+                    continue
+                self._running[worker] = (i, time.monotonic() + timeout)
+
+    def _deadline(self, worker: _Worker) -> float:
+        if worker in self._running:
+            return self._running[worker][1]
+        return worker.started + _STARTUP_TIMEOUT if not worker.ready else float("inf")
+
+    def _wait_and_collect(self, outcomes: list[_Outcome | None]) -> int:
+        """Wait for the next message, death or deadline; record outcomes. Returns start failures."""
+        watched = [w for w in self._workers if w in self._running or not w.ready]
+        if not watched:
+            return 0
+        handles = {w.conn: w for w in watched}  # a dead worker's socket reads as EOF
+        delay = min(self._deadline(w) for w in watched) - time.monotonic()
+        fired = {handles[h] for h in wait(list(handles), timeout=max(0.0, delay))}
+        failures = 0
+        for worker in fired:
+            failures += self._on_event(worker, outcomes)
+        now = time.monotonic()
+        for worker in watched:
+            if worker in self._workers and self._deadline(worker) <= now:
+                if worker in self._running:
+                    outcomes[self._running[worker][0]] = ("timeout", False, None, "")
+                else:
+                    failures += 1
+                    logger.warning("fapo.verify: a worker did not start in %.0f s", _STARTUP_TIMEOUT)
+                self._replace(worker)
+        return failures
+
+    def _on_event(self, worker: _Worker, outcomes: list[_Outcome | None]) -> int:
+        """Handle a message or the death of `worker`. Returns 1 if it died before it was ready."""
+        try:
+            message = worker.conn.recv() if worker.conn.poll() else None
+        except (EOFError, OSError):
+            message = "dead"
+        if message is None and worker.process.poll() is None:
+            return 0  # nothing to read yet
+        if message == "ready":
+            worker.ready = True
+            return 0
+        if isinstance(message, tuple) and worker in self._running:
+            outcomes[self._running.pop(worker)[0]] = message
+            return 0
+        was_ready = worker.ready
+        if worker in self._running:
+            outcomes[self._running[worker][0]] = ("error", False, None, "the verify worker died")
+        self._replace(worker)
+        return 0 if was_ready else 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The verifier: fast path, cache, pool.
+
+
+def default_workers() -> int:
+    """Worker processes when none is asked for: the usable CPUs, at most 8."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, usable or 1))
+
+
+def _key_part(text: str) -> str | bytes:
+    if len(text) <= 256:
+        return text
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _triage(
+    response: object, gold: object, golds_seen: dict[str, str]
+) -> tuple[VerifyResult | None, _Task | None]:
+    """Decide in this process when that is cheap and safe; else say what a worker must check.
+
+    `golds_seen` memoises each gold's normalised answer (the rollouts of one prompt share it).
+    """
+    if not isinstance(response, str) or not isinstance(gold, str):
+        return VerifyResult(False, None, "error"), None
+    mode, content = answer_source(response)
+    if mode == "text":
+        if not response.strip():
+            return VerifyResult(False, None, "no_answer"), None
+        return None, ("text", response, gold)
+    if not content.strip():
+        return VerifyResult(False, None, "no_answer"), None
+    if gold not in golds_seen:
+        golds_seen[gold] = normalize_answer(gold_answer(gold))
+    verdict = _decide(normalize_answer(content), golds_seen[gold])
+    if verdict is not None:
+        return VerifyResult(verdict, content.strip(), "ok"), None
+    return None, ("boxed", content, gold)
+
+
+class Verifier:
+    """Verifies batches of responses; owns a result cache, counters and (lazily) a worker pool.
+
+    Thread-safe: concurrent calls are served one batch at a time. Module-level `verify_batch`
+    uses one shared instance; a trainer may keep its own to read its own counters.
+    """
+
+    def __init__(self, workers: int | None = None, cache_size: int = 100_000) -> None:
+        self.workers = default_workers() if workers is None else _check_workers(workers)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, VerifyResult] = OrderedDict()
+        self._counts = dict.fromkeys(VerifyStats.__dataclass_fields__, 0)
+        self._pool: _WorkerPool | None = None
+        self._lock = threading.Lock()
+
+    def verify_batch(
+        self, responses: list[str], golds: list[str], *, workers: int | None = None, timeout: float = 5.0
+    ) -> list[VerifyResult]:
+        """One `VerifyResult` per (response, gold) pair, in order; see the module-level function."""
+        if len(responses) != len(golds):
+            raise ValueError(f"{len(responses)} responses but {len(golds)} golds: pass one gold per response")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        with self._lock:
+            if workers is not None:
+                self.workers = _check_workers(workers)
+            results: list[VerifyResult | None] = [None] * len(responses)
+            hard: dict[tuple, tuple[_Task, list[int]]] = {}
+            golds_seen: dict[str, str] = {}
+            for i, (response, gold) in enumerate(zip(responses, golds, strict=True)):
+                results[i] = self._quick(response, gold, i, hard, golds_seen)
+            self._run_hard(hard, results, timeout)
+            for result in results:
+                self._count_status(result)
+            self._counts["items"] += len(results)
+            return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _quick(self, response: str, gold: str, i: int, hard: dict, golds_seen: dict) -> VerifyResult | None:
+        result, task = _triage(response, gold, golds_seen)
+        if result is not None:
+            self._counts["fast_path"] += 1
+            return result
+        key = (task[0], _key_part(task[1]), _key_part(task[2]))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            self._counts["cache_hits"] += 1
+            return self._cache[key]
+        if key in hard:
+            self._counts["cache_hits"] += 1
+        hard.setdefault(key, (task, []))[1].append(i)
+        return None
+
+    def _run_hard(self, hard: dict, results: list[VerifyResult | None], timeout: float) -> None:
+        if not hard:
+            return
+        tasks = [task for task, _ in hard.values()]
+        try:
+            outcomes = self._ensure_pool().run(tasks, timeout)
+        except OSError as err:  # cannot start a process at all (no memory, no file descriptors)
+            logger.error("fapo.verify: cannot run the worker pool: %s", err)
+            outcomes = [("error", False, None, str(err))] * len(tasks)
+        self._counts["worker_tasks"] += len(hard)
+        for (key, (_, indices)), (status, correct, pred, detail) in zip(hard.items(), outcomes, strict=True):
+            result = VerifyResult(correct and status == "ok", pred, status)
+            if detail:
+                logger.debug("fapo.verify: %s: %s", status, detail)
+            if status in ("ok", "no_answer"):  # only verdicts are cached, never failures
+                self._cache[key] = result
+            for i in indices:
+                results[i] = result
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _count_status(self, result: VerifyResult) -> None:
+        if result.status == "no_answer":
+            self._counts["no_answer"] += 1
+        elif result.status == "timeout":
+            self._counts["timeouts"] += 1
+        elif result.status == "error":
+            self._counts["errors"] += 1
+
+    def _ensure_pool(self) -> _WorkerPool:
+        if self._pool is not None and self._pool.pid != os.getpid():
+            self._pool = None  # inherited through fork: those workers belong to the parent
+        if self._pool is None:
+            self._pool = _WorkerPool(self.workers)
+        self._pool.size = self.workers
+        return self._pool
+
+    def start(self) -> None:
+        """Start the workers now and wait until they are warm (otherwise the first hard item does)."""
+        with self._lock:
+            self._ensure_pool().start()
+
+    def stats(self) -> VerifyStats:
+        """Counters so far (a snapshot)."""
+        with self._lock:
+            restarts = self._pool.restarts if self._pool is not None else 0
+            return VerifyStats(**{**self._counts, "worker_restarts": restarts})
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def close(self) -> None:
+        """Stop the workers (a later call starts new ones)."""
+        with self._lock:
+            if self._pool is not None and self._pool.pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+
+def _check_workers(workers: int) -> int:
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+_default_verifier: Verifier | None = None
+_default_lock = threading.Lock()
+
+
+def default_verifier() -> Verifier:
+    """The shared `Verifier` behind the module-level functions (made on first use)."""
+    global _default_verifier
+    with _default_lock:
+        if _default_verifier is None:
+            _default_verifier = Verifier()
+        return _default_verifier
+
+
+def verify_batch(
+    responses: list[str], golds: list[str], *, workers: int | None = None, timeout: float = 5.0
+) -> list[VerifyResult]:
+    """Verify each response's final answer against its gold answer, never raising on bad data.
+
+    Final answer = the content of the last `\\boxed{...}` when there is one (balanced braces), else
+    math-verify's own extraction from the whole response (also when the last box ends a list of
+    boxes, or a Minerva "The final answer is X. I hope it is correct." line is present: see
+    `answer_source`). Identical answers (after a normalisation that cannot change meaning) and
+    plain numbers are decided here (`fast_verdict`); the rest go, once per distinct
+    (answer, gold), to a persistent pool of `workers` processes (default: usable CPUs, at most 8;
+    the shared pool keeps the size asked for last) where math-verify's `parse` + `verify` get at
+    most `timeout` seconds per item. A worker that overruns is killed and replaced ("timeout"); any
+    failure is status "error". Verdicts are cached. A call is at most about
+    ceil(hard items / workers) * timeout, plus ~1-3 s for each worker (re)started meanwhile.
+    Raises ValueError only for misuse: unequal lengths, timeout <= 0, workers < 1.
+    """
+    return default_verifier().verify_batch(responses, golds, workers=workers, timeout=timeout)
+
+
+def verify(response: str, gold: str, *, timeout: float = 5.0) -> VerifyResult:
+    """`verify_batch` for one response."""
+    return verify_batch([response], [gold], timeout=timeout)[0]
+
+
+def verify_stats() -> VerifyStats:
+    """Counters of the shared verifier, e.g. `verify_stats().as_metrics()` -> {"verify/timeouts": ...}."""
+    return default_verifier().stats()
