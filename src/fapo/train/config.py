@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
+
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates."""
@@ -49,7 +51,7 @@ class FapoSettings:
     """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math."""
     answer_field: str = "answer"
     """Column holding the gold answer (policy). A GSM8K-style `... #### 42` keeps only `42`."""
-    prompt_template: str = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """User message built from the problem; `{problem}` is replaced by the problem text."""
     max_train_samples: int | None = None
     """Use only the first N rows of the training data (None: all)."""
@@ -59,6 +61,9 @@ class FapoSettings:
     """Who judges correct rollouts: "none" (GRPO), "oracle" (in-process, see `oracle`) or "http" (GenRM servers)."""
     oracle: str = "testbed"
     """Name of the in-process oracle when judge = "oracle"."""
+    monitor_oracle: str | None = None
+    """An in-process oracle that only measures (never changes a reward): logs `monitor/flawed_ratio`,
+    the true flawed-positive ratio, for GRPO and FAPO runs alike (the testbed's checker: "testbed")."""
     judge_endpoints: list[str] = field(default_factory=list)
     """GenRM base URLs (http://host:port/v1) when judge = "http": our serve-grm, vLLM or SGLang."""
     judge_model: str = "genrm"

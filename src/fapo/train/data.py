@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo.grm.prompt import count_prompt_steps, grm_messages
+from fapo.policy_prompt import gold_answer, render_prompt
 from fapo.train.config import ConfigError, FapoSettings
 
 
@@ -50,14 +51,6 @@ def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
     return rows[:limit] if limit is not None else rows
 
 
-def gold_answer(value: Any) -> str:
-    """The gold answer as a string; a GSM8K worked solution `... #### 1,200` gives `1200`."""
-    text = str(value)
-    if "####" in text:
-        return text.rsplit("####", 1)[1].strip().replace(",", "")
-    return text.strip()
-
-
 def policy_rows(settings: FapoSettings) -> list[dict[str, Any]]:
     """Policy-training rows: chat prompt, problem text and gold answer."""
     rows = read_rows(settings.train_data, settings.max_train_samples)
@@ -70,8 +63,7 @@ def policy_rows(settings: FapoSettings) -> list[dict[str, Any]]:
                     f"(set fapo.problem_field / fapo.answer_field; fields here: {sorted(row)})"
                 )
         problem = str(row[settings.problem_field])
-        content = settings.prompt_template.replace("{problem}", problem)
-        out.append({"prompt": [{"role": "user", "content": content}], "problem": problem,
+        out.append({"prompt": render_prompt(settings.prompt_template, problem), "problem": problem,
                     "answer": gold_answer(row[settings.answer_field])})
     if not out:
         raise ConfigError(f"{settings.train_data}: no training rows")

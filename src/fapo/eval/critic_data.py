@@ -1,0 +1,133 @@
+"""GenRM benchmark inputs: ProcessBench-format rows and prediction files, validated line by line.
+
+A data row is `{id, problem, steps, label, final_answer_correct[, ground_truth]}` (ProcessBench's
+format; the testbed's critic files add `ground_truth`). `problem`, `steps` and `label` are required;
+a row without `id` gets `<subset>:<line>`, one without `final_answer_correct` is left out of
+FlawedPositiveBench. A subset's name is its file's stem. A prediction row is `{id, verdict}` as
+`fapo judge` writes it (an optional `subset` field tells equal ids of different files apart).
+Every problem is a `DataError` naming file and line. Owns the formats; scores nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fapo.io import DataError, iter_jsonl
+
+
+@dataclass(frozen=True)
+class CriticRow:
+    """One solution with its earliest-error label."""
+
+    subset: str
+    """The data file's stem, e.g. "gsm8k"."""
+    id: str
+    problem: str
+    steps: tuple[str, ...]
+    label: int
+    """0-based index of the earliest wrong step, or -1 when no step is wrong."""
+    final_answer_correct: bool | None
+    """Whether the final answer is right (None: not given, so not in FlawedPositiveBench)."""
+    ground_truth: str | None = None
+    """The gold answer, shown to the GenRM when present."""
+    where: str = ""
+    """`file:line` the row came from, for messages."""
+
+
+def _critic_row(row: dict[str, Any], subset: str, where: str, lineno: int) -> CriticRow:
+    problem, steps, label = row["problem"], row["steps"], row["label"]
+    if not isinstance(problem, str):
+        raise DataError(f"{where}: field 'problem' must be a string")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise DataError(f"{where}: field 'steps' must be a list of strings")
+    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
+        raise DataError(f"{where}: field 'label' must be -1 or a step index 0..{len(steps) - 1}, got {label!r}")
+    answer_correct = row.get("final_answer_correct")
+    if answer_correct is not None and not isinstance(answer_correct, bool):
+        raise DataError(f"{where}: field 'final_answer_correct' must be true, false or null")
+    gold = row.get("ground_truth")
+    if gold is not None and not isinstance(gold, (str, int, float)):
+        raise DataError(f"{where}: field 'ground_truth' must be a string or a number")
+    row_id = row.get("id", f"{subset}:{lineno}")
+    return CriticRow(subset, str(row_id), problem, tuple(steps), label, answer_correct,
+                     None if gold is None else str(gold), where)
+
+
+def load_critic_rows(path: str | Path, limit: int | None = None) -> list[CriticRow]:
+    """The rows of one ProcessBench-format file (the first `limit` when given); DataError on a bad row."""
+    subset = Path(path).stem
+    rows: list[CriticRow] = []
+    for lineno, row in iter_jsonl(path, required=("problem", "steps", "label")):
+        if limit is not None and len(rows) >= limit:
+            break
+        rows.append(_critic_row(row, subset, f"{path}:{lineno}", lineno))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> list[CriticRow]:
+    """Rows of several files, one subset each; two files with the same stem are an error."""
+    seen: dict[str, str | Path] = {}
+    rows: list[CriticRow] = []
+    for path in paths:
+        subset = Path(path).stem
+        if subset in seen:
+            raise DataError(f"{path}: subset name {subset!r} is already taken by {seen[subset]}; rename one file")
+        seen[subset] = path
+        rows += load_critic_rows(path, limit)
+    return rows
+
+
+def load_predictions(path: str | Path, rows: Sequence[CriticRow]) -> list[int | None]:
+    """Each row's verdict from a predictions file, in `rows` order.
+
+    A row with no prediction, a null verdict, or a verdict outside -1..len(steps)-1 has no valid
+    verdict (None). A verdict that is not an integer or null, an id predicted twice, or an id that
+    is not unique in the data (without a `subset` field to tell them apart) is a DataError.
+    """
+    by_key = _index_rows(rows)
+    verdicts: dict[tuple[str, str], int | None] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    for lineno, pred in iter_jsonl(path, required=("id", "verdict")):
+        where = f"{path}:{lineno}"
+        verdict = pred["verdict"]
+        if verdict is not None and (isinstance(verdict, bool) or not isinstance(verdict, int)):
+            raise DataError(f"{where}: 'verdict' must be an integer step index, -1, or null; got {verdict!r}")
+        key = _prediction_key(pred, by_key, where)
+        if key is None:
+            continue  # a prediction for a row not being evaluated (e.g. a --limit slice)
+        if key in first_line:
+            raise DataError(f"{where}: id {key[1]!r} was already predicted on line {first_line[key]}")
+        first_line[key] = lineno
+        verdicts[key] = verdict
+    out: list[int | None] = []
+    for row in rows:
+        verdict = verdicts.get((row.subset, row.id))
+        valid = verdict is not None and -1 <= verdict < len(row.steps)
+        out.append(verdict if valid else None)
+    return out
+
+
+def _index_rows(rows: Sequence[CriticRow]) -> dict[str, list[CriticRow]]:
+    by_id: dict[str, list[CriticRow]] = {}
+    for row in rows:
+        same = by_id.setdefault(row.id, [])
+        if any(other.subset == row.subset for other in same):
+            raise DataError(f"{row.where}: id {row.id!r} appears twice in subset {row.subset!r}")
+        same.append(row)
+    return by_id
+
+
+def _prediction_key(pred: dict[str, Any], by_id: dict[str, list[CriticRow]], where: str) -> tuple[str, str] | None:
+    row_id = str(pred["id"])
+    candidates = by_id.get(row_id, [])
+    if "subset" in pred:
+        candidates = [r for r in candidates if r.subset == str(pred["subset"])]
+    if len(candidates) > 1:
+        names = ", ".join(r.subset for r in candidates)
+        raise DataError(f"{where}: id {row_id!r} is in several subsets ({names}); add a 'subset' field")
+    return (candidates[0].subset, row_id) if candidates else None

@@ -1,0 +1,157 @@
+"""GenRM benchmarks: ProcessBench per subset and FlawedPositiveBench, from verdicts to a report.
+
+    rows = load_critic_sets(["processbench/gsm8k.jsonl", "processbench/math.jsonl"])
+    verdicts, judgements, _ = judge_critic_rows(rows, JudgeSpec("endpoint", ("http://h:8000/v1",)))
+    report = evaluate_grm(rows, verdicts, judgements=judgements)
+    write_grm_report(report, "reports/grm")      # REPORT.json, REPORT.md, confusion.png
+
+Metric definitions live in `fapo.eval.metrics`; FlawedPositiveBench pools every subset's items with
+a correct final answer. Owns the report's shape. Must not train, and does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fapo.eval.critic_data import CriticRow
+from fapo.eval.judges import JudgeSpec, judge_items
+from fapo.eval.metrics import (
+    FlawedPositiveScores,
+    SubsetScores,
+    flawed_positive_scores,
+    mean_defined,
+    processbench_scores,
+)
+from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
+from fapo.grm.client import JudgeItem, Judgement
+
+CONFUSION_COLUMNS = ("-1", "labelled step", "other step", "no verdict")
+"""What a verdict said, relative to the label (columns of the confusion counts)."""
+
+
+@dataclass(frozen=True)
+class GrmReport:
+    """A GenRM's ProcessBench and FlawedPositiveBench scores."""
+
+    subsets: dict[str, SubsetScores]
+    average_f1: float | None
+    """Mean of the subsets' F1 (over subsets where F1 is defined)."""
+    flawed_positive_bench: FlawedPositiveScores
+    confusion: dict[str, dict[str, dict[str, int]]]
+    """subset → {"erroneous" | "error-free"} → CONFUSION_COLUMNS → count."""
+    source: str = ""
+    """Where the verdicts came from (a predictions file, endpoints, a model, an oracle)."""
+    judge_status: dict[str, int] = field(default_factory=dict)
+    """Judgement statuses (ok / invalid / error) when a judge ran; empty for a predictions file."""
+    judge_metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The REPORT.json object (percentages 0–100, rounded to 4 decimals)."""
+        return rounded({
+            "subsets": {name: asdict(scores) for name, scores in self.subsets.items()},
+            "average_f1": self.average_f1,
+            "flawed_positive_bench": asdict(self.flawed_positive_bench),
+            "confusion": self.confusion,
+            "source": self.source,
+            "judge_status": self.judge_status,
+            "judge_metrics": self.judge_metrics,
+        })
+
+
+def confusion_counts(labels: Sequence[int], verdicts: Sequence[int | None]) -> dict[str, dict[str, int]]:
+    """Counts of what the verdicts said (CONFUSION_COLUMNS) on erroneous and error-free items."""
+    out = {"erroneous": dict.fromkeys(CONFUSION_COLUMNS, 0), "error-free": dict.fromkeys(CONFUSION_COLUMNS, 0)}
+    for label, verdict in zip(labels, verdicts, strict=True):
+        if verdict is None:
+            said = "no verdict"
+        elif verdict == -1:
+            said = "-1"
+        else:
+            said = "labelled step" if verdict == label else "other step"
+        out["erroneous" if label != -1 else "error-free"][said] += 1
+    return out
+
+
+def evaluate_grm(
+    rows: Sequence[CriticRow],
+    verdicts: Sequence[int | None],
+    source: str = "",
+    judgements: Sequence[Judgement] | None = None,
+    judge_metrics: dict[str, float] | None = None,
+) -> GrmReport:
+    """Score `verdicts` (None = no valid verdict) on `rows`, per subset and on FlawedPositiveBench."""
+    if len(rows) != len(verdicts):
+        raise ValueError(f"{len(rows)} rows but {len(verdicts)} verdicts")
+    by_subset: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_subset.setdefault(row.subset, []).append(i)
+    subsets: dict[str, SubsetScores] = {}
+    confusion: dict[str, dict[str, dict[str, int]]] = {}
+    for name, indices in by_subset.items():
+        labels = [rows[i].label for i in indices]
+        chosen = [verdicts[i] for i in indices]
+        subsets[name] = processbench_scores(labels, chosen)
+        confusion[name] = confusion_counts(labels, chosen)
+    fpb = flawed_positive_scores([r.label for r in rows], [r.final_answer_correct for r in rows], verdicts)
+    status = dict(Counter(j.status for j in judgements)) if judgements is not None else {}
+    return GrmReport(
+        subsets=subsets,
+        average_f1=mean_defined([s.f1 for s in subsets.values()]),
+        flawed_positive_bench=fpb,
+        confusion=confusion,
+        source=source,
+        judge_status={k: status.get(k, 0) for k in ("ok", "invalid", "error")} if status else {},
+        judge_metrics=dict(judge_metrics or {}),
+    )
+
+
+def judge_critic_rows(
+    rows: Sequence[CriticRow], spec: JudgeSpec, with_gold: bool = True, progress: bool = False
+) -> tuple[list[int | None], list[Judgement], dict[str, float]]:
+    """Ask the judge about every row: (verdicts, judgements, judge metrics).
+
+    The GenRM sees the row's `ground_truth` when present and `with_gold` is True (the FAPO critic
+    prompt); ProcessBench rows have none, so they are judged from the problem and steps alone.
+    """
+    items = [JudgeItem(r.problem, r.steps, r.ground_truth if with_gold else None) for r in rows]
+    judgements, metrics = judge_items(items, spec, progress=progress)
+    return [j.verdict if j.status == "ok" else None for j in judgements], judgements, metrics
+
+
+def grm_markdown(report: GrmReport) -> str:
+    """The report as markdown: one row per subset, the average F1, then FlawedPositiveBench."""
+    rows = [
+        [name, s.n, s.n_error, s.n_correct, fmt_percent(s.acc_err), fmt_percent(s.acc_corr), fmt_percent(s.f1), s.n_invalid]
+        for name, s in report.subsets.items()
+    ]
+    rows.append(["**average**", "", "", "", "", "", f"**{fmt_percent(report.average_f1)}**", ""])
+    head = ["subset", "n", "erroneous", "error-free", "acc_err", "acc_corr", "F1", "no verdict"]
+    fpb = report.flawed_positive_bench
+    fpb_table = markdown_table(
+        ["n", "precision", "recall", "F1", "accuracy", "TP", "FP", "FN", "TN"],
+        [[fpb.n, fmt_percent(fpb.precision), fmt_percent(fpb.recall), fmt_percent(fpb.f1),
+          fmt_percent(fpb.accuracy), fpb.true_positive, fpb.false_positive, fpb.false_negative, fpb.true_negative]],
+    )
+    parts = [f"# GenRM evaluation\n\nVerdicts: {report.source or 'given'}."]
+    if report.judge_status:
+        parts.append("Judge status: " + ", ".join(f"{k} {v}" for k, v in report.judge_status.items()) + ".")
+    parts += ["## ProcessBench", markdown_table(head, rows),
+              "## FlawedPositiveBench (items with a correct final answer; positive = has an error)", fpb_table]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Path]:
+    """Write REPORT.json, REPORT.md and confusion.png to `report_dir` (created); return their paths."""
+    from fapo.eval.plots import plot_grm_confusion
+
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "REPORT.json", "markdown": out / "REPORT.md", "confusion": out / "confusion.png"}
+    write_json(paths["json"], report.to_json())
+    paths["markdown"].write_text(grm_markdown(report), encoding="utf-8")
+    plot_grm_confusion(report.confusion, report.flawed_positive_bench, paths["confusion"])
+    return paths

@@ -1,0 +1,128 @@
+"""Who judges solutions during evaluation: GenRM endpoints, a local model directory, or an oracle.
+
+`JudgeSpec` names the judge; `judge_items` runs it over `JudgeItem`s and returns one `Judgement`
+each (order kept) plus the judge's metrics. Endpoints go through `fapo.grm.client`; a model
+directory is served in-process by `fapo.grm.server` over loopback and judged through the same
+client (so evaluation measures what training would get); an oracle is `fapo.grm.local.LocalJudge`.
+torch and transformers are imported only for a model directory. Knows nothing about benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from fapo.grm.client import Endpoint, GenRMClient, JudgeConfig, JudgeItem, Judgement
+from fapo.grm.local import ORACLES
+
+JudgeKind = Literal["endpoint", "model_dir", "oracle"]
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge and how to talk to it."""
+
+    kind: JudgeKind
+    """"endpoint" (OpenAI-compatible servers), "model_dir" (serve a local model here) or "oracle"."""
+    endpoints: tuple[str, ...] = ()
+    """Base URLs (`http://HOST:PORT/v1`) when kind is "endpoint"."""
+    model: str = "genrm"
+    """Model name sent to the endpoints."""
+    api_key: str | None = None
+    """Bearer token for the endpoints."""
+    model_dir: str | None = None
+    """A transformers model directory when kind is "model_dir"."""
+    oracle: str = "testbed"
+    """Oracle name (`fapo.grm.local.ORACLES`) when kind is "oracle"."""
+    verdict_fn: Callable[[str, list[str]], int | None] | None = None
+    """When kind is "oracle": a verdict function (problem, steps) -> earliest wrong step, -1, or None
+    (no verdict), used instead of the named oracle — e.g. a programmatic checker for your own task."""
+    device: str | None = None
+    """Device for a model directory (default: CUDA when available, else CPU)."""
+    client: dict[str, Any] = field(default_factory=dict)
+    """Extra `JudgeConfig` fields (concurrency, timeout, retries, max_tokens, temperature, votes)."""
+
+    def __post_init__(self) -> None:
+        endpoints = (self.endpoints,) if isinstance(self.endpoints, str) else tuple(self.endpoints)
+        object.__setattr__(self, "endpoints", endpoints)
+        if self.kind == "endpoint" and not self.endpoints:
+            raise ValueError("an endpoint judge needs at least one URL (--endpoint http://HOST:PORT/v1)")
+        if self.kind == "model_dir" and not self.model_dir:
+            raise ValueError("a model_dir judge needs model_dir (--model-dir DIR)")
+        if self.kind not in ("endpoint", "model_dir", "oracle"):
+            raise ValueError(f"judge kind must be endpoint, model_dir or oracle, got {self.kind!r}")
+        if self.kind != "oracle":  # check URLs and client fields now, before a model is loaded
+            judge_config(self, self.endpoints or ("http://127.0.0.1:1/v1",))
+        elif self.verdict_fn is None and self.oracle not in ORACLES:
+            raise ValueError(f"unknown oracle {self.oracle!r}; choose one of {sorted(ORACLES)}")
+
+    @property
+    def name(self) -> str:
+        """A short description for reports."""
+        if self.kind == "endpoint":
+            return "endpoint " + " ".join(self.endpoints)
+        if self.kind == "model_dir":
+            return f"model {self.model_dir}"
+        if self.verdict_fn is not None:
+            return f"oracle {getattr(self.verdict_fn, '__name__', 'function')}"
+        return f"oracle {self.oracle}"
+
+
+def judge_config(spec: JudgeSpec, urls: Sequence[str]) -> JudgeConfig:
+    """The client config for `urls`; raises ValueError (with the fix) on a bad client field."""
+    unknown = sorted(set(spec.client) - {f.name for f in fields(JudgeConfig)} - {"endpoints"})
+    if unknown:
+        known = ", ".join(f.name for f in fields(JudgeConfig) if f.name != "endpoints")
+        raise ValueError(f"unknown client field(s) {', '.join(unknown)}; JudgeConfig has: {known}")
+    endpoints = tuple(Endpoint(url, model=spec.model, api_key=spec.api_key) for url in urls)
+    return JudgeConfig(endpoints=endpoints, **spec.client)
+
+
+@contextlib.contextmanager
+def _served_model(spec: JudgeSpec) -> Iterator[str]:
+    """Serve `spec.model_dir` in a thread of this process; yields its base URL."""
+    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.grm.server import serve_in_thread
+
+    backend = TransformersBackend.load(spec.model_dir, device=spec.device)
+    max_tokens = int(spec.client.get("max_tokens", JudgeConfig.max_tokens))
+    with serve_in_thread(backend, max_tokens_limit=max(max_tokens, 1), default_max_tokens=max(max_tokens, 1)) as server:
+        yield server.url
+
+
+@contextlib.asynccontextmanager
+async def open_judge(spec: JudgeSpec, urls: Sequence[str] = ()) -> AsyncIterator[Any]:
+    """An object with `judge_many(items, progress)` and `metrics()`, closed on exit."""
+    if spec.kind == "oracle":
+        from fapo.grm.local import LocalJudge, resolve_oracle
+
+        yield LocalJudge(spec.verdict_fn or resolve_oracle(spec.oracle), name=spec.name)
+        return
+    async with GenRMClient(judge_config(spec, urls or spec.endpoints)) as client:
+        yield client
+
+
+def judge_items(
+    items: Sequence[JudgeItem], spec: JudgeSpec, progress: bool = False
+) -> tuple[list[Judgement], dict[str, float]]:
+    """Judge `items` with the judge `spec` names: (one Judgement per item, in order; judge metrics).
+
+    Judge failures are Judgements with status "invalid" or "error", never exceptions. Raises
+    ValueError for a bad spec (unknown oracle, malformed URL, bad client field).
+    """
+    if not items:
+        return [], {}
+    with contextlib.ExitStack() as stack:
+        urls: Sequence[str] = ()
+        if spec.kind == "model_dir":
+            urls = (stack.enter_context(_served_model(spec)),)
+
+        async def run() -> tuple[list[Judgement], dict[str, float]]:
+            async with open_judge(spec, urls) as judge:
+                judgements = await judge.judge_many(list(items), progress=progress)
+                return judgements, judge.metrics()
+
+        return asyncio.run(run())

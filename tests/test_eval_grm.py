@@ -1,0 +1,261 @@
+"""`fapo eval grm`: input validation, predictions files, the oracle on testbed data, a tiny model over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fapo.cli import main
+from fapo.eval.critic_data import load_critic_rows, load_critic_sets, load_predictions
+from fapo.eval.grm_bench import evaluate_grm, grm_markdown
+from fapo.io import DataError
+
+SUBSET_KEYS = {"n", "n_error", "n_correct", "acc_err", "acc_corr", "f1", "n_invalid"}
+FPB_KEYS = {"n", "precision", "recall", "f1", "accuracy"}
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _row(i: int, label: int, answer_correct: bool = True, steps: int = 3) -> dict:
+    return {"id": f"r{i}", "problem": f"problem {i}", "steps": [f"step {j}" for j in range(steps)],
+            "label": label, "final_answer_correct": answer_correct}
+
+
+@pytest.fixture
+def small_set(tmp_path) -> Path:
+    rows = [_row(0, -1), _row(1, -1), _row(2, 1), _row(3, 0, False), _row(4, 2)]
+    return _write_rows(tmp_path / "mini.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def processbench_slice(shared_data, tmp_path_factory) -> Path:
+    """8 short rows of ProcessBench's gsm8k subset: 3 wrong answers, 1 flawed positive, 4 error-free."""
+    rows = [json.loads(line) for line in (shared_data / "processbench" / "gsm8k.jsonl").open()]
+    rows.sort(key=lambda r: len(r["problem"]) + sum(map(len, r["steps"])))
+    wrong = [r for r in rows if r["label"] != -1 and not r["final_answer_correct"]][:3]
+    flawed = [r for r in rows if r["label"] != -1 and r["final_answer_correct"]][:1]
+    clean = [r for r in rows if r["label"] == -1][:4]
+    return _write_rows(tmp_path_factory.mktemp("pb") / "gsm8k.jsonl", wrong + flawed + clean)
+
+
+@pytest.fixture(scope="module")
+def testbed_critic(tmp_path_factory) -> Path:
+    """A small testbed critic set (ProcessBench format, testbed problems the oracle can check)."""
+    from fapo.testbed.data import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("tb")
+    generate(out, GenerateConfig(n_train=5, n_test=20, n_sft=5, n_critic_train=5, n_critic_test=80))
+    return out / "critic_test.jsonl"
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+BAD_LINES = [
+    ('{"id": "x", "problem": "p", "label": -1}', "missing field steps"),
+    ('{"id": "x", "problem": "p", "steps": ["a"]}', "missing field label"),
+    ('{"id": "x", "problem": "p", "steps": ["a"], "label": 3}', "'label' must be -1 or a step index"),
+    ('{"id": "x", "problem": "p", "steps": "a", "label": -1}', "'steps' must be a list of strings"),
+    ('{"id": "x", "problem": "p", "steps": ["a"], "label": -1, "final_answer_correct": "yes"}', "final_answer_correct"),
+    ('{"id": "x", "problem": ', "invalid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("line, message", BAD_LINES)
+def test_bad_row_names_file_and_line(tmp_path, capsys, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(_row(0, -1)) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"bad.jsonl:2: .*{message}"):
+        load_critic_rows(path)
+    assert main(["eval", "grm", "--data", str(path), "--judge", "oracle"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and message in err and "Traceback" not in err
+
+
+def test_missing_files_and_duplicate_subsets(tmp_path, small_set, capsys):
+    assert main(["eval", "grm", "--data", str(tmp_path / "nope.jsonl"), "--judge", "oracle"]) == 2
+    assert "nope.jsonl: cannot read" in capsys.readouterr().err
+    assert main(["eval", "grm", "--data", str(small_set), "--predictions", str(tmp_path / "p.jsonl")]) == 2
+    assert "p.jsonl: cannot read" in capsys.readouterr().err
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "mini.jsonl").write_text(small_set.read_text())
+    with pytest.raises(DataError, match="subset name 'mini' is already taken"):
+        load_critic_sets([small_set, other / "mini.jsonl"])
+    assert main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", "-o", str(tmp_path / "no/r.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_input_in_a_real_process_exits_2_without_traceback(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(_row(0, -1)) + "\n{oops\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "fapo.cli", "eval", "grm", "--data", str(path), "--judge", "oracle"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"{path}:2: invalid JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ predictions files
+
+
+def test_predictions_file_scored_by_hand(tmp_path, small_set):
+    rows = load_critic_rows(small_set)
+    preds = _write_rows(tmp_path / "preds.jsonl", [
+        {"id": "r0", "verdict": -1},  # clean, right
+        {"id": "r1", "verdict": None},  # clean, no verdict
+        {"id": "r2", "verdict": 1, "status": "ok"},  # erroneous, exact
+        {"id": "r3", "verdict": 7},  # erroneous, out of range: no verdict
+        {"id": "unknown", "verdict": 0},  # not in the data: ignored
+    ])  # r4 has no prediction: no verdict
+    verdicts = load_predictions(preds, rows)
+    assert verdicts == [-1, None, 1, None, None]
+    report = evaluate_grm(rows, verdicts, source="test")
+    s = report.subsets["mini"]
+    assert (s.n, s.n_error, s.n_correct, s.n_invalid) == (5, 3, 2, 3)
+    assert s.acc_err == pytest.approx(100 / 3) and s.acc_corr == pytest.approx(50.0) and s.f1 == pytest.approx(40.0)
+    fpb = report.flawed_positive_bench  # r3 has a wrong final answer: left out
+    assert (fpb.n, fpb.true_positive, fpb.false_positive, fpb.false_negative, fpb.true_negative) == (4, 1, 0, 1, 2)
+    assert (fpb.precision, fpb.recall, fpb.accuracy) == pytest.approx((100.0, 50.0, 75.0))
+    assert report.confusion["mini"]["erroneous"] == {"-1": 0, "labelled step": 1, "other step": 0, "no verdict": 2}
+    assert "| mini | 5 | 3 | 2 | 33.3 | 50.0 | 40.0 | 3 |" in grm_markdown(report)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"id": "r0", "verdict": "1"}], "'verdict' must be an integer"),
+    ([{"id": "r0", "verdict": True}], "'verdict' must be an integer"),
+    ([{"id": "r0", "verdict": 1}, {"id": "r0", "verdict": 2}], "already predicted on line 1"),
+    ([{"verdict": 1}], "missing field id"),
+])
+def test_bad_predictions(tmp_path, small_set, lines, message):
+    preds = _write_rows(tmp_path / "preds.jsonl", lines)
+    with pytest.raises(DataError, match=message):
+        load_predictions(preds, load_critic_rows(small_set))
+
+
+def test_cli_predictions_all_null(tmp_path, small_set, capsys):
+    preds = _write_rows(tmp_path / "preds.jsonl", [{"id": f"r{i}", "verdict": None} for i in range(5)])
+    report_dir = tmp_path / "report"
+    code = main(["eval", "grm", "--data", str(small_set), "--predictions", str(preds), "--report-dir", str(report_dir)])
+    assert code == 0
+    report = json.loads((report_dir / "REPORT.json").read_text())
+    assert set(report["subsets"]["mini"]) == SUBSET_KEYS
+    assert report["subsets"]["mini"]["f1"] == 0.0 and report["average_f1"] == 0.0
+    assert FPB_KEYS <= set(report["flawed_positive_bench"]) and report["flawed_positive_bench"]["f1"] == 0.0
+    assert (report_dir / "confusion.png").stat().st_size > 1000
+    assert "| mini | 5 |" in (report_dir / "REPORT.md").read_text() and "| mini | 5 |" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ judges
+
+
+def test_oracle_on_testbed_data_scores_100(testbed_critic, tmp_path):
+    out = tmp_path / "r.json"
+    code = main(["eval", "grm", "--data", str(testbed_critic), "--judge", "oracle",
+                 "-o", str(out), "--report-dir", str(tmp_path / "report")])
+    assert code == 0
+    report = json.loads(out.read_text())
+    subset = report["subsets"]["critic_test"]
+    assert subset["n"] == 80 and subset["n_error"] > 0 and subset["n_correct"] > 0
+    assert subset["f1"] == 100.0 and report["average_f1"] == 100.0
+    fpb = report["flawed_positive_bench"]
+    assert fpb["n"] > 0 and fpb["f1"] == 100.0 and fpb["precision"] == fpb["recall"] == 100.0
+    assert report["judge_status"] == {"ok": 80, "invalid": 0, "error": 0}
+
+
+def test_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
+    """`fapo judge` against an oracle server writes predictions that `eval grm --predictions` reads."""
+    from fapo.grm.server import load_oracle, serve_in_thread
+
+    judged = tmp_path / "judged.jsonl"
+    with serve_in_thread(load_oracle("testbed")) as server:
+        assert main(["judge", str(testbed_critic), "-o", str(judged), "--endpoint", server.url]) == 0
+    out = tmp_path / "r.json"
+    assert main(["eval", "grm", "--data", str(testbed_critic), "--predictions", str(judged), "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["average_f1"] == 100.0 and report["flawed_positive_bench"]["f1"] == 100.0
+    assert report["source"] == f"predictions {judged}"
+
+
+def test_eval_grm_never_imports_torch(tmp_path, small_set, testbed_critic):
+    """--judge oracle and --predictions run without torch or transformers (checked in a fresh process)."""
+    preds = _write_rows(tmp_path / "preds.jsonl", [{"id": "r0", "verdict": -1}])
+    script = (
+        "import sys\nfrom fapo.cli import main\n"
+        f"a = main(['eval', 'grm', '--data', {str(testbed_critic)!r}, '--judge', 'oracle', '--limit', '5'])\n"
+        f"b = main(['eval', 'grm', '--data', {str(small_set)!r}, '--predictions', {str(preds)!r}])\n"
+        "print('RESULT', a, b, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "RESULT 0 0 False False" in proc.stdout, proc.stderr
+
+
+def test_oracle_on_other_problems_fails_every_judgement(small_set, capsys):
+    """Problems the oracle cannot read are judge errors (counted, exit 1), never verdicts."""
+    assert main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", "-o", "-"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["judge_status"] == {"ok": 0, "invalid": 0, "error": 5}
+    assert report["subsets"]["mini"]["n_invalid"] == 5 and "every judgement failed" in captured.err
+
+
+def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_path):
+    """A ProcessBench slice judged by a tiny random model served over loopback: garbage verdicts, a sound report."""
+    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.grm.server import serve_in_thread
+
+    backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
+    out = tmp_path / "r.json"
+    preds = tmp_path / "preds.jsonl"
+    with serve_in_thread(backend, max_batch=8) as server:
+        code = main(["eval", "grm", "--data", str(processbench_slice), "--endpoint", server.url, "--max-tokens", "8",
+                     "-o", str(out), "--save-predictions", str(preds)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    subset = report["subsets"]["gsm8k"]
+    assert (subset["n"], subset["n_error"], subset["n_correct"]) == (8, 4, 4)
+    status = report["judge_status"]
+    assert sum(status.values()) == 8 and status["error"] == 0
+    assert subset["n_invalid"] == status["invalid"]
+    assert report["flawed_positive_bench"]["n"] == 5  # 1 flawed positive + 4 error-free, all with a right answer
+    assert report["judge_metrics"]["grm/requests"] == 8
+    saved = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in saved] == [json.loads(line)["id"] for line in processbench_slice.read_text().splitlines()]
+    # the saved verdicts re-score to the same report
+    again = tmp_path / "again.json"
+    assert main(["eval", "grm", "--data", str(processbench_slice), "--predictions", str(preds), "-o", str(again)]) == 0
+    assert json.loads(again.read_text())["subsets"] == report["subsets"]
+
+
+def test_model_dir_serves_in_process(tiny_model_dir, processbench_slice, tmp_path):
+    from fapo.eval.grm_bench import judge_critic_rows
+    from fapo.eval.judges import JudgeSpec
+
+    rows = load_critic_rows(processbench_slice, limit=2)
+    spec = JudgeSpec("model_dir", model_dir=str(tiny_model_dir), device="cpu", client={"max_tokens": 4})
+    verdicts, judgements, metrics = judge_critic_rows(rows, spec)
+    assert len(verdicts) == len(judgements) == 2
+    assert all(j.status in ("ok", "invalid") for j in judgements)
+    assert all(v is None for v, j in zip(verdicts, judgements) if j.status != "ok")
+    assert metrics["grm/requests"] == 2
+    with pytest.raises(ValueError, match="needs model_dir"):
+        JudgeSpec("model_dir")
+
+
+def test_judge_spec_validation(small_set, capsys):
+    from fapo.eval.judges import JudgeSpec
+
+    with pytest.raises(ValueError, match="unknown client field"):
+        JudgeSpec("endpoint", endpoints="http://127.0.0.1:9/v1", client={"max_token": 8})
+    with pytest.raises(ValueError, match="unknown oracle"):
+        JudgeSpec("oracle", oracle="nope")
+    assert main(["eval", "grm", "--data", str(small_set), "--endpoint", "localhost:8000"]) == 2
+    assert "must look like http://HOST:PORT/v1" in capsys.readouterr().err
+    assert main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", "--oracle", "nope"]) == 2
+    assert "unknown oracle 'nope'" in capsys.readouterr().err
