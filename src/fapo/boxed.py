@@ -47,3 +47,19 @@ def last_boxed(text: str) -> str | None:
 def count_boxed(text: str) -> int:
     """Number of box commands in `text` (used by strict answer rules)."""
     return sum(text.count(cmd) for cmd in _BOX_COMMANDS)
+
+
+def is_single_final_box(text: str) -> bool:
+    """Exactly one box command, and nothing after its closing brace but whitespace, `.`, `$` or `\\]`.
+
+    The strict answer rule for RL on tasks where a lenient rule invites reward hacking (a policy
+    that learns to pad with `}}}}` after a right box).
+    """
+    if count_boxed(text) != 1:
+        return False
+    content = last_boxed(text)
+    if content is None:
+        return False
+    box = "\\boxed{" + content + "}"
+    at = text.rfind(box)
+    return at >= 0 and not text[at + len(box) :].strip().strip(".$").replace("\\]", "").strip()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fapo.boxed import count_boxed, last_boxed
+from fapo.boxed import is_single_final_box
 from fapo.grm.client import JudgeItem, Judgement
 from fapo.grm.prompt import parse_verdict
 from fapo.rewards import fapo_reward, grm_reward
@@ -34,18 +34,6 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
-
-
-def follows_strict_format(text: str) -> bool:
-    """Exactly one `\\boxed{...}`, and nothing after it but whitespace, `.`, `$` or `\\]`."""
-    if count_boxed(text) != 1:
-        return False
-    content = last_boxed(text)
-    if content is None:
-        return False
-    box = "\\boxed{" + content + "}"
-    at = text.rfind(box)
-    return at >= 0 and not text[at + len(box) :].strip().strip(".$").replace("\\]", "").strip()
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -79,6 +67,7 @@ class PolicyRewardState:
     eos_token_ids: frozenset[int]
     judge_factory: Callable[[], Any] | None
     critiques: JsonlAppender
+    monitor: Callable[[str, list[str]], int | None] | None = None
     judge: Any = None
     totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
 
@@ -120,7 +109,7 @@ async def score_policy_batch(
     )
     strict = settings.answer_format == "strict"
     correct = [
-        r.correct and not state.is_truncated(ids) and (not strict or follows_strict_format(t))
+        r.correct and not state.is_truncated(ids) and (not strict or is_single_final_box(t))
         for r, ids, t in zip(results, completion_ids, texts)
     ]
     judged_idx = [i for i, ok in enumerate(correct) if ok] if state.judge_factory is not None else []
@@ -136,17 +125,38 @@ async def score_policy_batch(
         flawed[i] = j.flawed if j.status == "ok" else None
     rewards = [fapo_reward(ok, f, settings.penalty) for ok, f in zip(correct, flawed)]
 
+    monitor_verdicts: dict[int, int | None] = {}
+    if state.monitor is not None:
+        for i in (i for i, ok in enumerate(correct) if ok):
+            monitor_verdicts[i] = state.monitor(problems[i], split_steps(texts[i], settings.step_split))
     if settings.write_critiques:
         state.critiques.write([
             {"step": step, "problem": problems[i], "answer": golds[i], "completion": texts[i], "verdict": j.verdict,
              "flawed": j.flawed, "status": j.status, "critique": j.critique, "reward": rewards[i],
-             "endpoint": j.endpoint, "attempts": j.attempts, "latency_s": round(j.latency_s, 4)}
+             "endpoint": j.endpoint, "attempts": j.attempts, "latency_s": round(j.latency_s, 4),
+             **({"monitor_verdict": monitor_verdicts.get(i)} if state.monitor is not None else {})}
             for i, j in zip(judged_idx, judgements)
         ])
     if log_metric is not None:
-        for key, value in _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s).items():
+        metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s)
+        if state.monitor is not None:
+            metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
+        for key, value in metrics.items():
             log_metric(key, value)
     return rewards
+
+
+def _monitor_metrics(verdicts: dict[int, int | None], judged_idx: list[int], judgements: list[Judgement],
+                     n: int) -> dict[str, float]:
+    """The monitor oracle's flawed ratios, and how often the judge's verdict agrees with it (flawed or not)."""
+    flawed = sum(1 for v in verdicts.values() if v is not None and v != -1)
+    pairs = [(verdicts.get(i), j.flawed) for i, j in zip(judged_idx, judgements) if j.status == "ok"]
+    agree = [(truth is not None and truth != -1) == said for truth, said in pairs if truth is not None]
+    return {
+        "monitor/flawed_ratio": flawed / len(verdicts) if verdicts else math.nan,
+        "monitor/flawed_of_all": flawed / n,
+        "monitor/judge_agreement": sum(agree) / len(agree) if agree else math.nan,
+    }
 
 
 def _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s) -> dict[str, float]:

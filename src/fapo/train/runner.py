@@ -69,6 +69,17 @@ def build_judge_factory(settings: FapoSettings):
     return lambda: GenRMClient(config)
 
 
+def _resolve_monitor(settings: FapoSettings):
+    if settings.monitor_oracle is None:
+        return None
+    from fapo.grm.local import resolve_oracle
+
+    try:
+        return resolve_oracle(settings.monitor_oracle)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(f"fapo.monitor_oracle: {err}") from err
+
+
 def _load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
@@ -154,6 +165,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         eos_token_ids=frozenset(eos_ids),
         judge_factory=build_judge_factory(settings),
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
+        monitor=_resolve_monitor(settings),
     )
     reward_funcs: list[Any] = [make_policy_reward_func(state)]
     if settings.overlong_buffer:
