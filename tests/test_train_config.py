@@ -62,3 +62,12 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("name", "builder"), [("tiny-cpu-policy.yaml", "tiny_policy_trl"), ("tiny-cpu-grm.yaml", "tiny_grm_trl")])
+def test_tiny_configs_are_what_the_demo_runs(name, builder):
+    from fapo.demo import config as demo_config
+
+    shipped = load_config(Path(CONFIGS[0]).parent / name).trl
+    demo = getattr(demo_config, builder)(steps=shipped["max_steps"], seed=shipped["seed"])
+    assert {k: v for k, v in shipped.items() if k != "output_dir"} == demo

@@ -1,0 +1,158 @@
+"""The demo's stages, in order. Each stage is one library call (or a few) and returns plain data.
+
+    data → warm-start (cached) → GenRM RL → serve GenRM ×2 → GenRM eval → GRPO / FAPO × seeds → eval → report
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fapo.demo.config import DemoConfig, tiny_grm_trl, tiny_policy_trl
+
+console = Console(stderr=True)
+STAGES = 7
+
+
+def _stage(number: int, text: str) -> None:
+    console.rule(f"[bold]\\[{number}/{STAGES}] {text}")
+
+
+def prepare_data(data_dir: Path, config: DemoConfig) -> dict[str, Any]:
+    """Testbed problems, the SFT mix and critic data (seed 0; regenerated only when missing or changed)."""
+    from fapo.testbed.data import GenerateConfig, generate
+
+    return generate(data_dir, GenerateConfig(seed=0, n_train=config.n_train, n_test=config.n_test))
+
+
+def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str, dict[str, Any]]:
+    """SFT of the tiny policy and GenRM (TRL SFTTrainer), reused from `cache_dir` when unchanged."""
+    from fapo.testbed.warmstart import preset, warmstart
+
+    records = {}
+    for role, overrides in (("policy", config.policy_warmstart), ("grm", config.grm_warmstart)):
+        records[role] = warmstart(data_dir, cache_dir / role, preset(role, **overrides))
+        records[role]["dir"] = str(cache_dir / role)
+        cached = "reused from cache" if records[role]["cached"] else f"{records[role]['train']['train_seconds']} s"
+        console.print(f"  {role}: {records[role]['train']['parameters']:,} parameters, {cached}, eval {records[role].get('eval')}")
+    return records
+
+
+def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig) -> str:
+    """GenRM RL with R_outcome + R_process from the warm-started GenRM; returns the trained model's dir."""
+    from fapo.train.config import parse_config
+    from fapo.train.runner import train_grm
+
+    if config.grm_rl_steps == 0:
+        return grm_dir
+    train_config = parse_config({**tiny_grm_trl(config.grm_rl_steps, 0), "fapo": {
+        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl")}})
+    return train_grm(train_config, out_dir).final_model_dir
+
+
+@contextlib.contextmanager
+def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[list[str]]:
+    """`fapo serve-grm` worker processes (the trained GenRM, or the oracle); yields their URLs."""
+    from fapo.grm.server import launch_subprocess
+
+    source = ["--oracle", "testbed"] if config.judge == "oracle" else ["--model", grm_dir, "--device", "cpu"]
+    workers = []
+    try:
+        for _ in range(config.workers):
+            workers.append(launch_subprocess([*source, "--port", "0", "--max-batch", "64", "--max-wait-ms", "5"]))
+        yield [w.url for w in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[str, Any]:
+    """ProcessBench-style scores of the served GenRM on held-out critic rows."""
+    from fapo.eval.critic_data import load_critic_rows
+    from fapo.eval.grm_bench import evaluate_grm, judge_critic_rows
+    from fapo.eval.judges import JudgeSpec
+
+    rows = load_critic_rows(data_dir / "critic_test.jsonl", limit=config.grm_eval_rows)
+    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": 96})
+    verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
+    return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
+
+
+def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Path, urls: list[str],
+              config: DemoConfig) -> dict[str, Any]:
+    """One policy RL run: "grpo" (λ = 0, no judge) or "fapo" (λ, the served GenRM); both monitored by the checker."""
+    from fapo.train.config import parse_config
+    from fapo.train.runner import train_policy
+
+    fapo: dict[str, Any] = {"model": policy_dir, "train_data": str(data_dir / "policy_train.jsonl"),
+                            "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
+                            "monitor_oracle": "testbed", "judge_max_tokens": 96, "judge_timeout": 30.0}
+    if arm == "fapo":
+        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls)
+    else:
+        fapo.update(penalty=0.0, judge="none")
+    result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)
+    return {"arm": arm, "seed": seed, "output_dir": result.output_dir, "final_model_dir": result.final_model_dir}
+
+
+def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) -> dict[str, Any]:
+    """Held-out accuracy, flawed-positive ratio (the checker as judge) and length of one policy."""
+    from fapo.eval.generation import SamplingConfig
+    from fapo.eval.judges import JudgeSpec
+    from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
+    from fapo.eval.problems import load_problems
+
+    problems = load_problems(data_dir / "policy_test.jsonl", limit=config.eval_problems)
+    eval_config = PolicyEvalConfig(
+        sampling=SamplingConfig(k=config.eval_samples, temperature=1.0, max_tokens=96, seed=seed, backend="transformers",
+                                device="cpu"),
+        prompt_template="{problem}", answer_format="strict",
+    )
+    report = evaluate_policy(model_dir, problems, eval_config, judge=JudgeSpec(kind="oracle"))
+    scores = report.scores
+    return {"accuracy": scores.avg_at_k / 100, "flawed_ratio": (scores.flawed_among_correct or 0.0) / 100,
+            "flawed_of_all": (scores.flawed_among_all or 0.0) / 100, "mean_length": scores.mean_length_tokens,
+            "mean_steps": scores.mean_steps}
+
+
+def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run every stage and write the report; returns report.json's content."""
+    from fapo.demo.report import step_times, write_report
+
+    out = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir else out.parent / "cache" / ("demo-quick" if config.seeds == 1 else "demo")
+    data_dir = out / "data"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _stage(1, "testbed data")
+    prepare_data(data_dir, config)
+    _stage(2, "warm-start the tiny policy and GenRM (SFT, cached)")
+    warm = warm_start(data_dir, cache, config)
+    timings["prepare_s"] = time.perf_counter() - t0
+    _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with R_outcome + R_process")
+    t1 = time.perf_counter()
+    grm_dir = train_genrm(warm["grm"]["dir"], data_dir, out / "grm_rl", config)
+    timings["grm_rl_s"] = time.perf_counter() - t1
+    runs: list[dict[str, Any]] = []
+    with genrm_workers(config, grm_dir) as urls:
+        _stage(4, f"GenRM evaluation through {len(urls)} serve-grm workers")
+        grm_report = evaluate_genrm(urls, data_dir, config)
+        for seed in range(config.seeds):
+            for arm in ("grpo", "fapo"):
+                _stage(5, f"policy RL: {arm.upper()}, seed {seed}, {config.policy_rl_steps} steps")
+                runs.append(train_arm(arm, seed, warm["policy"]["dir"], data_dir, out / f"{arm}-seed{seed}", urls, config))
+    _stage(6, "held-out evaluation of every policy")
+    initial = evaluate_arm(warm["policy"]["dir"], data_dir, config, seed=0)
+    for run in runs:
+        run["eval"] = evaluate_arm(run["final_model_dir"], data_dir, config, run["seed"])
+        run["step_s"] = step_times(Path(run["output_dir"]))
+    timings["total_s"] = time.perf_counter() - t0
+    _stage(7, "report")
+    return write_report(out, config=asdict(config), warm=warm, grm_dir=grm_dir, grm_report=grm_report,
+                        initial=initial, runs=runs, timings=timings)
