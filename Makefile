@@ -38,6 +38,7 @@ demo-quick: setup
 bench: setup
 	$(PY) benchmarks/bench_verify.py
 	$(PY) benchmarks/bench_client.py
+	$(PY) benchmarks/bench_train_overhead.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--served-model-name", help="model name reported by the API (default: --model as given)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 when several "
+                   "workers share a few cores)")
     p.set_defaults(func=run)
 
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise CliError(str(err)) from err
-    backend = _oracle_backend(args.oracle) if args.oracle else _model_backend(args.model, args.device)
+    backend = _oracle_backend(args.oracle) if args.oracle else _model_backend(args.model, args.device, args.threads)
     try:
         asyncio.run(serve(backend, config))
     except OSError as err:
@@ -69,13 +71,18 @@ def _oracle_backend(name: str):
         raise CliError(str(err)) from err
 
 
-def _model_backend(path: str, device: str | None):
+def _model_backend(path: str, device: str | None, threads: int | None = None):
     import sys
 
     import torch
 
     from fapo.cli import CliError
     from fapo.grm.hf_backend import TransformersBackend
+
+    if threads is not None:
+        if threads < 1:
+            raise CliError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
 
     if device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda was asked for but no CUDA device is available")

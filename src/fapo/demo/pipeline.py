@@ -52,7 +52,7 @@ def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig)
     if config.grm_rl_steps == 0:
         return grm_dir
     train_config = parse_config({**tiny_grm_trl(config.grm_rl_steps, 0), "fapo": {
-        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl")}})
+        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl"), "torch_threads": 1}})
     return train_grm(train_config, out_dir).final_model_dir
 
 
@@ -61,7 +61,7 @@ def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[list[str]]:
     """`fapo serve-grm` worker processes (the trained GenRM, or the oracle); yields their URLs."""
     from fapo.grm.server import launch_subprocess
 
-    source = ["--oracle", "testbed"] if config.judge == "oracle" else ["--model", grm_dir, "--device", "cpu"]
+    source = ["--oracle", "testbed"] if config.judge == "oracle" else ["--model", grm_dir, "--device", "cpu", "--threads", "1"]
     workers = []
     try:
         for _ in range(config.workers):
@@ -92,7 +92,8 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
 
     fapo: dict[str, Any] = {"model": policy_dir, "train_data": str(data_dir / "policy_train.jsonl"),
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
-                            "monitor_oracle": "testbed", "judge_max_tokens": 96, "judge_timeout": 30.0}
+                            "monitor_oracle": "testbed", "judge_max_tokens": 96, "judge_timeout": 30.0,
+                            "torch_threads": 1}
     if arm == "fapo":
         fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls)
     else:

@@ -94,6 +94,8 @@ class FapoSettings:
     """"last_boxed": the last \\boxed{} is the answer. "strict": exactly one \\boxed{}, nothing after it."""
     overlong_buffer: int = 0
     """DAPO's soft overlong penalty: its buffer length L_cache in tokens (0 = off)."""
+    torch_threads: int | None = None
+    """torch CPU threads for the trainer (None: torch's choice). 1 helps when GenRM workers share a few cores."""
     write_critiques: bool = True
     """Write every judged rollout's critique, verdict and reward to OUTPUT/critiques.jsonl."""
     label_field: str = "label"

@@ -139,6 +139,13 @@ def _run(trainer, output_dir: Path, resume: bool, on_close=None, callbacks: Sequ
                        str(output_dir / "critiques.jsonl"), str(final_dir))
 
 
+def _set_threads(settings: FapoSettings) -> None:
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
 def _write_run_config(config: TrainConfig, output_dir: Path, kind: str) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {"kind": kind, "trl": config.trl, "fapo": asdict(config.fapo)}
@@ -173,6 +180,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 
         reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
     _write_run_config(config, output_dir, "policy")
+    _set_threads(settings)
     trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                                processing_class=tokenizer)
     return _run(trainer, output_dir, resume, on_close=state.close, callbacks=callbacks)
@@ -198,6 +206,7 @@ def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None
 
         reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
     _write_run_config(config, output_dir, "grm")
+    _set_threads(settings)
     trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                                processing_class=tokenizer)
     return _run(trainer, output_dir, resume, callbacks=callbacks)

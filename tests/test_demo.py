@@ -1,0 +1,49 @@
+"""`fapo demo --quick` end to end: every artefact exists and every number is finite."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _finite_numbers(value, path="report"):
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (int, float)):
+        assert math.isfinite(value), path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _finite_numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_numbers(v, f"{path}[{i}]")
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "fapo.cli", "demo", "--quick", "--out", str(out),
+                           "--cache", str(tmp_path / "cache")], capture_output=True, text=True, env=env, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    for arm in ("grpo", "fapo"):
+        assert set(report[arm]) >= {"accuracy", "flawed_ratio", "mean_length", "step_s"}
+        assert 0 <= report[arm]["accuracy"] <= 1 and 0 <= report[arm]["flawed_ratio"] <= 1
+    assert set(report["grm"]) == {"f1", "acc_err", "acc_corr", "fpb_f1"}
+    assert report["overhead"]["fapo_over_grpo_step_time"] > 0
+    assert report["seeds"] == 1
+    _finite_numbers({k: report[k] for k in ("grpo", "fapo", "overhead", "initial")})
+    markdown = (out / "report.md").read_text()
+    assert "| GRPO |" in markdown and "| FAPO |" in markdown
+    for png in ("accuracy_flawed.png", "length.png", "grm_reward.png"):
+        assert (out / png).stat().st_size > 1000
+        assert f"({png})" in markdown
+    for arm in ("grpo", "fapo"):
+        assert (out / f"{arm}-seed0" / "metrics.jsonl").exists()
+    assert (out / "fapo-seed0" / "critiques.jsonl").exists()
