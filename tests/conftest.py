@@ -34,18 +34,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-POLICY_PROBLEM = "Start with 2. Add 9. Subtract 9. Add 3."
-POLICY_REPLIES = [
-    "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}",  # clean
-    "2 + 3 = 5\n\nThe answer is \\boxed{5}",  # skips the cancelling pair: a flawed positive
-    "2 + 9 = 11\n\n11 - 9 = 3\n\n3 + 3 = 6\n\nThe answer is \\boxed{6}",  # wrong
-]
+def policy_case() -> tuple[str, str, dict[str, str]]:
+    """A testbed problem with a cancelling pair, and three solutions: clean, skipping the pair (a flawed
+    positive: right answer, skipped steps) and wrong. Built with the testbed's own writers."""
+    import random
+
+    from fapo.testbed.flaws import make_solution
+    from fapo.testbed.task import Op, Problem, clean_steps, render_solution
+
+    problem = Problem(2, (Op("add", 19), Op("subtract", 19), Op("add", 3)))
+    rng = random.Random(0)
+    solutions = {"clean": render_solution(clean_steps(problem))}
+    for name, flaw in (("skip", "skip"), ("wrong", "mistake")):
+        solution = make_solution(problem, flaw, rng)
+        assert solution is not None, flaw
+        solutions[name] = render_solution(list(solution.steps))
+    return problem.text, str(problem.answer), solutions
 
 
 @pytest.fixture(scope="session")
 def memorised_policy_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """A tiny policy that answers POLICY_PROBLEM cleanly, through a skip, or wrongly."""
+    """A tiny policy that answers `policy_case()`'s problem cleanly, through a skip, or wrongly."""
     from memorise import memorise
 
+    problem, _, solutions = policy_case()
     out = tmp_path_factory.mktemp("policy")
-    return memorise(tiny_model_dir, out, [(POLICY_PROBLEM, reply) for reply in POLICY_REPLIES], steps=150)
+    return memorise(tiny_model_dir, out, [(problem, reply) for reply in solutions.values()], steps=150)

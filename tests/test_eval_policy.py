@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POLICY_PROBLEM
+from conftest import policy_case
 from fapo.cli import main
 from fapo.eval.problems import EvalProblem, load_problems
 from fapo.io import DataError
 from fapo.steps import split_steps
+
+POLICY_PROBLEM, POLICY_ANSWER, _ = policy_case()
 
 # ------------------------------------------------------------------------------------ problems
 
@@ -83,7 +85,7 @@ def test_eval_policy_judged_over_http(memorised_policy_dir, tmp_path, capsys):
     from fapo.grm.server import load_oracle, serve_in_thread
 
     data = tmp_path / "problems.jsonl"
-    data.write_text(json.dumps({"id": "p0", "problem": POLICY_PROBLEM, "answer": "5"}) + "\n")
+    data.write_text(json.dumps({"id": "p0", "problem": POLICY_PROBLEM, "answer": POLICY_ANSWER}) + "\n")
     report_dir = tmp_path / "report"
     with serve_in_thread(load_oracle("testbed")) as server:
         code = main(["eval", "policy", "--model", str(memorised_policy_dir), "--data", str(data), "--k", "8",
@@ -97,11 +99,10 @@ def test_eval_policy_judged_over_http(memorised_policy_dir, tmp_path, capsys):
     assert report["avg_at_k"] == pytest.approx(100 * report["n_correct"] / 8)
     assert sum(report["outcomes"].values()) == 8 and sum(report["verify_status"].values()) == 8
     assert sum(report["judge_status"].values()) == report["n_correct"]  # only correct rollouts are judged
-    # POLICY_PROBLEM is not a testbed problem: the oracle server answers without a verdict, which is
-    # counted as invalid and never read as clean or flawed
-    assert report["judge_status"] == ({"invalid": report["n_correct"]} if report["n_correct"] else {})
-    assert report["n_judged"] == report["n_flawed"] == 0 and report["flawed_among_correct"] is None
-    assert report["flawed_among_all"] == 0.0
+    # the oracle knows testbed problems: every correct rollout gets a verdict
+    assert report["judge_status"] == ({"ok": report["n_correct"]} if report["n_correct"] else {})
+    assert report["n_judged"] == report["n_correct"]
+    assert report["flawed_among_all"] == pytest.approx(100 * report["n_flawed"] / 8)
     assert 0 < report["mean_length_tokens"] <= 48 and report["mean_steps"] > 0
     samples = [json.loads(line) for line in (report_dir / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 8 and {s["id"] for s in samples} == {"p0"}
@@ -121,9 +122,9 @@ def test_evaluate_policy_library_gsm8k_format_with_a_verdict_function(memorised_
     from fapo.eval import JudgeSpec, PolicyEvalConfig, SamplingConfig, evaluate_policy
 
     data = tmp_path / "gsm8k.jsonl"
-    data.write_text(json.dumps({"question": POLICY_PROBLEM, "answer": "2 + 3 = 5\n#### 5"}) + "\n")
+    data.write_text(json.dumps({"question": POLICY_PROBLEM, "answer": f"work\n#### {POLICY_ANSWER}"}) + "\n")
     problems = load_problems(data)
-    assert problems[0].answer == "5"
+    assert problems[0].answer == POLICY_ANSWER
     config = PolicyEvalConfig(SamplingConfig(k=4, temperature=0.0, max_tokens=40), prompt_template="{problem}")
     judge = JudgeSpec("oracle", verdict_fn=skip_checker)
     report = evaluate_policy(str(memorised_policy_dir), problems, config, judge=judge)

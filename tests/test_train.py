@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POLICY_PROBLEM
+from conftest import policy_case
 from fapo.grm.local import LocalJudge, resolve_oracle
 from fapo.train.config import parse_config
 from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
@@ -23,7 +23,7 @@ TRL_TINY = {
 
 
 def write_policy_data(path: Path) -> Path:
-    path.write_text("".join(json.dumps({"problem": POLICY_PROBLEM, "answer": "5"}) + "\n" for _ in range(16)))
+    path.write_text("".join(json.dumps({"problem": POLICY_PROBLEM, "answer": POLICY_ANSWER}) + "\n" for _ in range(16)))
     return path
 
 
@@ -48,10 +48,9 @@ def weights_changed(before: Path, after: Path) -> bool:
     return any(not (a[k] == b[k]).all() for k in a)
 
 
-CLEAN = "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}"
-SKIP = "2 + 3 = 5\n\nThe answer is \\boxed{5}"
-WRONG = "2 + 9 = 11\n\n11 - 9 = 3\n\n3 + 3 = 6\n\nThe answer is \\boxed{6}"
-TRAILING = "2 + 9 = 11\n\n11 - 9 = 2\n\n2 + 3 = 5\n\nThe answer is \\boxed{5}}}}"
+POLICY_PROBLEM, POLICY_ANSWER, _SOLUTIONS = policy_case()
+CLEAN, SKIP, WRONG = _SOLUTIONS["clean"], _SOLUTIONS["skip"], _SOLUTIONS["wrong"]
+TRAILING = CLEAN + "}}}"
 
 
 def test_grpo_and_fapo_differ_only_in_the_reward_of_flawed_positives(tmp_path):
@@ -64,7 +63,7 @@ def test_grpo_and_fapo_differ_only_in_the_reward_of_flawed_positives(tmp_path):
                                   JsonlAppender(tmp_path / f"critiques-{penalty}.jsonl"))
         metrics: dict[str, float] = {}
         rewards[penalty] = asyncio.run(score_policy_batch(
-            state, completions, ids, [POLICY_PROBLEM] * 4, ["5"] * 4, 1, metrics.__setitem__))
+            state, completions, ids, [POLICY_PROBLEM] * 4, [POLICY_ANSWER] * 4, 1, metrics.__setitem__))
         logged[penalty] = metrics
     assert rewards[0.0] == [1.0, 1.0, -1.0, -1.0]  # GRPO: right answers pay, the strict format rejects `}}}`
     assert rewards[1.0] == [1.0, 0.0, -1.0, -1.0]  # FAPO: the skipped step costs λ
@@ -74,12 +73,25 @@ def test_grpo_and_fapo_differ_only_in_the_reward_of_flawed_positives(tmp_path):
     assert [c["verdict"] for c in critiques] == [-1, 0] and [c["reward"] for c in critiques] == [1.0, 0.0]
 
 
+def test_monitor_oracle_measures_without_changing_rewards(tmp_path):
+    completions = [[{"role": "assistant", "content": c}] for c in (CLEAN, SKIP, SKIP, WRONG)]
+    settings = policy_config(tmp_path, tmp_path, penalty=0.0, judge="none", monitor_oracle="testbed").fapo
+    state = PolicyRewardState(settings, 40, frozenset({3}), None, JsonlAppender(None),
+                              monitor=resolve_oracle("testbed"))
+    metrics: dict[str, float] = {}
+    rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3]] * 4, [POLICY_PROBLEM] * 4, [POLICY_ANSWER] * 4,
+                                             1, metrics.__setitem__))
+    assert rewards == [1.0, 1.0, 1.0, -1.0]
+    assert metrics["monitor/flawed_ratio"] == pytest.approx(2 / 3)
+    assert metrics["monitor/flawed_of_all"] == 0.5
+
+
 def test_truncated_completion_is_no_answer(tmp_path):
     settings = policy_config(tmp_path, tmp_path, judge="none").fapo
     state = PolicyRewardState(settings, 3, frozenset({99}), None, JsonlAppender(None))
     completions = [[{"role": "assistant", "content": CLEAN}]] * 2
     rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3], [1, 2, 99]], [POLICY_PROBLEM] * 2,
-                                             ["5"] * 2, 1, None))
+                                             [POLICY_ANSWER] * 2, 1, None))
     assert rewards == [-1.0, 1.0]
 
 

@@ -14,6 +14,13 @@ import sys
 # Verb modules, in the order `fapo --help` lists them.
 VERB_MODULES = [
     "fapo.cli.tiny_model",
+    "fapo.cli.verify",
+    "fapo.cli.testbed",
+    "fapo.cli.serve_grm",
+    "fapo.cli.judge",
+    "fapo.cli.train",
+    "fapo.cli.demo",
+    "fapo.cli.eval",
 ]
 
 

@@ -1,0 +1,136 @@
+"""The programmatic step checker: the exact earliest wrong step of a testbed solution.
+
+Rules, applied to the steps in order (the first step that breaks one is the earliest error):
+- An operation step must read `(i) a<op>b = c` ("(1) 7+3 = 10"; integers, op one of + - *).
+  Anything else that is not an answer step is unparseable, hence wrong.
+- `a` must be the previous result (the start value for the first operation step): otherwise the
+  step does not continue from the previous result.
+- The step's operation, `(i)` with `<op>b`, must be the problem's next one, (i) included: a step
+  that skips, merges or reorders operations does some other one and is wrong, even when its value
+  is right.
+- `c` must equal `a <op> b` (arithmetic).
+- An operation step after all the problem's operations are done is wrong (an extra operation).
+- The answer step `The answer is \\boxed{x}` must come after all operations, and x must be the last
+  result. An answer step that comes early (the solution stops and states an answer) or whose x does
+  not follow from the steps (an answer guess) is wrong *at the answer step*: that is where the
+  solution departs from its own reasoning. When an earlier step is already wrong, that earlier
+  step is the earliest error, whatever the answer says.
+- Any step after the answer step is wrong.
+A solution that stops before an answer, with every written step valid, has no wrong step (-1):
+the checker judges reasoning, the answer rule (`fapo.testbed.answer`) judges the answer.
+
+The critique (the oracle judge's output and the learned GenRM's training target) walks the
+paragraphs up to the first wrong one, restating each ("Paragraph 1: (2) 19-15 = 4, correct.") so
+that the judgement of a step reads one line, like the policy's own arithmetic; the wrong one also
+says what it should have been. A model that can solve the task learns to judge it from there.
+
+Owns these rules and the critique text. Knows nothing about models, files or HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fapo.testbed.task import ANSWER_PREFIX, SYMBOLS, Op, Problem, op_step
+
+_OP_STEP = re.compile(r"\((\d{1,9})\) (-?\d{1,9})([+*-])(\d{1,9}) = (-?\d{1,9})")
+_ANSWER_STEP = re.compile(re.escape(ANSWER_PREFIX) + r"\\boxed\{(-?\d{1,9})\}")
+_KIND_OF_SYMBOL = {symbol: kind for kind, symbol in SYMBOLS.items()}
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """The checker's finding: the earliest wrong step (or -1) and why it is wrong."""
+
+    index: int
+    """0-based index of the earliest wrong step, -1 if none."""
+    reason: str
+    """Short explanation ("" when index is -1)."""
+    expected: tuple[str, ...] = ()
+    """What each step up to `index` (all steps if none is wrong) should be, as a phrase:
+    "be (2) 19-15 = 4", "give the answer 12" or "not be there"."""
+
+
+def _check_op_step(match: re.Match[str], value: int, number: int, expected: Op) -> str:
+    """Reason the operation step is wrong given the previous result and the expected op; "" if valid."""
+    step_number, a, symbol, b, c = (int(match[1]), int(match[2]), match[3], int(match[4]), int(match[5]))
+    if a != value:
+        return f"it does not continue from the previous result {value}"
+    if (step_number, Op(_KIND_OF_SYMBOL[symbol], b)) != (number, expected):
+        return f"it does not do the next operation ({number}) {expected.name}"
+    if c != expected.apply(a):
+        return f"{a}{symbol}{b} is {expected.apply(a)}, not {c}"
+    return ""
+
+
+def _expectation(problem: Problem, value: int, done: int, answered: bool) -> str:
+    """What the next step should be, given the result so far and the operations done."""
+    if answered:
+        return "not be there"
+    if done < len(problem.ops):
+        return "be " + op_step(done + 1, value, problem.ops[done])
+    return f"give the answer {value}"
+
+
+def _judge_step(problem: Problem, step: str, value: int, done: int, answered: bool) -> tuple[str, int, int, bool]:
+    """(reason the step is wrong or "", then the result, operations done and answered after it)."""
+    if answered:
+        return "nothing may follow the answer", value, done, answered
+    op_match = _OP_STEP.fullmatch(step)
+    if op_match is not None:
+        if done == len(problem.ops):
+            return "all operations are already done", value, done, answered
+        reason = _check_op_step(op_match, value, done + 1, problem.ops[done])
+        return reason, int(op_match[5]), done + 1, answered
+    answer_match = _ANSWER_STEP.fullmatch(step)
+    if answer_match is None:
+        return "the step cannot be read", value, done, answered
+    if done < len(problem.ops):
+        return "the answer comes before all operations are done", value, done, answered
+    if int(answer_match[1]) != value:
+        return f"the answer does not follow from the steps ({value})", value, done, answered
+    return "", value, done, True
+
+
+def check_steps(problem: Problem, steps: list[str]) -> StepCheck:
+    """Apply the module's rules to `steps` (as `fapo.steps.split_steps` returns them)."""
+    value, done, answered = problem.start, 0, False
+    expected: list[str] = []
+    for index, step in enumerate(steps):
+        expected.append(_expectation(problem, value, done, answered))
+        reason, value, done, answered = _judge_step(problem, step.strip(), value, done, answered)
+        if reason:
+            return StepCheck(index, reason, tuple(expected))
+    return StepCheck(-1, "", tuple(expected))
+
+
+def earliest_error(problem: Problem, steps: list[str]) -> int:
+    """0-based index of the earliest invalid step of `steps`, or -1 if every step is valid."""
+    return check_steps(problem, steps).index
+
+
+def _digest(step: str) -> str:
+    """How a critique restates a step: the step itself, "answer x", or "unreadable"."""
+    step = step.strip()
+    if _OP_STEP.fullmatch(step):
+        return step
+    answer = _ANSWER_STEP.fullmatch(step)
+    return f"answer {answer[1]}" if answer else "unreadable"
+
+
+def critique(problem: Problem, steps: list[str]) -> str:
+    """A step-by-step critique ending in `\\boxed{k}` (k = earliest error or -1).
+
+    One line per paragraph up to the first wrong one, restating it, then "correct" or "wrong"; the
+    wrong one says what it should have been. No box appears before the verdict's.
+    """
+    found = check_steps(problem, steps)
+    last = len(steps) if found.index < 0 else found.index
+    lines = [f"Paragraph {i}: {_digest(steps[i])}, correct." for i in range(last)]
+    if found.index < 0:
+        lines.append("No paragraph is wrong. \\boxed{-1}")
+    else:
+        k = found.index
+        lines.append(f"Paragraph {k}: {_digest(steps[k])}, wrong: it should {found.expected[k]}. \\boxed{{{k}}}")
+    return "\n".join(lines)

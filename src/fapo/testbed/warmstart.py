@@ -1,0 +1,234 @@
+"""Warm-start tiny testbed models by SFT (TRL's SFTTrainer) on the CPU, cached.
+
+`warmstart(data_dir, out_dir, config)` trains with SFTTrainer on conversational prompt-completion
+data (loss on the completion only):
+- role "policy": `sft_train.jsonl` (problem -> solution);
+- role "grm": `critic_train.jsonl` turned into GenRM chats (`fapo.grm.prompt.grm_messages` ->
+  the checker's critique ending in `\\boxed{k}`).
+The start is either a random tiny Qwen3 from `fapo.models.make_tiny_model`, whose tokenizer is trained
+on testbed text of both roles (whole-word tokens, digits one per token), or, with `init_from`, an
+earlier warm-start: the GenRM is best started from the warm-started policy, which already reads
+problems and does the arithmetic (as the paper's GenRM starts from an instruct model), so it learns to
+judge in a fraction of the steps. The result is a normal `from_pretrained` directory.
+
+`out_dir/warmstart.json` records a key: the SHA-256 of the config, the data files' bytes and the
+`init_from` model's own key; a second call with the same key reuses the model (and its stored
+measurements) instead of training. After training the model is measured on held-out data
+(`fapo.testbed.evaluate`) and the numbers stored in the same record.
+
+Owns the SFT recipe for testbed models. Must not contain RL or general training code (`fapo.train`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fapo.grm.prompt import grm_messages
+from fapo.testbed.checker import critique
+from fapo.testbed.data import read_jsonl
+from fapo.testbed.task import parse_problem
+
+RECORD = "warmstart.json"
+ROLES = ("policy", "grm")
+_TRAIN_FILE = {"policy": "sft_train.jsonl", "grm": "critic_train.jsonl"}
+_TEST_FILE = {"policy": "policy_test.jsonl", "grm": "critic_test.jsonl"}
+
+
+@dataclass(frozen=True)
+class WarmstartConfig:
+    """Model shape and SFT settings of one warm-start."""
+
+    role: str = "policy"
+    """"policy" (solve problems) or "grm" (judge solutions)."""
+    layers: int = 3
+    """Transformer layers of the tiny Qwen3."""
+    hidden: int = 128
+    """Hidden size."""
+    heads: int = 4
+    """Attention heads."""
+    vocab_size: int = 512
+    """Target BPE vocabulary, trained on testbed text of both roles (512 makes every word of the
+    GenRM prompt one token: GenRM rows shrink from ~470 to ~360 tokens)."""
+    max_steps: int = 500
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Sequences per step."""
+    learning_rate: float = 3e-3
+    """Peak learning rate (cosine decay after a 5% warm-up); tiny models from scratch need a high one."""
+    max_length: int = 384
+    """Longest tokenized training sequence (policy rows are ~100 tokens, GenRM rows ~300)."""
+    max_examples: int | None = None
+    """Use only the first N training rows (None: all)."""
+    threads: int = 1
+    """torch CPU threads. 1 is the default: on a shared or oversubscribed CPU, 2 threads ran 3x slower."""
+    seed: int = 0
+    """Seed of the initialisation and of the data order."""
+    eval_problems: int = 100
+    """Held-out problems (policy) or critic rows (GenRM) measured after training; 0 skips measuring."""
+    eval_samples: int = 8
+    """Rollouts per problem for the policy's accuracy and flawed-positive ratio (T = 1)."""
+    init_from: str | None = None
+    """Directory of an earlier warm-start to continue from (its shape and tokenizer are kept, and
+    layers/hidden/heads/vocab_size are ignored); None starts from a random tiny model."""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.max_steps < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.threads < 1:
+            raise ValueError("max_steps, batch_size, threads must be >= 1 and learning_rate > 0")
+
+
+def training_rows(data_dir: Path, role: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows for SFTTrainer."""
+    rows = read_jsonl(data_dir / _TRAIN_FILE[role])[:limit]
+    if role == "policy":
+        return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    out = []
+    for r in rows:
+        problem = parse_problem(r["problem"])
+        if problem is None:
+            raise ValueError(f"critic row {r.get('id')} is not a testbed problem: {r['problem'][:80]!r}")
+        out.append({
+            "prompt": grm_messages(r["problem"], r["steps"], r.get("ground_truth")),
+            "completion": [{"role": "assistant", "content": critique(problem, r["steps"])}],
+        })
+    return out
+
+
+def tokenizer_corpus(data_dir: Path, rows_per_role: int = 1000) -> list[str]:
+    """Testbed text of both roles (so a policy's tokenizer also serves the GenRM started from it)."""
+    corpus = ["user\n", "assistant\n", "user\nassistant\n"]
+    for role in ROLES:
+        for row in training_rows(data_dir, role, rows_per_role):
+            corpus += [m["content"] for m in row["prompt"] + row["completion"]]
+    return corpus
+
+
+def cache_key(data_dir: Path, config: WarmstartConfig) -> str:
+    """SHA-256 of the config, every data file training reads, and the key of the `init_from` model."""
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for name in sorted({*_TRAIN_FILE.values(), _TEST_FILE[config.role]}):
+        digest.update((data_dir / name).read_bytes())
+    if config.init_from is not None:
+        record = read_record(config.init_from)
+        if record is None:
+            raise FileNotFoundError(f"{config.init_from} holds no {RECORD}; warm-start that model first")
+        digest.update(record["key"].encode())
+    return digest.hexdigest()
+
+
+def read_record(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _sft_config(config: WarmstartConfig, out_dir: Path):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir / "trainer"), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, config.max_steps // 20),
+        weight_decay=0.0, max_length=config.max_length, completion_only_loss=True, bf16=False, fp16=False,
+        use_cpu=True, gradient_checkpointing=False, save_strategy="no", report_to="none", logging_steps=25,
+        seed=config.seed, data_seed=config.seed, dataloader_num_workers=0, dataset_num_proc=None,
+    )
+
+
+def train(data_dir: Path, out_dir: Path, config: WarmstartConfig) -> dict[str, Any]:
+    """Make the tiny model and run SFT; write it to `out_dir`; return training facts."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from fapo.models import TinyModelConfig, make_tiny_model
+
+    rows = training_rows(data_dir, config.role, config.max_examples)
+    init = out_dir / "init"
+    if config.init_from is None:
+        shape = TinyModelConfig(layers=config.layers, hidden=config.hidden, heads=config.heads,
+                                vocab_size=config.vocab_size, seed=config.seed)
+        make_tiny_model(init, shape, corpus=tokenizer_corpus(data_dir))
+    else:
+        shutil.copytree(config.init_from, init, ignore=shutil.ignore_patterns(RECORD), dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(init)
+    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    trainer = SFTTrainer(model=model, args=_sft_config(config, out_dir), train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    result = trainer.train()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    shutil.rmtree(init)
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+            "layers": model.config.num_hidden_layers, "hidden": model.config.hidden_size,
+            "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(cpu_seconds, 1),
+            "train_rows": len(rows), "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss}
+
+
+def measure(data_dir: Path, out_dir: Path, config: WarmstartConfig) -> dict[str, Any]:
+    """The trained model on held-out data: policy accuracy / flawed-positive ratio, or GenRM F1."""
+    from fapo.models import load_model
+    from fapo.testbed.evaluate import evaluate_grm, evaluate_policy
+
+    model, tokenizer = load_model(str(out_dir), device="cpu", dtype="float32")
+    rows = read_jsonl(data_dir / _TEST_FILE[config.role])[: config.eval_problems]
+    if config.role == "policy":
+        result = evaluate_policy(model, tokenizer, [r["problem"] for r in rows], samples=config.eval_samples,
+                                 seed=config.seed)
+    else:
+        result = evaluate_grm(model, tokenizer, rows)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(result).items()}
+
+
+def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig | None = None) -> dict[str, Any]:
+    """Train (or reuse) a warm-started testbed model in `out_dir`; return its record.
+
+    The record (also `out_dir/warmstart.json`): `key`, `config`, `train` (parameters, seconds, losses),
+    `eval` (measurements, absent when eval_problems is 0) and `cached` (True when reused).
+    """
+    import torch
+
+    config = config or WarmstartConfig()
+    data, out = Path(data_dir), Path(out_dir)
+    for name in sorted({*_TRAIN_FILE.values(), _TEST_FILE[config.role]}):
+        if not (data / name).is_file():
+            raise FileNotFoundError(f"{data / name} is missing; run `fapo testbed generate --out {data}` first")
+    key = cache_key(data, config)
+    record = read_record(out)
+    if record is not None and record.get("key") == key and (out / "config.json").is_file():
+        return {**record, "cached": True}
+    torch.set_num_threads(config.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORD).unlink(missing_ok=True)
+    record = {"key": key, "config": asdict(config), "data_dir": str(data), "train": train(data, out, config)}
+    if config.eval_problems > 0:
+        record["eval"] = measure(data, out, config)
+    (out / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return {**record, "cached": False}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "max_length": 192},
+    "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 150, "batch_size": 16, "max_length": 640,
+            "learning_rate": 2e-3},
+}
+"""Per-role defaults, sized so policy + GenRM warm-start fit in ~5 minutes on 2 CPU cores."""
+
+
+def preset(role: str, **overrides: Any) -> WarmstartConfig:
+    """The role's preset config with `overrides` (WarmstartConfig field names) applied."""
+    if role not in PRESETS:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    return WarmstartConfig(role=role, **{**PRESETS[role], **overrides})

@@ -1,0 +1,234 @@
+"""The testbed's task, checker, flaws and strict answer rule: table tests and property tests."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fapo.steps import split_steps
+from fapo.testbed.answer import are_correct, is_correct, strict_final_answer
+from fapo.testbed.checker import check_steps, critique, earliest_error
+from fapo.testbed.flaws import (
+    CRITIC_RATES,
+    FLAW_KINDS,
+    FlawRates,
+    flaw_applies,
+    make_solution,
+    sample_solution,
+)
+from fapo.testbed.task import (
+    Op,
+    Problem,
+    TaskConfig,
+    clean_steps,
+    parse_problem,
+    render_solution,
+    sample_problem,
+)
+
+# Start with 4. (1) Add 15. (2) Subtract 15. (3) Multiply by 3.  (answer 12; ops 0-1 are a cancelling pair)
+PAIR = Problem(4, (Op("add", 15), Op("subtract", 15), Op("multiply", 3)))
+# Start with 7. (1) Add 4. (2) Add 5. (3) Multiply by 2.  (answer 32)
+ADDS = Problem(7, (Op("add", 4), Op("add", 5), Op("multiply", 2)))
+BOX = "The answer is \\boxed{{{}}}"
+
+
+def _steps(*lines: str) -> list[str]:
+    """Steps from compact lines: "k| a + b = c" becomes "(k) a+b = c"; other lines stay."""
+    out = []
+    for line in lines:
+        match = re.fullmatch(r"(\d+)\| (-?\d+) ([+*-]) (\d+) = (-?\d+)", line)
+        out.append(f"({match[1]}) {match[2]}{match[3]}{match[4]} = {match[5]}" if match else line)
+    return out
+
+
+B12 = BOX.format(12)
+
+
+@pytest.mark.parametrize(
+    ("case", "problem", "steps", "expected"),
+    [
+        ("clean", PAIR, ["(1) 4+15 = 19", "(2) 19-15 = 4", "(3) 4*3 = 12", B12], -1),
+        ("clean, padded whitespace", PAIR, [" (1) 4+15 = 19 ", *_steps("2| 19 - 15 = 4", "3| 4 * 3 = 12", B12)], -1),
+        ("skip: cancelling pair left out", PAIR, ["(3) 4*3 = 12", B12], 0),
+        ("skip, renumbered", PAIR, ["(1) 4*3 = 12", B12], 0),
+        ("skip mid-solution", Problem(5, (Op("add", 2), Op("add", 20), Op("subtract", 20), Op("subtract", 3))),
+         _steps("1| 5 + 2 = 7", "4| 7 - 3 = 4", BOX.format(4)), 1),
+        ("skip at the end: the answer comes early", Problem(5, (Op("add", 2), Op("add", 20), Op("subtract", 20))),
+         _steps("1| 5 + 2 = 7", BOX.format(7)), 1),
+        ("jump: two adds merged, right value", ADDS, _steps("1| 7 + 9 = 16", "3| 16 * 2 = 32", BOX.format(32)), 0),
+        ("jump: result of two ops in one step", ADDS, _steps("1| 7 + 4 = 16", "3| 16 * 2 = 32", BOX.format(32)), 0),
+        ("compensating errors", PAIR, _steps("1| 4 + 15 = 18", "2| 18 - 15 = 4", "3| 4 * 3 = 12", B12), 0),
+        ("compensating errors later", ADDS, _steps("1| 7 + 4 = 11", "2| 11 + 5 = 17", "3| 17 * 2 = 32", BOX.format(32)), 1),
+        ("guess: stops and states the answer", PAIR, _steps("1| 4 + 15 = 19", B12), 1),
+        ("guess: only an answer", PAIR, [B12], 0),
+        ("answer does not follow from the steps", PAIR,
+         _steps("1| 4 + 15 = 19", "2| 19 - 15 = 4", "3| 4 * 3 = 12", BOX.format(13)), 3),
+        ("plain mistake", PAIR, _steps("1| 4 + 15 = 29", "2| 29 - 15 = 14", "3| 14 * 3 = 42", BOX.format(42)), 0),
+        ("does not continue from the previous result", PAIR,
+         _steps("1| 4 + 15 = 19", "2| 18 - 15 = 3", "3| 3 * 3 = 9", BOX.format(9)), 1),
+        ("reordered operations", PAIR, _steps("3| 4 * 3 = 12", "1| 12 + 15 = 27", "2| 27 - 15 = 12", B12), 0),
+        ("wrong start value", PAIR, _steps("1| 5 + 15 = 20", "2| 20 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15)), 0),
+        ("wrong step number", PAIR, _steps("2| 4 + 15 = 19", "2| 19 - 15 = 4"), 0),
+        ("right number, other operation", PAIR, ["(1) 4-15 = -11"], 0),
+        ("right number, other operand", PAIR, ["(1) 4+5 = 9"], 0),
+        ("step without its number", PAIR, ["4+15 = 19", *_steps("2| 19 - 15 = 4", "3| 4 * 3 = 12")], 0),
+        ("spaced arithmetic is not the format", PAIR, ["(1) 4 + 15 = 19"], 0),
+        ("unparseable step", PAIR, ["4 plus 15 is 19", *_steps("2| 19 - 15 = 4", "3| 4 * 3 = 12", B12)], 0),
+        ("prose around a step", PAIR, [*_steps("1| 4 + 15 = 19"), "so (2) 19-15 = 4"], 1),
+        ("an extra operation", PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 4", "3| 4 * 3 = 12", "4| 12 + 1 = 13", B12), 3),
+        ("text after the answer", PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 4", "3| 4 * 3 = 12", B12, "}}}}"), 4),
+        ("a second answer", PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 4", "3| 4 * 3 = 12", B12, B12), 4),
+        ("malformed box", PAIR,
+         _steps("1| 4 + 15 = 19", "2| 19 - 15 = 4", "3| 4 * 3 = 12", "The answer is \\boxed{12}}"), 3),
+        ("unfinished but valid so far", PAIR, _steps("1| 4 + 15 = 19"), -1),
+        ("no steps", PAIR, [], -1),
+        ("negative values are fine", Problem(3, (Op("subtract", 5), Op("add", 4))),
+         _steps("1| 3 - 5 = -2", "2| -2 + 4 = 2", BOX.format(2)), -1),
+    ],
+)
+def test_earliest_error_table(case, problem, steps, expected):
+    assert earliest_error(problem, steps) == expected, case
+
+
+def test_check_steps_explains_the_error():
+    assert check_steps(PAIR, _steps("3| 4 * 3 = 12")).reason == "it does not do the next operation (1) Add 15"
+    assert "not 29" in check_steps(PAIR, _steps("1| 4 + 15 = 29")).reason
+    assert check_steps(PAIR, clean_steps(PAIR)).reason == ""
+
+
+def test_critique_restates_each_paragraph_and_ends_in_the_verdict():
+    text = critique(PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15)))
+    assert text.splitlines() == [
+        "Paragraph 0: (1) 4+15 = 19, correct.",
+        "Paragraph 1: (2) 19-15 = 5, wrong: it should be (2) 19-15 = 4. \\boxed{1}",
+    ]
+    clean = critique(PAIR, clean_steps(PAIR)).splitlines()
+    assert clean[3] == "Paragraph 3: answer 12, correct."
+    assert clean[-1] == "No paragraph is wrong. \\boxed{-1}"
+    assert critique(PAIR, [*clean_steps(PAIR), "}}"]).endswith(
+        "Paragraph 4: unreadable, wrong: it should not be there. \\boxed{4}")
+    assert critique(PAIR, [BOX.format(12)]).endswith("wrong: it should be (1) 4+15 = 19. \\boxed{0}")
+
+
+def test_problem_text_round_trips_and_solution_splits_into_its_steps():
+    rng = random.Random(1)
+    for _ in range(200):
+        problem = sample_problem(rng, TaskConfig())
+        assert parse_problem(problem.text) == problem
+        steps = clean_steps(problem)
+        assert split_steps(render_solution(steps)) == steps
+    assert PAIR.text == "Start with 4. (1) Add 15. (2) Subtract 15. (3) Multiply by 3."
+    assert parse_problem("Start with 4. (1) Add 15. Then think.") is None
+    assert parse_problem("Start with 4. (1) Add 15. (3) Add 2.") is None
+
+
+def test_sample_problem_respects_the_knobs():
+    config = TaskConfig(min_ops=3, max_ops=4, max_value=30, op_weights={"add": 1.0}, cancel_pair_rate=0.0)
+    rng = random.Random(0)
+    for _ in range(100):
+        problem = sample_problem(rng, config)
+        assert 3 <= len(problem.ops) <= 4
+        assert all(op.kind == "add" for op in problem.ops)
+        assert all(0 <= v <= 30 for v in problem.values)
+        assert not problem.cancelling_pairs()
+    with pytest.raises(ValueError, match="op_weights"):
+        TaskConfig(op_weights={"divide": 1.0})
+
+
+def test_default_task_has_cancelling_pairs_often():
+    rng = random.Random(0)
+    problems = [sample_problem(rng, TaskConfig()) for _ in range(500)]
+    share = sum(bool(p.cancelling_pairs()) for p in problems) / len(problems)
+    assert 0.3 < share < 0.5  # cancel_pair_rate 0.5 on problems with >= 3 ops
+
+
+problems = st.builds(
+    lambda seed, lo, extra: sample_problem(random.Random(seed), TaskConfig(min_ops=lo, max_ops=lo + extra)),
+    st.integers(0, 2**32), st.integers(1, 6), st.integers(0, 3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems)
+def test_clean_solution_always_checks_clean(problem):
+    assert earliest_error(problem, clean_steps(problem)) == -1
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems, st.data(), st.integers(-1000, 1000).filter(lambda d: d != 0))
+def test_corrupting_the_result_of_step_k_yields_k(problem, data, delta):
+    steps = clean_steps(problem)
+    k = data.draw(st.integers(0, len(problem.ops) - 1))
+    head, _, result = steps[k].rpartition(" = ")
+    steps[k] = f"{head} = {int(result) + delta}"
+    assert earliest_error(problem, steps) == k
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems, st.integers(0, 2**32))
+def test_every_flaw_lands_where_it_should(problem, seed):
+    for flaw in ("clean",) + FLAW_KINDS:
+        solution = make_solution(problem, flaw, random.Random(seed))
+        assert (solution is None) == (not flaw_applies(problem, flaw))
+        if solution is None:
+            continue
+        assert solution.label == earliest_error(problem, list(solution.steps))
+        assert (solution.label == -1) == (flaw == "clean"), (flaw, solution)
+        assert solution.final_answer_correct == (flaw != "mistake"), (flaw, solution)
+
+
+def test_skip_flaw_is_the_shortcut_over_the_cancelling_pair():
+    solution = make_solution(PAIR, "skip", random.Random(0))
+    assert list(solution.steps) == ["(3) 4*3 = 12", B12]
+    assert solution.label == 0 and solution.final_answer_correct
+
+
+def test_flaw_mix_follows_its_rates():
+    rng = random.Random(0)
+    pair_problems = [p for p in (sample_problem(rng, TaskConfig()) for _ in range(3000)) if p.cancelling_pairs()]
+    mix = [sample_solution(p, FlawRates(skip=0.5), rng).flaw for p in pair_problems]
+    assert abs(mix.count("skip") / len(mix) - 0.5) < 0.05
+    assert set(mix) == {"skip", "clean"}
+    flaws = {sample_solution(p, CRITIC_RATES, rng).flaw for p in pair_problems}
+    assert flaws == {"clean", *FLAW_KINDS}
+
+
+def test_flaw_rates_parse_and_validate():
+    assert FlawRates.parse("skip=0.5, jump=0.1") == FlawRates(skip=0.5, jump=0.1)
+    with pytest.raises(ValueError, match="kind=rate"):
+        FlawRates.parse("leap=0.1")
+    with pytest.raises(ValueError, match="sum"):
+        FlawRates.parse("skip=0.7,jump=0.5")
+
+
+@pytest.mark.parametrize(
+    ("completion", "truncated", "answer"),
+    [
+        ("(3) 4*3 = 12\n\nThe answer is \\boxed{12}", False, "12"),
+        ("The answer is \\boxed{12}\n", False, "12"),
+        ("The answer is \\boxed{12}", True, None),  # cut at the length limit: no answer
+        ("The answer is \\boxed{12}}}}}", False, None),  # padding after the box
+        ("\\boxed{12} then \\boxed{12}", False, None),  # two boxes
+        ("The answer is \\boxed{12}.", False, None),  # anything after the box
+        ("The answer is 12", False, None),
+        ("The answer is \\boxed{12", False, None),
+    ],
+)
+def test_strict_final_answer(completion, truncated, answer):
+    assert strict_final_answer(completion, truncated) == answer
+
+
+def test_is_correct_uses_the_strict_rule_and_verify():
+    assert is_correct(PAIR, "The answer is \\boxed{12}")
+    assert is_correct(PAIR.text, "The answer is \\boxed{+12}")  # equivalence is fapo.verify's
+    assert not is_correct(PAIR, "The answer is \\boxed{13}")
+    assert not is_correct(PAIR, "The answer is \\boxed{12}", truncated=True)
+    assert not is_correct(PAIR, "The answer is \\boxed{12}}}}")
+    assert are_correct([PAIR, ADDS], ["\\boxed{12}", "\\boxed{12}"]) == [True, False]
+    with pytest.raises(ValueError, match="not a testbed problem"):
+        is_correct("What is 2 + 2?", "\\boxed{4}")
