@@ -69,7 +69,7 @@ class DemoConfig:
 
 
 QUICK = DemoConfig(
-    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 200}, grm_warmstart={"max_steps": 120},
+    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 150}, grm_warmstart={"max_steps": 60},
     grm_rl_steps=4, policy_rl_steps=12, eval_problems=40, eval_samples=4, grm_eval_rows=120,
 )
 

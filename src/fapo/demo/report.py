@@ -20,10 +20,11 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def step_times(run_dir: Path) -> float:
-    """Mean `time/step_s` of a run, the first (warm-up) step left out."""
+    """Median `time/step_s` of a run, the first (warm-up) step left out (a median, because on a shared
+    CPU a few steps stall for seconds on other processes)."""
     times = [r["time/step_s"] for r in _records(run_dir / "metrics.jsonl") if r.get("time/step_s") is not None]
     times = times[1:] if len(times) > 1 else times
-    return statistics.fmean(times) if times else math.nan
+    return statistics.median(times) if times else math.nan
 
 
 def _spread(values: list[float]) -> dict[str, float]:
