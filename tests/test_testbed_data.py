@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def test_rows_carry_consistent_labels(data_dir):
 
 
 def test_manifest_counts(data_dir):
-    import json
-
     manifest = json.loads((data_dir / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 3
     assert manifest["files"]["sft_train.jsonl"]["rows"] == SMALL.n_sft
@@ -163,7 +162,6 @@ def test_cache_key_follows_config_and_data(data_dir, tmp_path):
     assert cache_key(copy, preset("policy")) != key
 
 
-@pytest.mark.slow
 def test_warmstart_smoke_trains_measures_and_caches(data_dir, tmp_path):
     from fapo.testbed.warmstart import WarmstartConfig, warmstart
 
@@ -172,6 +170,7 @@ def test_warmstart_smoke_trains_measures_and_caches(data_dir, tmp_path):
     first = warmstart(data_dir, tmp_path / "policy", config)
     assert not first["cached"] and first["train"]["train_rows"] == SMALL.n_sft
     assert 0.0 <= first["eval"]["accuracy"] <= 1.0 and first["eval"]["rollouts"] == 4
+    assert json.loads((tmp_path / "policy" / "config.json").read_text())["use_cache"] is True
     again = warmstart(data_dir, tmp_path / "policy", config)
     assert again["cached"] and again["eval"] == first["eval"]
     grm_config = WarmstartConfig(**{**config.__dict__, "role": "grm", "max_length": 512,

@@ -152,5 +152,6 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto"):
         tokenizer.pad_token = tokenizer.eos_token
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    model.config.use_cache = True  # checkpoints saved by training loops may carry use_cache=False
     model.eval()
     return model, tokenizer

@@ -36,7 +36,9 @@ def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str,
     from fapo.testbed.warmstart import preset, warmstart
 
     records = {}
-    for role, overrides in (("policy", config.policy_warmstart), ("grm", config.grm_warmstart)):
+    # the GenRM starts from the warm-started policy: one tokenizer, and a model that already reads the task
+    for role, overrides in (("policy", config.policy_warmstart),
+                            ("grm", {"init_from": str(cache_dir / "policy"), **config.grm_warmstart})):
         records[role] = warmstart(data_dir, cache_dir / role, preset(role, **overrides))
         records[role]["dir"] = str(cache_dir / role)
         cached = "reused from cache" if records[role]["cached"] else f"{records[role]['train']['train_seconds']} s"

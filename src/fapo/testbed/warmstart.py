@@ -35,6 +35,8 @@ from fapo.testbed.data import read_jsonl
 from fapo.testbed.task import parse_problem
 
 RECORD = "warmstart.json"
+RECIPE_VERSION = 1
+"""Part of the cache key: bump it when the training text (solution or critique format) or the recipe changes."""
 ROLES = ("policy", "grm")
 _TRAIN_FILE = {"policy": "sft_train.jsonl", "grm": "critic_train.jsonl"}
 _TEST_FILE = {"policy": "policy_test.jsonl", "grm": "critic_test.jsonl"}
@@ -55,14 +57,14 @@ class WarmstartConfig:
     vocab_size: int = 512
     """Target BPE vocabulary, trained on testbed text of both roles (512 makes every word of the
     GenRM prompt one token: GenRM rows shrink from ~470 to ~360 tokens)."""
-    max_steps: int = 500
+    max_steps: int = 600
     """Optimizer steps."""
     batch_size: int = 32
     """Sequences per step."""
     learning_rate: float = 3e-3
     """Peak learning rate (cosine decay after a 5% warm-up); tiny models from scratch need a high one."""
-    max_length: int = 384
-    """Longest tokenized training sequence (policy rows are ~100 tokens, GenRM rows ~300)."""
+    max_length: int = 640
+    """Longest tokenized training sequence (policy rows are ~100 tokens, GenRM rows ~400, at most ~600)."""
     max_examples: int | None = None
     """Use only the first N training rows (None: all)."""
     threads: int = 1
@@ -111,8 +113,8 @@ def tokenizer_corpus(data_dir: Path, rows_per_role: int = 1000) -> list[str]:
 
 
 def cache_key(data_dir: Path, config: WarmstartConfig) -> str:
-    """SHA-256 of the config, every data file training reads, and the key of the `init_from` model."""
-    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    """SHA-256 of the recipe version, the config, every data file training reads, and the `init_from` model's key."""
+    digest = hashlib.sha256(json.dumps({"recipe": RECIPE_VERSION, **asdict(config)}, sort_keys=True).encode())
     for name in sorted({*_TRAIN_FILE.values(), _TEST_FILE[config.role]}):
         digest.update((data_dir / name).read_bytes())
     if config.init_from is not None:
@@ -135,7 +137,7 @@ def _sft_config(config: WarmstartConfig, out_dir: Path):
         output_dir=str(out_dir / "trainer"), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, config.max_steps // 20),
         weight_decay=0.0, max_length=config.max_length, completion_only_loss=True, bf16=False, fp16=False,
-        use_cpu=True, gradient_checkpointing=False, save_strategy="no", report_to="none", logging_steps=25,
+        use_cpu=True, activation_checkpointing=False, save_strategy="no", report_to="none", logging_steps=25,
         seed=config.seed, data_seed=config.seed, dataloader_num_workers=0, dataset_num_proc=None,
     )
 
@@ -164,6 +166,7 @@ def train(data_dir: Path, out_dir: Path, config: WarmstartConfig) -> dict[str, A
                          processing_class=tokenizer)
     result = trainer.train()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    model.config.use_cache = True  # training turned the KV cache off; generation (eval, RL, serving) wants it
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(out_dir)
     shutil.rmtree(init)
@@ -221,10 +224,10 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "max_length": 192},
-    "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 150, "batch_size": 16, "max_length": 640,
-            "learning_rate": 2e-3},
+    "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 300, "batch_size": 16, "max_length": 640},
 }
-"""Per-role defaults, sized so policy + GenRM warm-start fit in ~5 minutes on 2 CPU cores."""
+"""Per-role defaults. On one core of the (shared) dev box: policy ~510 CPU-s, GenRM ~430 CPU-s
+(BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the policy (`init_from`)."""
 
 
 def preset(role: str, **overrides: Any) -> WarmstartConfig:
