@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from fapo.demo.config import tiny_policy_trl
-from fapo.grm.server import launch_subprocess
+from fapo.grm.launch import launch_subprocess
 from fapo.train.config import parse_config
 from fapo.train.runner import train_policy
 

@@ -171,7 +171,8 @@ def test_oracle_on_testbed_data_scores_100(testbed_critic, tmp_path):
 
 def test_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
     """`fapo judge` against an oracle server writes predictions that `eval grm --predictions` reads."""
-    from fapo.grm.server import load_oracle, serve_in_thread
+    from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import load_oracle
 
     judged = tmp_path / "judged.jsonl"
     with serve_in_thread(load_oracle("testbed")) as server:
@@ -208,7 +209,7 @@ def test_oracle_on_other_problems_fails_every_judgement(small_set, capsys):
 def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_path):
     """A ProcessBench slice judged by a tiny random model served over loopback: garbage verdicts, a sound report."""
     from fapo.grm.hf_backend import TransformersBackend
-    from fapo.grm.server import serve_in_thread
+    from fapo.grm.launch import serve_in_thread
 
     backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
     out = tmp_path / "r.json"

@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 
 from fapo.grm.backend import Completion, GenerationRequest
-from fapo.grm.server import (
-    ServerConfig,
-    ServerStartError,
-    launch_subprocess,
-    parse_chat_request,
-    serve_in_thread,
-)
+from fapo.grm.launch import ServerStartError, launch_subprocess, serve_in_thread
+from fapo.grm.server import ServerConfig, parse_chat_request
 
 HELLO = [{"role": "user", "content": "Start with 3. Add 4. What is the result?"}]
 

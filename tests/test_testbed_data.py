@@ -124,7 +124,7 @@ def test_oracle_serves_thousands_of_requests_per_second(data_dir):
 
 def test_oracle_over_http_agrees_with_the_checker_on_every_row(data_dir):
     from fapo.grm.client import JudgeConfig, JudgeItem, judge_sync
-    from fapo.grm.server import serve_in_thread
+    from fapo.grm.launch import serve_in_thread
 
     rows = _critic_rows(data_dir)
     items = [JudgeItem(r["problem"], tuple(r["steps"]), r["ground_truth"]) for r in rows]

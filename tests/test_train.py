@@ -110,7 +110,8 @@ def _assert_trained(result, model_before: Path, expect_judged: bool = True) -> l
 
 
 def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_path):
-    from fapo.grm.server import load_oracle, serve_in_thread
+    from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import load_oracle
 
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
@@ -128,7 +129,8 @@ def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_pat
 def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_path):
     from transformers import TrainerCallback
 
-    from fapo.grm.server import load_oracle, serve_in_thread
+    from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import load_oracle
     from fapo.train.runner import train_policy
 
     server = serve_in_thread(load_oracle("testbed"))

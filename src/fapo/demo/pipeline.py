@@ -61,7 +61,7 @@ def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig)
 @contextlib.contextmanager
 def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[list[str]]:
     """`fapo serve-grm` worker processes (the trained GenRM, or the oracle); yields their URLs."""
-    from fapo.grm.server import launch_subprocess
+    from fapo.grm.launch import launch_subprocess
 
     source = ["--oracle", "testbed"] if config.judge == "oracle" else ["--model", grm_dir, "--device", "cpu", "--threads", "1"]
     workers = []

@@ -85,7 +85,7 @@ def judge_config(spec: JudgeSpec, urls: Sequence[str]) -> JudgeConfig:
 def _served_model(spec: JudgeSpec) -> Iterator[str]:
     """Serve `spec.model_dir` in a thread of this process; yields its base URL."""
     from fapo.grm.hf_backend import TransformersBackend
-    from fapo.grm.server import serve_in_thread
+    from fapo.grm.launch import serve_in_thread
 
     backend = TransformersBackend.load(spec.model_dir, device=spec.device)
     max_tokens = int(spec.client.get("max_tokens", JudgeConfig.max_tokens))
