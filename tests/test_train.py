@@ -115,12 +115,14 @@ def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_pat
 
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
-        config = policy_config(memorised_policy_dir, data, judge="http", judge_endpoints=[server.url])
+        config = policy_config(memorised_policy_dir, data, judge="http", judge_endpoints=[server.url],
+                               overlong_buffer=8)
         from fapo.train.runner import train_policy
 
         result = train_policy(config, tmp_path / "run")
     metrics = _assert_trained(result, memorised_policy_dir)
     assert any(m.get("grm/flawed_ratio") is not None for m in metrics)
+    assert all("rewards/soft_overlong_punishment_reward/mean" in m for m in metrics if "loss" in m)  # DAPO term
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert critiques and all(c["status"] == "ok" and "\\boxed{" in c["critique"] for c in critiques)
     assert all(c["endpoint"] for c in critiques)

@@ -152,61 +152,61 @@ def _write_run_config(config: TrainConfig, output_dir: Path, kind: str) -> None:
     (output_dir / "fapo_config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def _reward_funcs_with_overlong(reward_funcs: list[Any], settings: FapoSettings, args) -> list[Any]:
+    """Append DAPO's soft overlong penalty (TRL's reward function) when a buffer is configured."""
+    if settings.overlong_buffer:
+        from trl.rewards import get_soft_overlong_punishment
+
+        reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
+    return reward_funcs
+
+
+def _build_and_run(config: TrainConfig, output_dir: Path, kind: str, rows: list[dict[str, Any]], args, tokenizer,
+                   reward_funcs: list[Any], resume: bool, callbacks: Sequence[Any], on_close=None) -> TrainResult:
+    from datasets import Dataset
+
+    _write_run_config(config, output_dir, kind)
+    _set_threads(config.fapo)
+    trainer = _trainer_class()(model=config.fapo.model, reward_funcs=reward_funcs, args=args,
+                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    return _run(trainer, output_dir, resume, on_close=on_close, callbacks=callbacks)
+
+
 def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
                  resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
     """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer."""
-    from datasets import Dataset
-
     from fapo.train.data import policy_rows
     from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
-    dataset = Dataset.from_list(policy_rows(settings))
+    rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps)
     tokenizer = _load_tokenizer(settings.model)
-    eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     state = PolicyRewardState(
         settings=settings,
         max_completion_length=args.max_completion_length,
-        eos_token_ids=frozenset(eos_ids),
+        eos_token_ids=frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}),
         judge_factory=build_judge_factory(settings),
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
         monitor=_resolve_monitor(settings),
     )
-    reward_funcs: list[Any] = [make_policy_reward_func(state)]
-    if settings.overlong_buffer:
-        from trl.rewards import get_soft_overlong_punishment
-
-        reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
-    _write_run_config(config, output_dir, "policy")
-    _set_threads(settings)
-    trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                               processing_class=tokenizer)
-    return _run(trainer, output_dir, resume, on_close=state.close, callbacks=callbacks)
+    reward_funcs = _reward_funcs_with_overlong([make_policy_reward_func(state)], settings, args)
+    return _build_and_run(config, output_dir, "policy", rows, args, tokenizer, reward_funcs, resume, callbacks,
+                          on_close=state.close)
 
 
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
               resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
     """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4)."""
-    from datasets import Dataset
-
     from fapo.train.data import grm_rows
     from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
-    dataset = Dataset.from_list(grm_rows(settings))
+    rows = grm_rows(settings)
     args = _grpo_args(config, output_dir, max_steps)
     tokenizer = _load_tokenizer(settings.model)
-    reward_funcs: list[Any] = [make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"),
-                                                    settings.write_critiques)]
-    if settings.overlong_buffer:
-        from trl.rewards import get_soft_overlong_punishment
-
-        reward_funcs.append(get_soft_overlong_punishment(args.max_completion_length, settings.overlong_buffer))
-    _write_run_config(config, output_dir, "grm")
-    _set_threads(settings)
-    trainer = _trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                               processing_class=tokenizer)
-    return _run(trainer, output_dir, resume, callbacks=callbacks)
+    grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
+    reward_funcs = _reward_funcs_with_overlong([grm_reward_func], settings, args)
+    return _build_and_run(config, output_dir, "grm", rows, args, tokenizer, reward_funcs, resume, callbacks)
