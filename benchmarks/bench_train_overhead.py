@@ -26,7 +26,7 @@ from fapo.train.runner import train_policy
 
 def run_arm(arm: str, policy: str, data: Path, urls: list[str], steps: int, seed: int, out: Path) -> dict:
     fapo = {"model": policy, "train_data": str(data / "policy_train.jsonl"), "prompt_template": "{problem}",
-            "answer_format": "strict", "verify_workers": 1, "judge_max_tokens": 96}
+            "answer_format": "strict", "verify_workers": 1, "judge_max_tokens": 192}
     fapo.update({"judge": "http", "judge_endpoints": urls, "penalty": 1.0} if arm == "fapo"
                 else {"judge": "none", "penalty": 0.0})
     result = train_policy(parse_config({**tiny_policy_trl(steps, seed), "fapo": fapo}), out)

@@ -22,7 +22,7 @@ def tiny_grm_trl(steps: int, seed: int) -> dict[str, Any]:
     """TRL settings of the testbed's GenRM RL (mirrors configs/tiny-cpu-grm.yaml)."""
     return {
         "learning_rate": 2e-5, "lr_scheduler_type": "constant", "num_generations": 8,
-        "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_completion_length": 64,
+        "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_completion_length": 192,
         "temperature": 1.2, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
         "gradient_checkpointing": False, "use_cpu": True, "logging_steps": 1, "save_steps": 10_000,

@@ -81,7 +81,7 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     from fapo.eval.judges import JudgeSpec
 
     rows = load_critic_rows(data_dir / "critic_test.jsonl", limit=config.grm_eval_rows)
-    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": 96})
+    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": 192})
     verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
 
@@ -94,7 +94,7 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
 
     fapo: dict[str, Any] = {"model": policy_dir, "train_data": str(data_dir / "policy_train.jsonl"),
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
-                            "monitor_oracle": "testbed", "judge_max_tokens": 96, "judge_timeout": 30.0,
+                            "monitor_oracle": "testbed", "judge_max_tokens": 192, "judge_timeout": 30.0,
                             "torch_threads": 1}
     if arm == "fapo":
         fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls)
