@@ -10,9 +10,10 @@ import pytest
 
 from fapo.grm.backend import GenerationRequest
 from fapo.grm.prompt import grm_messages, parse_verdict
+from fapo.io import read_jsonl
 from fapo.steps import split_steps
 from fapo.testbed.checker import earliest_error
-from fapo.testbed.data import FILES, GenerateConfig, generate, read_jsonl
+from fapo.testbed.data import FILES, GenerateConfig, generate
 from fapo.testbed.oracle import UNREADABLE, OracleBackend, oracle_verdict, parse_grm_prompt
 from fapo.testbed.task import parse_problem
 

@@ -176,11 +176,6 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def generate(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[str, Any]:
     """Write every file and `manifest.json` to `out_dir` (created); return the manifest."""
     config = config or GenerateConfig()

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from fapo.grm.prompt import grm_messages
+from fapo.io import read_jsonl
 from fapo.testbed.checker import critique
-from fapo.testbed.data import read_jsonl
 from fapo.testbed.task import parse_problem
 
 RECORD = "warmstart.json"
