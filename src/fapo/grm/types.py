@@ -1,0 +1,175 @@
+"""The GenRM judging vocabulary: endpoints, client settings, items to judge, typed judgements, voting.
+
+Plain data and pure functions shared by the HTTP client (`fapo.grm.client`), the in-process judge
+(`fapo.grm.local`) and evaluation. No I/O, no torch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from yarl import URL
+
+Status = Literal["ok", "invalid", "error"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible server (vLLM, SGLang, `fapo serve-grm`)."""
+
+    url: str
+    """Base URL up to the API version, e.g. "http://127.0.0.1:8000/v1"; requests go to {url}/chat/completions."""
+    model: str = "genrm"
+    """The model name the server expects in the request body (vLLM: the served model name)."""
+    api_key: str | None = None
+    """Sent as `Authorization: Bearer <api_key>` when set."""
+
+    def __post_init__(self) -> None:
+        url = str(self.url).strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or len(URL(url).host or "") == 0:
+            raise ValueError(f"endpoint url {self.url!r} must look like http://HOST:PORT/v1")
+        if url.endswith("/chat/completions"):
+            raise ValueError(f"endpoint url {self.url!r}: give the base URL (ending in /v1), not the route")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("endpoint model must be a non-empty string (the name the server serves)")
+        object.__setattr__(self, "url", url)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the client talks to the GenRM endpoints. Field names match `configs/*.yaml`."""
+
+    endpoints: tuple[Endpoint, ...]
+    """The servers to spread requests over; plain URL strings are accepted and wrapped in `Endpoint`."""
+    concurrency: int = 64
+    """Most HTTP requests in flight at once, over all endpoints (also the connection pool size)."""
+    timeout: float = 60.0
+    """Seconds one HTTP attempt may take, connect to last byte; a timeout is retried elsewhere."""
+    retries: int = 3
+    """Extra attempts after the first on connection errors, timeouts, 5xx, 429 (so at most 1 + retries)."""
+    max_tokens: int = 2048
+    """Upper bound on the critique's length in tokens; a truncated critique usually parses as "invalid"."""
+    temperature: float = 0.0
+    """Sampling temperature. 0 (greedy) makes a verdict reproducible and the cache exact; voting needs > 0."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    votes: int = 1
+    """Samples per request (`n`); the verdict is their majority (see `majority_verdict`)."""
+    tie_break: Literal["flawed", "clean"] = "flawed"
+    """Which way a tied flawed/clean vote goes."""
+    cache_size: int = 100_000
+    """Judgements kept in the LRU cache, keyed by the exact prompt (also when sampling); 0 turns it off."""
+    breaker_failures: int = 5
+    """Consecutive failures that take an endpoint out of rotation (its circuit breaker opens)."""
+    breaker_cooldown: float = 10.0
+    """Seconds an open breaker waits before one probe request may try the endpoint again."""
+    backoff_base: float = 0.2
+    """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
+    backoff_max: float = 5.0
+    """Cap on one retry delay (also on a server's Retry-After)."""
+
+    def __post_init__(self) -> None:
+        endpoints = self.endpoints
+        if isinstance(endpoints, (str, Endpoint)):
+            endpoints = (endpoints,)
+        endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in endpoints)
+        if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
+            raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
+        object.__setattr__(self, "endpoints", endpoints)
+        _check(self.concurrency >= 1, "concurrency must be >= 1 (64 suits most servers)")
+        _check(self.timeout > 0, "timeout must be > 0 seconds")
+        _check(self.retries >= 0, "retries must be >= 0 (0 = one attempt only)")
+        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        _check(self.votes >= 1, "votes must be >= 1")
+        _check(
+            self.votes == 1 or self.temperature > 0,
+            f"votes={self.votes} with temperature=0 samples the same critique {self.votes} times; "
+            "set temperature > 0 (e.g. 0.7) or votes=1",
+        )
+        _check(
+            self.tie_break in ("flawed", "clean"),
+            f"tie_break must be 'flawed' or 'clean': {self.tie_break!r}",
+        )
+        _check(self.cache_size >= 0, "cache_size must be >= 0 (0 turns the cache off)")
+        _check(self.breaker_failures >= 1, "breaker_failures must be >= 1")
+        _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
+        _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")
+        _check(self.backoff_max >= self.backoff_base, "backoff_max must be >= backoff_base")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The GenRM's verdict on one solution, or why there is none.
+
+    status "ok": `verdict` is the earliest wrong step (0-based) or -1, `flawed` is `verdict >= 0`.
+    status "invalid": the server answered but named no valid step index. status "error": no
+    answer after the retries (or no healthy endpoint). A non-ok judgement never carries a verdict.
+    """
+
+    verdict: int | None
+    flawed: bool | None
+    status: Status
+    critique: str | None
+    """The GenRM's text (the winning sample's when voting; the raw answer when invalid)."""
+    endpoint: str | None
+    """URL of the endpoint that answered (or was tried last)."""
+    attempts: int
+    """HTTP attempts this call made (0 when served from the cache or a shared in-flight request)."""
+    latency_s: float
+    cached: bool = False
+    error: str | None = None
+    """What went wrong, for "invalid" and "error"."""
+
+    def __post_init__(self) -> None:
+        if self.status == "ok":
+            if not isinstance(self.verdict, int) or self.verdict < -1 or self.flawed != (self.verdict >= 0):
+                raise ValueError(f"an ok judgement needs verdict >= -1 and flawed == (verdict >= 0): {self}")
+        elif self.verdict is not None or self.flawed is not None:
+            raise ValueError(f"a {self.status!r} judgement must not carry a verdict")
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """One solution to judge: the problem (verbatim), its steps, and the gold answer when known."""
+
+    problem: str
+    steps: tuple[str, ...]
+    gold: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.problem, str):
+            raise TypeError(f"problem must be a str, not {type(self.problem).__name__}")
+        if isinstance(self.steps, str) or not all(isinstance(s, str) for s in self.steps):
+            raise TypeError("steps must be a sequence of str (use fapo.steps.split_steps on a response)")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.gold is not None:
+            object.__setattr__(self, "gold", str(self.gold))
+
+
+def majority_verdict(verdicts: Sequence[int | None], tie_break: str = "flawed") -> int | None:
+    """Majority vote over sampled verdicts; None when no sample named a valid step.
+
+    Invalid samples (None) abstain. Flawed (k >= 0) against clean (-1) is decided first, a tie
+    going to `tie_break`; a flawed outcome then names the most-voted step, the earliest on a tie.
+    """
+    if len(verdicts) == 1:
+        return verdicts[0]
+    valid = [v for v in verdicts if v is not None]
+    if not valid:
+        return None
+    flawed = [v for v in valid if v >= 0]
+    clean = len(valid) - len(flawed)
+    if len(flawed) > clean or (flawed and len(flawed) == clean and tie_break == "flawed"):
+        counts = Counter(flawed)
+        return min(counts, key=lambda k: (-counts[k], k))
+    return -1
