@@ -6,7 +6,7 @@ for the slow one) and answers a canned chat completion; it accepts any concurren
   equal   2 endpoints x 100 ms: wall time vs the ideal n / concurrency x 0.1 s (target <= 1.3x),
           load skew max/min requests (target <= 1.2), client CPU per request (target < 0.5 ms).
   skewed  100 ms and 300 ms: least-outstanding routing should give the fast one ~3x the requests.
-  reference  the "equal" requests sent with bare aiohttp, for the floor of client CPU per request.
+  reference  the "equal" requests sent with a bare aiohttp loop, to compare client CPU per request.
 
 Run: `python benchmarks/bench_client.py [--n 4000] [--concurrency 64] [--json OUT] [--no-reference]`.
 Exit status 1 when a target is missed (the table says which).

@@ -160,6 +160,8 @@ def test_endpoint_normalises_and_rejects_bad_urls():
     for bad, message in [("h:1/v1", "must look like"), ("http://h:1/v1/chat/completions", "base URL")]:
         with pytest.raises(ValueError, match=message):
             Endpoint(bad)
+    with pytest.raises(ValueError, match="api_key"):
+        Endpoint("http://h:1/v1", api_key="key\r\nX-Injected: 1")  # would forge a header
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """Async GenRM client: judge solutions over any number of OpenAI-compatible endpoints.
 
-Owns the HTTP side of judging (DESIGN.md §1.5): one aiohttp session, a global concurrency limit,
-least-outstanding routing and circuit breakers (`fapo.grm.routing`), retries with exponential
-backoff and jitter, majority voting over n samples, an LRU cache keyed by the exact prompt (with
-identical concurrent requests sharing one in-flight request), and metrics for the trainer's logger.
+Owns the HTTP side of judging (DESIGN.md §1.5): keep-alive connections per endpoint
+(`fapo.grm.http`), a global concurrency limit, least-outstanding routing and circuit breakers
+(`fapo.grm.routing`), retries with exponential backoff and jitter, majority voting over n samples,
+an LRU cache keyed by the exact prompt (with identical concurrent requests sharing one in-flight
+request), and metrics for the trainer's logger.
 Every failure is a value: a `Judgement` with status "invalid" or "error", never an exception and
 never a verdict. Must not import torch or transformers, and holds no prompt logic of its own
 (`fapo.grm.prompt` renders and parses).
@@ -25,9 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
+from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
 from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement, majority_verdict  # noqa: F401 (public here too)
@@ -58,22 +57,19 @@ def _prompt_key(messages_json: str, num_steps: int) -> bytes:
 class GenRMClient:
     """Judge solutions with a GenRM served behind OpenAI-compatible endpoints.
 
-    Use as `async with GenRMClient(config) as grm:`; the session opens lazily and `aclose()`
-    ends it. A client lives in one event loop (its session does). Methods never raise on network
-    or server failures: they return a `Judgement`.
+    Use as `async with GenRMClient(config) as grm:`; connections open lazily and `aclose()`
+    closes them. A client lives in one event loop (its connections do). Methods never raise on
+    network or server failures: they return a `Judgement`.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
         self._router = Router(len(config.endpoints), config.breaker_failures, config.breaker_cooldown)
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._urls = [URL(e.url + "/chat/completions") for e in config.endpoints]
-        self._headers = [_headers(e) for e in config.endpoints]
         self._models = [json.dumps(e.model) for e in config.endpoints]
         sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p}
         self._sampling = json.dumps(sampling | {"n": config.votes})[1:-1]
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: list[ConnectionPool] | None = None
         self._closed = False
         self._cache: OrderedDict[bytes, Judgement] = OrderedDict()
         # Requests in flight, by cache key: identical callers await the same future.
@@ -89,21 +85,23 @@ class GenRMClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def _open(self) -> list[ConnectionPool]:
+        if self._pools is None:
             # Idle connections are dropped after 4 s, before uvicorn's (vLLM's) 5 s keep-alive closes
             # them server-side: reusing a connection the server is closing fails a POST for no reason.
-            connector = aiohttp.TCPConnector(limit=self.config.concurrency, keepalive_timeout=4.0)
-            jar = aiohttp.DummyCookieJar()  # an API client keeps no cookies (and skips the jar per request)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, cookie_jar=jar)
-        return self._session
+            self._pools = [
+                ConnectionPool(e.url + "/chat/completions", _auth_header(e), idle_timeout=4.0)
+                for e in self.config.endpoints
+            ]
+        return self._pools
 
     async def aclose(self) -> None:
-        """Close the HTTP session; requests still in flight end as "error" judgements, none are retried."""
+        """Close the connections; requests still in flight end as "error" judgements, none are retried."""
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pools is not None:
+            for pool in self._pools:
+                pool.close()
+            self._pools = None
 
     async def judge(self, problem: str, steps: Sequence[str], gold: str | None = None) -> Judgement:
         """Judge one solution: render the GenRM prompt (`fapo.grm.prompt`) and ask an endpoint."""
@@ -229,8 +227,8 @@ class GenRMClient:
         except asyncio.CancelledError:
             self._router.release(pick)
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-            if self._closed:  # our own session went away: says nothing about the endpoint
+        except (OSError, asyncio.TimeoutError) as err:  # fapo.grm.http's errors are OSErrors
+            if self._closed:  # our own connections were closed: says nothing about the endpoint
                 self._router.release(pick)
                 return _Outcome(error="the client was closed")
             self._router.fail(pick, time.perf_counter() - t)
@@ -256,8 +254,8 @@ class GenRMClient:
 
     async def _post(self, index: int, body: bytes) -> tuple[int, bytes, str | None]:
         """POST a chat request to endpoint `index`: (HTTP status, body, Retry-After header)."""
-        async with self._open().post(self._urls[index], data=body, headers=self._headers[index]) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        response = await self._open()[index].post(body, self.config.timeout)
+        return response.status, response.body, response.headers.get("retry-after")
 
     def _answer(self, texts: list[str], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
         latency = time.perf_counter() - t0
@@ -295,7 +293,7 @@ class GenRMClient:
         m["grm/latency_p50"], m["grm/latency_p95"] = percentiles(self._latencies, (0.50, 0.95))
         m["grm/cache_size"] = float(len(self._cache))
         m["grm/in_flight"] = float(sum(s.in_flight for s in self._router.states))
-        m["grm/healthy_endpoints"] = float(sum(self._router.healthy(i) for i in range(len(self._urls))))
+        m["grm/healthy_endpoints"] = float(sum(map(self._router.healthy, range(len(self._router.states)))))
         m.update(self._router.metrics())
         return m
 
@@ -317,11 +315,8 @@ def _failure(error: str, url: str | None, attempts: int, latency_s: float) -> Ju
     return Judgement(None, None, "error", None, url, attempts, latency_s, error=error)
 
 
-def _headers(endpoint: Endpoint) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if endpoint.api_key:
-        headers["Authorization"] = f"Bearer {endpoint.api_key}"
-    return headers
+def _auth_header(endpoint: Endpoint) -> dict[str, str]:
+    return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
 
 
 def _choice_texts(raw: bytes) -> list[str] | None:

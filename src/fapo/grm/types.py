@@ -35,6 +35,8 @@ class Endpoint:
             raise ValueError(f"endpoint url {self.url!r}: give the base URL (ending in /v1), not the route")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("endpoint model must be a non-empty string (the name the server serves)")
+        if self.api_key and not (self.api_key.isascii() and self.api_key.isprintable()):
+            raise ValueError("endpoint api_key must be one line of printable ASCII (no line breaks)")
         object.__setattr__(self, "url", url)
 
 
@@ -45,7 +47,7 @@ class JudgeConfig:
     endpoints: tuple[Endpoint, ...]
     """The servers to spread requests over; plain URL strings are accepted and wrapped in `Endpoint`."""
     concurrency: int = 64
-    """Most HTTP requests in flight at once, over all endpoints (also the connection pool size)."""
+    """Most HTTP requests in flight at once, over all endpoints (each holds one open connection)."""
     timeout: float = 60.0
     """Seconds one HTTP attempt may take, connect to last byte; a timeout is retried elsewhere."""
     retries: int = 3
