@@ -2,12 +2,13 @@
 
 Owns: final-answer extraction (the last `\\boxed{...}` via `fapo.boxed`, else math-verify's own
 extraction), equivalence by math-verify, a conservative fast path (identical answers, plain
-numbers) and a result cache in the calling process, and a persistent pool of worker processes that
-run math-verify under a hard per-item timeout. A worker that overruns is killed and replaced, so
-the timeout holds in any thread (math-verify's own timeout uses `signal.alarm`: main thread only).
+numbers) and a result cache in the calling process, and the math-verify call that the workers of a
+`fapo.process_pool.ProcessPool` make under a hard per-item timeout (math-verify's own timeout uses
+`signal.alarm`: main thread only; the pool's holds in any thread).
 
 Must not: import torch or transformers, and not even math-verify in the calling process (only the
-workers import it); know about rewards, trainers or HTTP. A failure is a status, never an exception.
+workers import it); manage processes (that is `fapo.process_pool`'s); know about rewards, trainers
+or HTTP. A failure is a status, never an exception.
 
 The reference it is measured against (benchmarks/bench_verify.py) is plain math-verify called the
 usual way, `verify(parse(gold_src), parse(response))` with default configs, `gold_src` being the
@@ -18,25 +19,20 @@ short bare formula (`\\tfrac83`) in which math-verify finds nothing as its own a
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from multiprocessing.connection import Connection, wait
 from typing import Literal
 
 from fapo.boxed import count_boxed, last_boxed
+from fapo.process_pool import ProcessPool, TaskFailure
 
 logger = logging.getLogger(__name__)
 
@@ -278,194 +274,12 @@ def _check_with_math_verify(task: _Task) -> _Outcome:
         return ("error", False, None, f"{type(err).__name__}: {str(err)[:200]}")
 
 
-def serve_worker(fd: int) -> None:
-    """Worker main loop on socket `fd`: warm up, say "ready", answer tasks until None or EOF."""
-    conn = Connection(fd)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": we enforce it
+def prepare_worker() -> Callable[[_Task], _Outcome]:
+    """Run once in each new pool worker (`fapo.process_pool.serve`): warm up, return the task handler."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": the pool enforces it
     for task in _WARM_UP:
         _check_with_math_verify(task)
-    conn.send("ready")
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        conn.send(_check_with_math_verify(task))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pool: worker processes managed by hand, so that one overrunning task can be killed alone.
-
-_STARTUP_TIMEOUT = 120.0  # seconds for a new worker to import math-verify and warm up
-_CLOSE_GRACE = 1.0  # seconds a worker gets to exit after being told to, before it is killed
-
-
-def _worker_env() -> dict[str, str]:
-    """The parent's environment, with the directory `fapo` was imported from first on PYTHONPATH."""
-    import fapo
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fapo.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-class _Worker:
-    """One worker process and the parent's end of its socket; `ready` once it has warmed up.
-
-    A fresh interpreter (not fork, not multiprocessing's spawn): forking a trainer that runs
-    threads can deadlock the child, and multiprocessing's spawn/forkserver re-run the user's
-    `__main__` in every worker. The cost is ~1 s to start one (import math-verify).
-    """
-
-    _COMMAND = "import sys; from fapo.verify import serve_worker; serve_worker(int(sys.argv[1]))"
-
-    def __init__(self) -> None:
-        self.conn, child_conn = multiprocessing.Pipe(duplex=True)
-        fd = child_conn.fileno()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", self._COMMAND, str(fd)],
-            pass_fds=(fd,),
-            env=_worker_env(),
-            stdin=subprocess.DEVNULL,
-        )
-        child_conn.close()
-        self.ready = False
-        self.started = time.monotonic()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-            self.process.wait(timeout=_CLOSE_GRACE)
-        except (OSError, subprocess.TimeoutExpired):
-            pass  # gone already, or slow to go: kill() below ends it either way
-        self.kill()
-
-
-class _WorkerPool:
-    """A fixed number of workers, each doing one task at a time under a per-task deadline."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.restarts = 0
-        self._workers: list[_Worker] = []
-        self._running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, deadline)
-        self.pid = os.getpid()
-        atexit.register(self.close)
-
-    def close(self) -> None:
-        atexit.unregister(self.close)
-        for worker in self._workers:
-            worker.stop()
-        self._workers = []
-
-    def run(self, tasks: list[_Task], timeout: float) -> list[_Outcome]:
-        """Outcomes of `tasks`, in order; each task gets at most `timeout` seconds of a worker."""
-        outcomes: list[_Outcome | None] = [None] * len(tasks)
-        pending = deque(range(len(tasks)))
-        self._resize()
-        start_failures = 0
-        try:
-            while pending or self._running:
-                self._dispatch(tasks, pending, timeout)
-                start_failures += self._wait_and_collect(outcomes)
-                if start_failures > 2 * self.size + 2:  # workers cannot start at all: give up, loudly
-                    logger.error("fapo.verify: %d worker start failures; failing the rest", start_failures)
-                    for i in [*pending, *(i for i, _ in self._running.values())]:
-                        outcomes[i] = ("error", False, None, "no verify worker could start")
-                    break
-        finally:  # left early (Ctrl-C, give-up): a busy worker would answer the wrong call later
-            for worker in list(self._running):
-                self._replace(worker)
-        return [o if o is not None else ("error", False, None, "not run") for o in outcomes]
-
-    def start(self) -> None:
-        """Start missing workers and wait until every one is warm."""
-        self._resize()
-        failures = 0
-        while not all(w.ready for w in self._workers) and failures <= 2 * self.size + 2:
-            failures += self._wait_and_collect([])
-
-    def _resize(self) -> None:
-        while len(self._workers) > self.size:
-            self._workers.pop().stop()
-        while len(self._workers) < self.size:
-            self._workers.append(_Worker())
-
-    def _replace(self, worker: _Worker) -> None:
-        self._running.pop(worker, None)
-        worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker()
-        self.restarts += 1
-
-    def _dispatch(self, tasks: list[_Task], pending: deque[int], timeout: float) -> None:
-        for worker in list(self._workers):
-            if not pending:
-                return
-            if worker.ready and worker not in self._running:
-                i = pending.popleft()
-                try:
-                    worker.conn.send(tasks[i])
-                except OSError:  # died while idle: retry the task on a fresh worker
-                    pending.appendleft(i)
-                    self._replace(worker)
-                    continue
-                self._running[worker] = (i, time.monotonic() + timeout)
-
-    def _deadline(self, worker: _Worker) -> float:
-        if worker in self._running:
-            return self._running[worker][1]
-        return worker.started + _STARTUP_TIMEOUT if not worker.ready else float("inf")
-
-    def _wait_and_collect(self, outcomes: list[_Outcome | None]) -> int:
-        """Wait for the next message, death or deadline; record outcomes. Returns start failures."""
-        watched = [w for w in self._workers if w in self._running or not w.ready]
-        if not watched:
-            return 0
-        handles = {w.conn: w for w in watched}  # a dead worker's socket reads as EOF
-        delay = min(self._deadline(w) for w in watched) - time.monotonic()
-        fired = {handles[h] for h in wait(list(handles), timeout=max(0.0, delay))}
-        failures = 0
-        for worker in fired:
-            failures += self._on_event(worker, outcomes)
-        now = time.monotonic()
-        for worker in watched:
-            if worker in self._workers and self._deadline(worker) <= now:
-                if worker in self._running:
-                    outcomes[self._running[worker][0]] = ("timeout", False, None, "")
-                else:
-                    failures += 1
-                    logger.warning("fapo.verify: a worker did not start in %.0f s", _STARTUP_TIMEOUT)
-                self._replace(worker)
-        return failures
-
-    def _on_event(self, worker: _Worker, outcomes: list[_Outcome | None]) -> int:
-        """Handle a message or the death of `worker`. Returns 1 if it died before it was ready."""
-        try:
-            message = worker.conn.recv() if worker.conn.poll() else None
-        except (EOFError, OSError):
-            message = "dead"
-        if message is None and worker.process.poll() is None:
-            return 0  # nothing to read yet
-        if message == "ready":
-            worker.ready = True
-            return 0
-        if isinstance(message, tuple) and worker in self._running:
-            outcomes[self._running.pop(worker)[0]] = message
-            return 0
-        was_ready = worker.ready
-        if worker in self._running:
-            outcomes[self._running[worker][0]] = ("error", False, None, "the verify worker died")
-        self._replace(worker)
-        return 0 if was_ready else 1
+    return _check_with_math_verify
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -520,7 +334,7 @@ class Verifier:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, VerifyResult] = OrderedDict()
         self._counts = dict.fromkeys(VerifyStats.__dataclass_fields__, 0)
-        self._pool: _WorkerPool | None = None
+        self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
 
     def verify_batch(
@@ -565,12 +379,15 @@ class Verifier:
             return
         tasks = [task for task, _ in hard.values()]
         try:
-            outcomes = self._ensure_pool().run(tasks, timeout)
+            answers = self._ensure_pool().run(tasks, timeout)
         except OSError as err:  # cannot start a process at all (no memory, no file descriptors)
             logger.error("fapo.verify: cannot run the worker pool: %s", err)
-            outcomes = [("error", False, None, str(err))] * len(tasks)
+            answers = [TaskFailure("error", str(err))] * len(tasks)
         self._counts["worker_tasks"] += len(hard)
-        for (key, (_, indices)), (status, correct, pred, detail) in zip(hard.items(), outcomes, strict=True):
+        for (key, (_, indices)), answer in zip(hard.items(), answers, strict=True):
+            if isinstance(answer, TaskFailure):  # timed out, or its worker died: no verdict
+                answer = (answer.kind, False, None, answer.detail)
+            status, correct, pred, detail = answer
             result = VerifyResult(correct and status == "ok", pred, status)
             if detail:
                 logger.debug("fapo.verify: %s: %s", status, detail)
@@ -589,11 +406,11 @@ class Verifier:
         elif result.status == "error":
             self._counts["errors"] += 1
 
-    def _ensure_pool(self) -> _WorkerPool:
+    def _ensure_pool(self) -> ProcessPool:
         if self._pool is not None and self._pool.pid != os.getpid():
             self._pool = None  # inherited through fork: those workers belong to the parent
         if self._pool is None:
-            self._pool = _WorkerPool(self.workers)
+            self._pool = ProcessPool(self.workers, setup="fapo.verify:prepare_worker")
         self._pool.size = self.workers
         return self._pool
 
