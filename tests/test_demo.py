@@ -38,12 +38,25 @@ def test_quick_demo_end_to_end(tmp_path):
     assert set(report["grm"]) == {"f1", "acc_err", "acc_corr", "fpb_f1"}
     assert report["overhead"]["fapo_over_grpo_step_time"] > 0
     assert report["seeds"] == 1
-    _finite_numbers({k: report[k] for k in ("grpo", "fapo", "overhead", "initial")})
+    _finite_numbers({k: report[k] for k in ("grpo", "fapo", "overhead", "initial", "judging")})
+    assert 0 <= report["judging"]["judge_flawed_ratio"] <= 1 and 0 <= report["judging"]["checker_flawed_ratio"] <= 1
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO |" in markdown
+    assert "While judging FAPO's rollouts" in markdown
     for png in ("accuracy_flawed.png", "length.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown
     for arm in ("grpo", "fapo"):
         assert (out / f"{arm}-seed0" / "metrics.jsonl").exists()
     assert (out / "fapo-seed0" / "critiques.jsonl").exists()
+
+
+def test_failed_policy_run_names_its_log(tmp_path):
+    """A run that fails in its worker process stops the stage with an error that points at its output."""
+    from fapo.demo.config import DemoConfig
+    from fapo.demo.pipeline import run_policy_arms
+
+    config = DemoConfig(seeds=1, policy_rl_steps=1, jobs=2, eval_problems=1, eval_samples=1)
+    with pytest.raises(RuntimeError, match=r"log\.txt"):
+        run_policy_arms(str(tmp_path / "no-such-policy"), tmp_path / "no-data", tmp_path / "out", [], config)
+    assert any("Traceback" in log.read_text() for log in (tmp_path / "out").glob("*/log.txt"))

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="one seed, short runs (under 5 minutes on 2 cores)")
     p.add_argument("--seeds", type=int, help="seeds per arm (default 3; --quick: 1)")
     p.add_argument("--judge", choices=("trained", "oracle"), help="FAPO's judge: the trained GenRM (default) or the checker")
-    p.add_argument("--steps", type=int, help="policy RL steps per run (default 100; --quick: 12)")
+    p.add_argument("--steps", type=int, help="policy RL steps per run (default 60; --quick: 10)")
+    p.add_argument("--jobs", type=int, help="policy RL runs at once, one process and one torch thread each (default 2)")
     p.add_argument("--cache", help="where warm-started models are cached (default: OUT/../cache)")
     p.set_defaults(func=run)
 
@@ -26,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from fapo.demo.config import demo_config
 
     try:
-        config = demo_config(args.quick, seeds=args.seeds, judge=args.judge, policy_rl_steps=args.steps)
+        config = demo_config(args.quick, seeds=args.seeds, judge=args.judge, policy_rl_steps=args.steps,
+                             jobs=args.jobs)
     except ValueError as err:
         raise CliError(str(err)) from err
     from fapo.demo.pipeline import run_demo

@@ -9,7 +9,7 @@ from typing import Any
 def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
     """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml)."""
     return {
-        "learning_rate": 5e-5, "lr_scheduler_type": "constant", "num_generations": 8,
+        "learning_rate": 2e-4, "lr_scheduler_type": "constant", "num_generations": 8,
         "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": 96,
         "temperature": 1.0, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
@@ -48,7 +48,7 @@ class DemoConfig:
     """Overrides of the testbed's GenRM warm-start preset."""
     grm_rl_steps: int = 20
     """GenRM RL steps (R_outcome + R_process)."""
-    policy_rl_steps: int = 100
+    policy_rl_steps: int = 60
     """Policy RL steps per arm and seed."""
     eval_problems: int = 100
     """Held-out problems in the final policy evaluation."""
@@ -60,17 +60,20 @@ class DemoConfig:
     """GenRM server processes behind the client."""
     penalty: float = 1.0
     """FAPO's λ."""
+    jobs: int = 2
+    """Policy RL runs (and evaluations) at once, each a process with one torch thread."""
 
     def __post_init__(self) -> None:
-        if self.seeds < 1 or self.policy_rl_steps < 1 or self.grm_rl_steps < 0 or self.workers < 1:
-            raise ValueError("seeds, policy_rl_steps and workers must be >= 1; grm_rl_steps >= 0")
+        if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 or self.grm_rl_steps < 0:
+            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps >= 0")
         if self.judge not in ("trained", "oracle"):
             raise ValueError(f'judge must be "trained" or "oracle", got {self.judge!r}')
 
 
 QUICK = DemoConfig(
-    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 150}, grm_warmstart={"max_steps": 60},
-    grm_rl_steps=4, policy_rl_steps=12, eval_problems=40, eval_samples=4, grm_eval_rows=120,
+    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 150, "eval_problems": 40, "eval_samples": 4},
+    grm_warmstart={"max_steps": 40, "eval_problems": 40}, grm_rl_steps=3, policy_rl_steps=10, eval_problems=40,
+    eval_samples=4, grm_eval_rows=120,
 )
 
 

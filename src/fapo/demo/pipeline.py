@@ -1,6 +1,7 @@
 """The demo's stages, in order. Each stage is one library call (or a few) and returns plain data.
 
-    data → warm-start (cached) → GenRM RL → serve GenRM ×2 → GenRM eval → GRPO / FAPO × seeds → eval → report
+    data → warm-start (cached) → GenRM RL → serve GenRM ×2 → GenRM eval → GRPO / FAPO × seeds (+ eval),
+    `jobs` processes at once → report
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.console import Console
 from fapo.demo.config import DemoConfig, tiny_grm_trl, tiny_policy_trl
 
 console = Console(stderr=True)
-STAGES = 7
+STAGES = 6
 
 
 def _stage(number: int, text: str) -> None:
@@ -124,6 +125,82 @@ def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) 
             "mean_steps": scores.mean_steps}
 
 
+def _arm_job(arm: str, seed: int, policy_dir: str, data_dir: Path, run_dir: Path, urls: list[str],
+             config: DemoConfig) -> dict[str, Any]:
+    """One run in its own process: train (unless arm is "initial") and evaluate; output goes to run_dir/log.txt."""
+    import os
+    import sys
+    import traceback
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "log.txt", "w", buffering=1)  # noqa: SIM115 - lives as long as this worker process's fds
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    try:
+        if arm == "initial":
+            run = {"arm": arm, "seed": seed, "final_model_dir": policy_dir}
+        else:
+            run = train_arm(arm, seed, policy_dir, data_dir, run_dir, urls, config)
+        run["eval"] = evaluate_arm(run["final_model_dir"], data_dir, config, seed)
+    except BaseException:
+        traceback.print_exc()
+        raise
+    return run
+
+
+def _steps_done(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return sum('"loss"' in line for line in path.read_text().splitlines())
+
+
+def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: list[str], config: DemoConfig
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """GRPO and FAPO for every seed, plus the initial policy's evaluation, `config.jobs` processes at once.
+
+    Each run is a separate process with one torch thread (deterministic whatever runs beside it); its
+    output goes to `<run>/log.txt` while one progress bar per run follows its metrics.jsonl. Returns
+    the initial policy's evaluation and the runs (seed-major, GRPO before FAPO).
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # longest first, so that no process is left running alone at the end: FAPO steps wait on the judge
+    specs = [(arm, seed, out / f"{arm}-seed{seed}") for arm in ("fapo", "grpo") for seed in range(config.seeds)]
+    specs.append(("initial", 0, out / "initial"))
+    with ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console) as progress:
+        jobs = []
+        for arm, seed, run_dir in specs:
+            total = 1 if arm == "initial" else config.policy_rl_steps
+            task = progress.add_task(f"{arm.upper()} seed {seed}" if arm != "initial" else "initial policy", total=total)
+            future = pool.submit(_arm_job, arm, seed, policy_dir, data_dir, run_dir, urls, config)
+            jobs.append((future, task, run_dir, arm))
+        pending = {future for future, *_ in jobs}
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+            for future, task, run_dir, arm in jobs:
+                if future.done() and future.exception() is None:
+                    progress.update(task, completed=progress.tasks[task].total)
+                elif arm != "initial":
+                    progress.update(task, completed=_steps_done(run_dir))
+            failed = [(run_dir, f) for f, _, run_dir, _ in jobs if f.done() and f.exception() is not None]
+            if failed:
+                run_dir, future = failed[0]
+                for other in pending:
+                    other.cancel()
+                log = run_dir / "log.txt"
+                where = f"; its output: {log}" if log.exists() else ""
+                raise RuntimeError(f"policy run {run_dir.name} failed: {future.exception()!r}{where}"
+                                   ) from future.exception()
+    results = {(run["arm"], run["seed"]): run for run in (future.result() for future, *_ in jobs)}
+    return results["initial", 0]["eval"], [results[arm, seed] for seed in range(config.seeds) for arm in ("grpo", "fapo")]
+
+
 def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every stage and write the report; returns report.json's content."""
     from fapo.demo.report import step_times, write_report
@@ -146,16 +223,12 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     with genrm_workers(config, grm_dir) as urls:
         _stage(4, f"GenRM evaluation through {len(urls)} serve-grm workers")
         grm_report = evaluate_genrm(urls, data_dir, config)
-        for seed in range(config.seeds):
-            for arm in ("grpo", "fapo"):
-                _stage(5, f"policy RL: {arm.upper()}, seed {seed}, {config.policy_rl_steps} steps")
-                runs.append(train_arm(arm, seed, warm["policy"]["dir"], data_dir, out / f"{arm}-seed{seed}", urls, config))
-    _stage(6, "held-out evaluation of every policy")
-    initial = evaluate_arm(warm["policy"]["dir"], data_dir, config, seed=0)
+        _stage(5, f"policy RL: GRPO and FAPO x {config.seeds} seed(s), {config.policy_rl_steps} steps each, "
+                  f"{config.jobs} at once; then held-out evaluation")
+        initial, runs = run_policy_arms(warm["policy"]["dir"], data_dir, out, urls, config)
     for run in runs:
-        run["eval"] = evaluate_arm(run["final_model_dir"], data_dir, config, run["seed"])
         run["step_s"] = step_times(Path(run["output_dir"]))
     timings["total_s"] = time.perf_counter() - t0
-    _stage(7, "report")
+    _stage(6, "report")
     return write_report(out, config=asdict(config), warm=warm, grm_dir=grm_dir, grm_report=grm_report,
                         initial=initial, runs=runs, timings=timings)

@@ -49,6 +49,22 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Over every FAPO step of every seed: the share of verified-correct rollouts the judge called flawed,
+    the share the checker calls flawed, their agreement, and the share of judgements with no verdict."""
+    records = [r for run in runs if run["arm"] == "fapo"
+               for r in _records(Path(run["output_dir"]) / "metrics.jsonl") if "loss" in r]
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in records if r.get(key) is not None]
+        return statistics.fmean(values) if values else math.nan
+
+    judged = sum(r.get("grm/judged") or 0 for r in records)
+    not_ok = sum((r.get("grm/invalid") or 0) + (r.get("grm/errors") or 0) for r in records)
+    return {"judge_flawed_ratio": mean("grm/flawed_ratio"), "checker_flawed_ratio": mean("monitor/flawed_ratio"),
+            "agreement": mean("monitor/judge_agreement"), "no_verdict_share": not_ok / judged if judged else math.nan}
+
+
 def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> tuple[list[int], list[float], list[float]]:
     """Steps, mean over seeds and std over seeds of a metric (moving average over `smooth` steps)."""
     per_seed = []
@@ -133,8 +149,17 @@ def _fmt(value: float, percent: bool = False) -> str:
     return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
 
 
+def _warmstart_line(report: dict[str, Any]) -> str:
+    warm = report.get("grm_warmstart_eval")
+    if not warm:
+        return ""
+    return (f" After warm-start only ({warm['rows']} critic rows): F1 {100 * warm['f1']:.1f} (acc_err "
+            f"{100 * warm['acc_err']:.1f}, acc_corr {100 * warm['acc_corr']:.1f}); FlawedPositiveBench F1 "
+            f"{100 * warm['fpb_f1']:.1f} (precision {100 * warm['fpb_precision']:.1f}, recall {100 * warm['fpb_recall']:.1f}).")
+
+
 def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]], plots: list[str]) -> str:
-    g, f, grm = report["grpo"], report["fapo"], report["grm"]
+    g, f, grm, judging = report["grpo"], report["fapo"], report["grm"], report["judging"]
     lines = [
         "# fapo demo report", "",
         f"Seeds: {report['seeds']}. Judge for FAPO: {report['config']['judge']} GenRM, served by "
@@ -156,8 +181,12 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
         "(same machine, same run, steps after the first).", "",
         "## The GenRM", "",
         f"After GenRM RL, on held-out critic rows: F1 {_fmt(grm['f1'])} (acc_err {_fmt(grm['acc_err'])}, "
-        f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])}. "
-        f"Warm-start only: {report.get('grm_warmstart_eval')}.", "",
+        f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])}.{_warmstart_line(report)}", "",
+        f"While judging FAPO's rollouts (every step, every seed) the judge called "
+        f"{_fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
+        f"calls {_fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
+        f"{_fmt(judging['agreement'], True)} of them, and {_fmt(judging['no_verdict_share'], True)} of the "
+        "judgements gave no verdict (no penalty).", "",
         "## Plots", "",
     ]
     lines += [f"![{p}]({p})" for p in plots]
@@ -184,6 +213,7 @@ def write_report(out: Path, *, config: dict[str, Any], warm: dict[str, Any], grm
         "grm": {"f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": subset["acc_corr"],
                 "fpb_f1": grm_report["flawed_positive_bench"]["f1"]},
         "overhead": {"fapo_over_grpo_step_time": arms["fapo"]["step_s"] / arms["grpo"]["step_s"]},
+        "judging": judging_in_training(runs),
         "seeds": config["seeds"],
         "config": config,
         "initial": initial,
