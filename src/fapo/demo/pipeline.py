@@ -134,8 +134,9 @@ def _arm_job(arm: str, seed: int, policy_dir: str, data_dir: Path, run_dir: Path
 
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "log.txt", "w", buffering=1)  # noqa: SIM115 - lives as long as this worker process's fds
-    sys.stdout.flush(), sys.stderr.flush()
-    os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+        os.dup2(log.fileno(), stream.fileno())
     try:
         if arm == "initial":
             run = {"arm": arm, "seed": seed, "final_model_dir": policy_dir}
@@ -182,11 +183,11 @@ def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: list[str],
             jobs.append((future, task, run_dir, arm))
         pending = {future for future, *_ in jobs}
         while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+            _, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
             for future, task, run_dir, arm in jobs:
                 if future.done() and future.exception() is None:
                     progress.update(task, completed=progress.tasks[task].total)
-                elif arm != "initial":
+                elif arm != "initial" and future.running():  # only a running job's metrics.jsonl grows
                     progress.update(task, completed=_steps_done(run_dir))
             failed = [(run_dir, f) for f, _, run_dir, _ in jobs if f.done() and f.exception() is not None]
             if failed:
