@@ -25,10 +25,25 @@ def test_tiny_model_loads_and_generates(tiny_model_dir):
     assert tokenizer.tokenize("1234") == ["1", "2", "3", "4"]
 
 
+def test_phrase_tokens_merge_recurring_phrases_but_keep_digits_and_the_equals_slot():
+    from fapo.models import train_tokenizer
+
+    corpus = [f"The answer is \\boxed{{{n}}}. Review the solution paragraph by paragraph. (1) {n}+3 = {n + 3}"
+              for n in range(200)]
+    words, phrases = train_tokenizer(corpus, 400), train_tokenizer(corpus, 400, phrase_tokens=True)
+    text = "Review the solution paragraph by paragraph. (1) 12+3 = 15. The answer is \\boxed{15}."
+    assert len(phrases.tokenize(text)) < len(words.tokenize(text)) - 5
+    assert any(" " in phrases.convert_tokens_to_string([t]).strip() for t in phrases.tokenize(text))
+    tokens = phrases.tokenize("(1) 12+3 = 15")
+    assert [phrases.convert_tokens_to_string([t]) for t in tokens[-4:]] == [" =", " ", "1", "5"]
+    assert phrases.decode(phrases(text)["input_ids"]) == text
+
+
 def test_tiny_model_cli(tmp_path):
     out = tmp_path / "m"
     proc = subprocess.run(
-        [sys.executable, "-m", "fapo.cli", "tiny-model", str(out), "--layers", "1", "--hidden", "32", "--heads", "2"],
+        [sys.executable, "-m", "fapo.cli", "tiny-model", str(out), "--layers", "1", "--hidden", "32", "--heads", "2",
+         "--phrase-tokens"],
         capture_output=True,
         text=True,
         timeout=120,

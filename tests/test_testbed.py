@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fapo.boxed import count_boxed
 from fapo.steps import split_steps
 from fapo.testbed.answer import are_correct, is_correct, strict_final_answer
 from fapo.testbed.checker import check_steps, critique, earliest_error
@@ -101,18 +102,20 @@ def test_check_steps_explains_the_error():
     assert check_steps(PAIR, clean_steps(PAIR)).reason == ""
 
 
-def test_critique_restates_each_paragraph_and_ends_in_the_verdict():
+def test_critique_quotes_each_paragraph_then_the_expected_step_and_ends_in_the_verdict():
     text = critique(PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15)))
-    assert text.splitlines() == [
-        "Paragraph 0: (1) 4+15 = 19, correct.",
-        "Paragraph 1: (2) 19-15 = 5, wrong: it should be (2) 19-15 = 4. \\boxed{1}",
+    assert text.split("\n\n") == [
+        "<paragraph_0>\n(1) 4+15 = 19\n</paragraph_0>\nexpected (1) 4+15 = 19, correct.",
+        "<paragraph_1>\n(2) 19-15 = 5\n</paragraph_1>\nexpected (2) 19-15 = 4, wrong. \\boxed{1}",
     ]
-    clean = critique(PAIR, clean_steps(PAIR)).splitlines()
-    assert clean[3] == "Paragraph 3: answer 12, correct."
+    clean = critique(PAIR, clean_steps(PAIR)).split("\n\n")
+    assert clean[3] == "<paragraph_3>\nanswer 12\n</paragraph_3>\nexpected answer 12, correct."
     assert clean[-1] == "No paragraph is wrong. \\boxed{-1}"
     assert critique(PAIR, [*clean_steps(PAIR), "}}"]).endswith(
-        "Paragraph 4: unreadable, wrong: it should not be there. \\boxed{4}")
-    assert critique(PAIR, [BOX.format(12)]).endswith("wrong: it should be (1) 4+15 = 19. \\boxed{0}")
+        "<paragraph_4>\nunreadable\n</paragraph_4>\nexpected nothing, wrong. \\boxed{4}")
+    assert critique(PAIR, [BOX.format(12)]).endswith("answer 12\n</paragraph_0>\nexpected (1) 4+15 = 19, wrong. \\boxed{0}")
+    for steps in (_steps("1| 4 + 15 = 19", "2| 19 - 15 = 5"), clean_steps(PAIR), [BOX.format(12)]):
+        assert count_boxed(critique(PAIR, steps)) == 1  # the verdict's box is the only one
 
 
 def test_problem_text_round_trips_and_solution_splits_into_its_steps():

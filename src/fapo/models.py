@@ -41,6 +41,11 @@ class TinyModelConfig:
     """Attention heads (key/value heads are the same number)."""
     vocab_size: int = 512
     """Target BPE vocabulary size, special tokens included (the trained size can be smaller)."""
+    phrase_tokens: bool = False
+    """Let BPE merge across spaces, so a phrase that recurs in the corpus ("The answer is \\boxed{", a
+    prompt's fixed instructions) becomes one token; digits stay one per token either way. For a
+    tiny model trained on a narrow corpus this shortens rows a lot (testbed GenRM rows 391 -> 147
+    tokens) without making the arithmetic any coarser."""
     max_positions: int = 4096
     """Longest sequence the rotary embedding is set up for."""
     seed: int = 0
@@ -74,15 +79,21 @@ def default_corpus() -> list[str]:
     return lines * 4
 
 
-def train_tokenizer(corpus: list[str], vocab_size: int = 512):
-    """Train a byte-level BPE tokenizer (digits one per token) and wrap it for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(corpus: list[str], vocab_size: int = 512, phrase_tokens: bool = False):
+    """Train a byte-level BPE tokenizer (digits one per token) and wrap it for transformers.
+
+    With `phrase_tokens` BPE may merge across spaces (see `TinyModelConfig.phrase_tokens`).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    pieces = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not phrase_tokens)]
+    if phrase_tokens:
+        # " =" stays its own token, so a result is still preceded by two tokens (" =", " ") as with word
+        # tokens: a tiny model computes the result there (with " = " as one token accuracy fell 0.59 -> 0.48)
+        pieces.insert(0, pre_tokenizers.Split(Regex(" ="), "isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(pieces)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -107,7 +118,7 @@ def make_tiny_model(out_dir: str | Path, config: TinyModelConfig | None = None, 
     config = config or TinyModelConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(corpus or default_corpus(), config.vocab_size)
+    tokenizer = train_tokenizer(corpus or default_corpus(), config.vocab_size, config.phrase_tokens)
     vocab = len(tokenizer)
     model_config = Qwen3Config(
         vocab_size=vocab,

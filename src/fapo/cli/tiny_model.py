@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
     p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size target (default 512)")
+    p.add_argument("--phrase-tokens", action="store_true",
+                   help="let BPE merge across spaces (recurring phrases become one token; digits stay single)")
     p.add_argument("--vocab-corpus", help="text file to train the tokenizer on (default: a built-in math corpus)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.set_defaults(func=run)
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read --vocab-corpus: {err}") from err
     try:
         config = TinyModelConfig(
-            layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size, seed=args.seed
+            layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size,
+            phrase_tokens=args.phrase_tokens, seed=args.seed,
         )
     except ValueError as err:
         raise CliError(str(err)) from err

@@ -20,9 +20,9 @@ A solution that stops before an answer, with every written step valid, has no wr
 the checker judges reasoning, the answer rule (`fapo.testbed.answer`) judges the answer.
 
 The critique (the oracle judge's output and the learned GenRM's training target) walks the
-paragraphs up to the first wrong one, restating each ("Paragraph 1: (2) 19-15 = 4, correct.") so
-that the judgement of a step reads one line, like the policy's own arithmetic; the wrong one also
-says what it should have been. A model that can solve the task learns to judge it from there.
+paragraphs up to the first wrong one, quoting each in the prompt's own tags and then writing what it
+should be ("expected (2) 19-15 = 4, correct."), so that judging a step is copying it and comparing it
+with a step the policy itself knows how to write; the wrong one ends in the verdict's box.
 
 Owns these rules and the critique text. Knows nothing about models, files or HTTP.
 """
@@ -119,18 +119,41 @@ def _digest(step: str) -> str:
     return f"answer {answer[1]}" if answer else "unreadable"
 
 
+def _expected_digest(phrase: str) -> str:
+    """An expectation phrase ("be (2) 19-15 = 4", "give the answer 12", "not be there") as a digest."""
+    if phrase.startswith("be "):
+        return phrase[3:]
+    if phrase.startswith("give the answer "):
+        return "answer " + phrase[len("give the answer "):]
+    return "nothing"
+
+
 def critique(problem: Problem, steps: list[str]) -> str:
     """A step-by-step critique ending in `\\boxed{k}` (k = earliest error or -1).
 
-    One line per paragraph up to the first wrong one, restating it, then "correct" or "wrong"; the
-    wrong one says what it should have been. No box appears before the verdict's.
+    One block per paragraph up to the first wrong one: the paragraph quoted in the prompt's own tags
+    (an answer step as "answer x", so that no box appears before the verdict's), then what it should
+    be, worked out from the problem and the previous result as the policy would write it, then the
+    verdict:
+
+        <paragraph_1>
+        (2) 19-15 = 5
+        </paragraph_1>
+        expected (2) 19-15 = 4, wrong. \\boxed{1}
+
+    Quoting in the prompt's markup makes reading a paragraph a plain copy of the tokens that follow
+    the same tag in the prompt, and writing the expected step next to it turns the judgement into
+    comparing two short strings a few tokens apart.
     """
     found = check_steps(problem, steps)
-    last = len(steps) if found.index < 0 else found.index
-    lines = [f"Paragraph {i}: {_digest(steps[i])}, correct." for i in range(last)]
-    if found.index < 0:
-        lines.append("No paragraph is wrong. \\boxed{-1}")
+    last = len(steps) if found.index < 0 else found.index + 1
+    blocks = []
+    for i in range(last):
+        verdict = "wrong" if i == found.index else "correct"
+        blocks.append(f"<paragraph_{i}>\n{_digest(steps[i])}\n</paragraph_{i}>\n"
+                      f"expected {_expected_digest(found.expected[i])}, {verdict}.")
+    if found.index >= 0:
+        blocks[-1] += f" \\boxed{{{found.index}}}"
     else:
-        k = found.index
-        lines.append(f"Paragraph {k}: {_digest(steps[k])}, wrong: it should {found.expected[k]}. \\boxed{{{k}}}")
-    return "\n".join(lines)
+        blocks.append("No paragraph is wrong. \\boxed{-1}")
+    return "\n\n".join(blocks)
