@@ -194,9 +194,10 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
     for title, rows in (("Caught by the GenRM", critiques["caught"]), ("Missed by the GenRM", critiques["missed"])):
         for row in rows:
             lines += [f"### {title} (step {row['step']})", "", f"Problem: {row['problem']} (answer {row['answer']})", "",
-                      "```", row["completion"], "```", "",
-                      f"GenRM: `{row['critique']}` — verdict {row['verdict']}; the checker says step "
-                      f"{row['monitor_verdict']}; reward {row['reward']}.", ""]
+                      "```", row["completion"], "```", "", "The GenRM's critique:", "",
+                      "```", row["critique"], "```", "",  # fenced: critiques span lines and quote <paragraph_i> tags
+                      f"Verdict {row['verdict']}; the checker says step {row['monitor_verdict']}; "
+                      f"reward {row['reward']}.", ""]
     lines += ["## Timings", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in report["timings"].items()]
     return "\n".join(lines) + "\n"
