@@ -10,7 +10,7 @@ def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
     """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml)."""
     return {
         "learning_rate": 2e-4, "lr_scheduler_type": "constant", "num_generations": 8,
-        "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": 96,
+        "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": 80,
         "temperature": 1.0, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
         "gradient_checkpointing": False, "use_cpu": True, "logging_steps": 1, "save_steps": 10_000,
@@ -46,7 +46,7 @@ class DemoConfig:
     """Overrides of the testbed's policy warm-start preset."""
     grm_warmstart: dict[str, Any] = field(default_factory=dict)
     """Overrides of the testbed's GenRM warm-start preset."""
-    grm_rl_steps: int = 20
+    grm_rl_steps: int = 15
     """GenRM RL steps (R_outcome + R_process)."""
     policy_rl_steps: int = 60
     """Policy RL steps per arm and seed."""
