@@ -58,7 +58,7 @@ class WarmstartConfig:
     """Target BPE vocabulary, trained on testbed text of both roles with phrase tokens (BPE merges
     across spaces; digits stay one per token): the fixed text of the GenRM prompt and of critiques
     becomes a few tokens, so GenRM rows shrink from ~390 tokens (word tokens, vocabulary 512) to
-    ~150 and policy rows from ~87 to ~54. The corpus yields ~670 tokens, so any size above that is the same."""
+    ~165 and policy rows from ~87 to ~60. The corpus yields ~660 tokens, so any size above that is the same."""
     max_steps: int = 600
     """Optimizer steps."""
     batch_size: int = 32
@@ -66,7 +66,8 @@ class WarmstartConfig:
     learning_rate: float = 3e-3
     """Peak learning rate (cosine decay after a 5% warm-up); tiny models from scratch need a high one."""
     max_length: int = 640
-    """Longest tokenized training sequence (policy rows are ~100 tokens, GenRM rows ~400, at most ~600)."""
+    """Longest tokenized training sequence (with phrase tokens policy rows are ~60 tokens, GenRM rows ~165,
+    at most ~300): a bound that truncates nothing."""
     max_examples: int | None = None
     """Use only the first N training rows (None: all)."""
     threads: int = 2
@@ -232,8 +233,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "max_length": 192},
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 300, "batch_size": 16, "max_length": 640},
 }
-"""Per-role defaults. On an idle 2-core machine with 2 threads: policy 281 s (accuracy 0.59), GenRM 370 s
-with eager attention, SDPA since (BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the
+"""Per-role defaults. On an idle 2-core machine with 2 threads: policy 203 s (accuracy 0.505, flawed-positive
+ratio 0.265), GenRM 162 s (F1 0.15; BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the
 policy (`init_from`)."""
 
 
