@@ -39,7 +39,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert report["overhead"]["fapo_over_grpo_step_time"] > 0
     assert report["seeds"] == 1
     _finite_numbers({k: report[k] for k in ("grpo", "fapo", "overhead", "initial", "judging")})
-    assert 0 <= report["judging"]["judge_flawed_ratio"] <= 1 and 0 <= report["judging"]["checker_flawed_ratio"] <= 1
+    judging = report["judging"]
+    assert judging["judged"] >= 0 and 0 <= judging["checker_flawed_ratio"] <= 1
+    # the quick GenRM may give no verdict at all (too little SFT to close its box): then the share is None
+    assert judging["judge_flawed_ratio"] is None or 0 <= judging["judge_flawed_ratio"] <= 1
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO |" in markdown
     assert "While judging FAPO's rollouts" in markdown
@@ -60,3 +63,20 @@ def test_failed_policy_run_names_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r"log\.txt"):
         run_policy_arms(str(tmp_path / "no-such-policy"), tmp_path / "no-data", tmp_path / "out", [], config)
     assert any("Traceback" in log.read_text() for log in (tmp_path / "out").glob("*/log.txt"))
+
+
+def test_judging_summary_is_none_where_the_judge_gave_no_verdict(tmp_path):
+    """A judge that never closed its box leaves the judged share empty: None (valid JSON), not NaN."""
+    from fapo.demo.report import judging_in_training
+
+    run = tmp_path / "fapo-seed0"
+    run.mkdir()
+    steps = [{"step": 1, "loss": 0.1, "grm/judged": 3.0, "grm/invalid": 3.0, "grm/errors": 0.0,
+              "grm/flawed_ratio": None, "monitor/flawed_ratio": 0.5, "monitor/judge_agreement": None},
+             {"step": 2, "loss": 0.1, "grm/judged": 2.0, "grm/invalid": 2.0, "grm/errors": 0.0,
+              "grm/flawed_ratio": float("nan"), "monitor/flawed_ratio": 0.25}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    summary = judging_in_training([{"arm": "fapo", "output_dir": str(run)}, {"arm": "grpo", "output_dir": "x"}])
+    assert summary == {"judged": 5, "judge_flawed_ratio": None, "checker_flawed_ratio": 0.375, "agreement": None,
+                       "no_verdict_share": 1.0}
+    json.dumps(summary, allow_nan=False)

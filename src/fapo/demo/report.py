@@ -49,20 +49,22 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Over every FAPO step of every seed: the share of verified-correct rollouts the judge called flawed,
-    the share the checker calls flawed, their agreement, and the share of judgements with no verdict."""
+def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float | int | None]:
+    """Over every FAPO step of every seed: the rollouts judged, the share of verified-correct rollouts the
+    judge called flawed, the share the checker calls flawed, their agreement, and the share of judgements
+    with no verdict. A share with nothing to average (e.g. a judge that never gave a verdict) is None."""
     records = [r for run in runs if run["arm"] == "fapo"
                for r in _records(Path(run["output_dir"]) / "metrics.jsonl") if "loss" in r]
 
-    def mean(key: str) -> float:
-        values = [r[key] for r in records if r.get(key) is not None]
-        return statistics.fmean(values) if values else math.nan
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
+        return statistics.fmean(values) if values else None
 
-    judged = sum(r.get("grm/judged") or 0 for r in records)
+    judged = int(sum(r.get("grm/judged") or 0 for r in records))
     not_ok = sum((r.get("grm/invalid") or 0) + (r.get("grm/errors") or 0) for r in records)
-    return {"judge_flawed_ratio": mean("grm/flawed_ratio"), "checker_flawed_ratio": mean("monitor/flawed_ratio"),
-            "agreement": mean("monitor/judge_agreement"), "no_verdict_share": not_ok / judged if judged else math.nan}
+    return {"judged": judged, "judge_flawed_ratio": mean("grm/flawed_ratio"),
+            "checker_flawed_ratio": mean("monitor/flawed_ratio"), "agreement": mean("monitor/judge_agreement"),
+            "no_verdict_share": not_ok / judged if judged else None}
 
 
 def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> tuple[list[int], list[float], list[float]]:
@@ -182,7 +184,7 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
         "## The GenRM", "",
         f"After GenRM RL, on held-out critic rows: F1 {_fmt(grm['f1'])} (acc_err {_fmt(grm['acc_err'])}, "
         f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])}.{_warmstart_line(report)}", "",
-        f"While judging FAPO's rollouts (every step, every seed) the judge called "
+        f"While judging FAPO's rollouts (every step, every seed; {judging['judged']} judgements) the judge called "
         f"{_fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
         f"calls {_fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
         f"{_fmt(judging['agreement'], True)} of them, and {_fmt(judging['no_verdict_share'], True)} of the "
