@@ -44,7 +44,7 @@ class TinyModelConfig:
     phrase_tokens: bool = False
     """Let BPE merge across spaces, so a phrase that recurs in the corpus ("The answer is \\boxed{", a
     prompt's fixed instructions) becomes one token; digits stay one per token either way. For a
-    tiny model trained on a narrow corpus this shortens rows a lot (testbed GenRM rows 391 -> 147
+    tiny model trained on a narrow corpus this shortens rows a lot (testbed GenRM rows 391 -> ~165
     tokens) without making the arithmetic any coarser."""
     max_positions: int = 4096
     """Longest sequence the rotary embedding is set up for."""
