@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+POLICY_MAX_TOKENS = 80
+"""Longest policy completion in RL and in evaluation (a clean 6-operation solution is <= 71 tokens)."""
+
 
 def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
     """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml)."""
     return {
         "learning_rate": 2e-4, "lr_scheduler_type": "constant", "num_generations": 8,
-        "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": 80,
+        "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": POLICY_MAX_TOKENS,
         "temperature": 1.0, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
         "gradient_checkpointing": False, "use_cpu": True, "logging_steps": 1, "save_steps": 10_000,

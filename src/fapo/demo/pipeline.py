@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fapo.demo.config import DemoConfig, tiny_grm_trl, tiny_policy_trl
+from fapo.demo.config import POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
 
 console = Console(stderr=True)
 STAGES = 6
@@ -116,7 +116,7 @@ def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) 
     problems = load_problems(data_dir / "policy_test.jsonl", limit=config.eval_problems)
     eval_config = PolicyEvalConfig(
         sampling=SamplingConfig(k=config.eval_samples, temperature=1.0, seed=seed, backend="transformers", device="cpu",
-                                max_tokens=tiny_policy_trl(config.policy_rl_steps, seed)["max_completion_length"]),
+                                max_tokens=POLICY_MAX_TOKENS),
         prompt_template="{problem}", answer_format="strict",
     )
     report = evaluate_policy(model_dir, problems, eval_config, judge=JudgeSpec(kind="oracle"))

@@ -48,8 +48,8 @@ class StepCheck:
     reason: str
     """Short explanation ("" when index is -1)."""
     expected: tuple[str, ...] = ()
-    """What each step up to `index` (all steps if none is wrong) should be, as a phrase:
-    "be (2) 19-15 = 4", "give the answer 12" or "not be there"."""
+    """What each step up to `index` (all steps if none is wrong) should be, in a critique's words:
+    "(2) 19-15 = 4", "answer 12" or "nothing"."""
 
 
 def _check_op_step(match: re.Match[str], value: int, number: int, expected: Op) -> str:
@@ -67,10 +67,10 @@ def _check_op_step(match: re.Match[str], value: int, number: int, expected: Op) 
 def _expectation(problem: Problem, value: int, done: int, answered: bool) -> str:
     """What the next step should be, given the result so far and the operations done."""
     if answered:
-        return "not be there"
+        return "nothing"
     if done < len(problem.ops):
-        return "be " + op_step(done + 1, value, problem.ops[done])
-    return f"give the answer {value}"
+        return op_step(done + 1, value, problem.ops[done])
+    return f"answer {value}"
 
 
 def _judge_step(problem: Problem, step: str, value: int, done: int, answered: bool) -> tuple[str, int, int, bool]:
@@ -119,15 +119,6 @@ def _digest(step: str) -> str:
     return f"answer {answer[1]}" if answer else "unreadable"
 
 
-def _expected_digest(phrase: str) -> str:
-    """An expectation phrase ("be (2) 19-15 = 4", "give the answer 12", "not be there") as a digest."""
-    if phrase.startswith("be "):
-        return phrase[3:]
-    if phrase.startswith("give the answer "):
-        return "answer " + phrase[len("give the answer "):]
-    return "nothing"
-
-
 def critique(problem: Problem, steps: list[str]) -> str:
     """A step-by-step critique ending in `\\boxed{k}` (k = earliest error or -1).
 
@@ -151,7 +142,7 @@ def critique(problem: Problem, steps: list[str]) -> str:
     for i in range(last):
         verdict = "wrong" if i == found.index else "correct"
         blocks.append(f"<paragraph_{i}>\n{_digest(steps[i])}\n</paragraph_{i}>\n"
-                      f"expected {_expected_digest(found.expected[i])}, {verdict}.")
+                      f"expected {found.expected[i]}, {verdict}.")
     if found.index >= 0:
         blocks[-1] += f" \\boxed{{{found.index}}}"
     else:
