@@ -174,11 +174,64 @@ def test_warmstart_smoke_trains_measures_and_caches(data_dir, tmp_path):
     assert json.loads((tmp_path / "policy" / "config.json").read_text())["use_cache"] is True
     again = warmstart(data_dir, tmp_path / "policy", config)
     assert again["cached"] and again["eval"] == first["eval"]
-    grm_config = WarmstartConfig(**{**config.__dict__, "role": "grm", "max_length": 512,
+    grm_config = WarmstartConfig(**{**config.__dict__, "role": "grm", "max_length": 512, "micro_batches": 2,
                                     "init_from": str(tmp_path / "policy")})
     grm = warmstart(data_dir, tmp_path / "grm", grm_config)
     assert grm["eval"]["rows"] == 2 and not grm["cached"]
     assert grm["train"]["parameters"] == first["train"]["parameters"]
+
+
+def test_micro_batches_take_the_same_step_as_one_padded_batch(data_dir, tmp_path):
+    """Length-sorted micro-batches (gradient accumulation) sum to the gradient of one padded batch."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from fapo.models import TinyModelConfig, make_tiny_model
+    from fapo.testbed.warmstart import (
+        WarmstartConfig,
+        _seeded_trainer_class,
+        _sft_config,
+        tokenizer_corpus,
+        training_rows,
+    )
+
+    model_dir = tmp_path / "init"
+    make_tiny_model(model_dir, TinyModelConfig(layers=1, hidden=32, heads=2, vocab_size=320, phrase_tokens=True),
+                    corpus=tokenizer_corpus(data_dir))
+    rows = training_rows(data_dir, "grm", limit=8)  # one step's worth: both runs see the same 8 rows
+    gradients, shapes = {}, {}
+
+    class Grab(TrainerCallback):
+        def __init__(self, micro_batches):
+            self.micro_batches = micro_batches
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            gradients[self.micro_batches] = torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+
+    for micro_batches in (1, 2):
+        config = WarmstartConfig(role="grm", max_steps=1, batch_size=8, micro_batches=micro_batches, seed=5)
+        args = _sft_config(config, tmp_path / f"mb{micro_batches}")
+        trainer = _seeded_trainer_class()(
+            model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+            args=args, train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(model_dir),
+            callbacks=[Grab(micro_batches)])
+        shapes[micro_batches] = [tuple(b["input_ids"].shape) for b in trainer.get_train_dataloader()]
+        trainer.train()
+        sampler = trainer.get_train_dataloader().batch_sampler
+        if micro_batches > 1 and hasattr(args, "train_sampling_strategy"):
+            assert type(sampler).__name__ == "BatchRebalanceSampler" and sampler.seed == 5
+    assert len(shapes[1]) == 1 and len(shapes[2]) == 2 and sum(rows for rows, _ in shapes[2]) == 8
+    assert sum(r * t for r, t in shapes[2]) < shapes[1][0][0] * shapes[1][0][1]  # less padding
+    difference = (gradients[2] - gradients[1]).norm() / gradients[1].norm()
+    assert difference < 1e-5
+
+
+def test_micro_batches_must_divide_the_batch():
+    from fapo.testbed.warmstart import WarmstartConfig
+
+    with pytest.raises(ValueError, match="micro_batches"):
+        WarmstartConfig(batch_size=16, micro_batches=3)
 
 
 def test_score_verdicts_processbench_and_flawed_positive_metrics():

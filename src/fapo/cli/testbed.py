@@ -37,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--role", choices=["policy", "grm"], required=True, help="train the policy or the GenRM")
     w.add_argument("--steps", type=int, help="optimizer steps (default: the role's preset)")
     w.add_argument("--batch-size", type=int, help="sequences per step")
+    w.add_argument("--micro-batches", type=int, help="length-sorted forward/backward passes per step (GenRM preset: 2)")
     w.add_argument("--lr", type=float, help="peak learning rate")
     w.add_argument("--layers", type=int, help="transformer layers")
     w.add_argument("--hidden", type=int, help="hidden size")
     w.add_argument("--heads", type=int, help="attention heads")
-    w.add_argument("--threads", type=int, help="torch CPU threads (default 1; more only on an idle machine)")
+    w.add_argument("--threads", type=int, help="torch CPU threads (default 2, for an idle 2-core machine; 1 per concurrent job)")
     w.add_argument("--eval-problems", type=int, help="held-out problems/rows to measure after training; 0 skips")
     w.add_argument("--seed", type=int, help="initialisation and data-order seed")
     w.add_argument("--init-from", help="continue from this earlier warm-start (e.g. the GenRM from the policy)")
@@ -80,7 +81,8 @@ def run_warmstart(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.testbed.warmstart import preset, warmstart
 
-    names = {"steps": "max_steps", "batch_size": "batch_size", "lr": "learning_rate", "layers": "layers",
+    names = {"steps": "max_steps", "batch_size": "batch_size", "micro_batches": "micro_batches", "lr": "learning_rate",
+             "layers": "layers",
              "hidden": "hidden", "heads": "heads", "threads": "threads", "eval_problems": "eval_problems",
              "seed": "seed", "init_from": "init_from"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
