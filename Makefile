@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-slow-ci demo demo-quick bench lint clean
+.PHONY: setup test test-slow test-slow-ci test-gpu demo demo-quick bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-slow: setup
 
 test-slow-ci: setup
 	$(PY) -m pytest -q -m "slow and not gpu" $$(grep -v '^#' tests/ci_slow.txt)
+
+# CUDA paths (skipped without a GPU); on a GPU machine set up with `make setup TORCH=torch`.
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu
 
 demo: setup
 	$(VENV)/bin/fapo demo

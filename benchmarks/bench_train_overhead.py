@@ -6,7 +6,9 @@ tiny GenRM, or the testbed oracle) through the client. Arms alternate (GRPO, FAP
 so drift in machine load hits both. Reports the step-time ratio and the share of a FAPO step spent
 waiting on the judge (`time/judge_s`). Prerequisite: `make demo` (or pass --policy/--data).
 
-    python benchmarks/bench_train_overhead.py [--grm-model DIR | --oracle] [--steps 12] [--repeats 2]
+    python benchmarks/bench_train_overhead.py [--grm-model DIR | --oracle] [--steps 12] [--repeats 2] [--device cuda]
+
+With `--device cuda` the policy trains on the GPU and the GenRM workers serve from the same GPU.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from fapo.train.config import parse_config
 from fapo.train.runner import train_policy
 
 
-def run_arm(arm: str, policy: str, data: Path, urls: list[str], steps: int, seed: int, out: Path) -> dict:
+def run_arm(arm: str, policy: str, data: Path, urls: list[str], steps: int, seed: int, out: Path,
+            device: str = "cpu") -> dict:
     fapo = {"model": policy, "train_data": str(data / "policy_train.jsonl"), "prompt_template": "{problem}",
             "answer_format": "strict", "verify_workers": 1, "judge_max_tokens": 192}
     fapo.update({"judge": "http", "judge_endpoints": urls, "penalty": 1.0} if arm == "fapo"
                 else {"judge": "none", "penalty": 0.0})
-    result = train_policy(parse_config({**tiny_policy_trl(steps, seed), "fapo": fapo}), out)
+    trl = {**tiny_policy_trl(steps, seed), "use_cpu": device == "cpu"}
+    result = train_policy(parse_config({**trl, "fapo": fapo}), out)
     records = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines()]
     records = [r for r in records if "loss" in r][1:]  # the first step warms up caches and workers
     return {"arm": arm, "step_s": [r["time/step_s"] for r in records],
@@ -47,13 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12, help="steps per run (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=2, help="GRPO/FAPO pairs, alternating")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the policy and GenRM run")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     for path in (Path(args.policy), Path(args.data)):
         if not path.exists():
             print(f"{path} is missing: run `make demo` first or pass --policy/--data", file=sys.stderr)
             return 2
-    worker_args = ["--oracle", "testbed"] if args.oracle else ["--model", args.grm_model, "--device", "cpu", "--threads", "1"]
+    on_cpu = ["--threads", "1"] if args.device == "cpu" else []
+    worker_args = ["--oracle", "testbed"] if args.oracle else ["--model", args.grm_model, "--device", args.device, *on_cpu]
     workers = [launch_subprocess([*worker_args, "--port", "0", "--max-batch", "64", "--max-wait-ms", "5"])
                for _ in range(args.workers)]
     runs = []
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 for arm in ("grpo", "fapo"):
                     runs.append(run_arm(arm, args.policy, Path(args.data), [w.url for w in workers], args.steps,
-                                        seed=repeat, out=Path(tmp) / f"{arm}-{repeat}"))
+                                        seed=repeat, out=Path(tmp) / f"{arm}-{repeat}", device=args.device))
     finally:
         for worker in workers:
             worker.stop()
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "fapo_judge_s_median": statistics.median(judge),
         "judge_share_of_fapo_step": statistics.median(judge) / statistics.median(fapo),
         "judged_per_step": statistics.fmean(judged), "judge": "oracle" if args.oracle else args.grm_model,
-        "workers": args.workers, "timed_steps_per_arm": len(grpo),
+        "workers": args.workers, "timed_steps_per_arm": len(grpo), "device": args.device,
     }
     print("| measure | value |\n|---|---|")
     for key, value in summary.items():

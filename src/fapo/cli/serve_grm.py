@@ -88,6 +88,8 @@ def _model_backend(path: str, device: str | None, threads: int | None = None):
         raise CliError("--device cuda was asked for but no CUDA device is available")
     print(f"fapo serve-grm: loading {path} ...", file=sys.stderr, flush=True)
     try:
-        return TransformersBackend.load(path, device=device)
+        backend = TransformersBackend.load(path, device=device)
     except (OSError, ValueError) as err:
         raise CliError(f"cannot load model {path!r}: {err}") from err
+    print(f"fapo serve-grm: {path} on {backend.model.device} ({backend.model.dtype})", file=sys.stderr, flush=True)
+    return backend
