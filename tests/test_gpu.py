@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from test_train import _assert_trained, _assert_trained_grm, policy_config, read_jsonl, write_policy_data
 
@@ -54,20 +55,14 @@ def test_serve_grm_defaults_to_cuda_and_judges_over_http(tiny_model_dir):
     assert all(j.status in ("ok", "invalid") for j in judgements)  # a random model: verdicts or invalid text
 
 
-class _OnCuda:
-    """A trainer callback that records where the trained model's weights are at each step."""
+class DeviceLog(TrainerCallback):
+    """Records where the trained model's weights are at each step."""
 
     def __init__(self) -> None:
-        from transformers import TrainerCallback
-
-        outer = self
         self.devices: list[str] = []
 
-        class Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                outer.devices.append(next(model.parameters()).device.type)
-
-        self.callback = Callback()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.devices.append(next(model.parameters()).device.type)
 
 
 def test_policy_training_on_cuda_with_the_oracle_over_http(memorised_policy_dir, tmp_path):
@@ -76,10 +71,10 @@ def test_policy_training_on_cuda_with_the_oracle_over_http(memorised_policy_dir,
     from fapo.train.runner import train_policy
 
     data = write_policy_data(tmp_path / "train.jsonl")
-    seen = _OnCuda()
+    seen = DeviceLog()
     with serve_in_thread(load_oracle("testbed")) as server:
         config = policy_config(memorised_policy_dir, data, ON_GPU, judge="http", judge_endpoints=[server.url])
-        result = train_policy(config, tmp_path / "run", callbacks=[seen.callback])
+        result = train_policy(config, tmp_path / "run", callbacks=[seen])
     assert seen.devices == ["cuda"] * result.global_step
     metrics = _assert_trained(result, memorised_policy_dir)
     assert all(m["grm/errors"] == 0 for m in metrics if "loss" in m)
@@ -103,9 +98,9 @@ def test_grm_training_on_cuda(tiny_model_dir, tmp_path):
     model = memorise(tiny_model_dir, tmp_path / "grm0", [(prompt, r) for r in replies], steps=90)
     data = tmp_path / "critic.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for _ in range(8)))
-    seen = _OnCuda()
+    seen = DeviceLog()
     config = parse_config({**TRL_TINY, **ON_GPU, "fapo": {"model": str(model), "train_data": str(data)}})
-    result = train_grm(config, tmp_path / "run", callbacks=[seen.callback])
+    result = train_grm(config, tmp_path / "run", callbacks=[seen])
     assert seen.devices == ["cuda"] * result.global_step
     _assert_trained_grm(result, model)
     assert len(read_jsonl(tmp_path / "run" / "critiques.jsonl")) == 2 * 16

@@ -82,9 +82,8 @@ def run_warmstart(args: argparse.Namespace) -> int:
     from fapo.testbed.warmstart import preset, warmstart
 
     names = {"steps": "max_steps", "batch_size": "batch_size", "micro_batches": "micro_batches", "lr": "learning_rate",
-             "layers": "layers",
-             "hidden": "hidden", "heads": "heads", "threads": "threads", "eval_problems": "eval_problems",
-             "seed": "seed", "init_from": "init_from"}
+             "layers": "layers", "hidden": "hidden", "heads": "heads", "threads": "threads",
+             "eval_problems": "eval_problems", "seed": "seed", "init_from": "init_from"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     try:
         config = preset(args.role, **overrides)

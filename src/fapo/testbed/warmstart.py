@@ -267,7 +267,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_length": 640},
 }
 """Per-role defaults. On an idle 2-core machine with 2 threads: policy 203 s (accuracy 0.505, flawed-positive
-ratio 0.265), GenRM 134 s (F1 0.18; BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the
+ratio 0.265), GenRM 134 s (F1 0.15; BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the
 policy (`init_from`). GenRM rows (50-310 tokens) waste 40% of a padded batch; two length-sorted micro-batches
 per step cut its step time 28% (0.58 -> 0.42 s). Policy rows gained 7% that way, not worth the extra passes."""
 
