@@ -196,7 +196,7 @@ def train(data_dir: Path, out_dir: Path, config: WarmstartConfig) -> dict[str, A
     tokenizer = AutoTokenizer.from_pretrained(init)
     # Attention kernel by role (speed only; results match to float rounding, which SFT here amplifies). At
     # phrase-token lengths on 2 CPU threads SDPA trained GenRM rows ~8% faster than eager (0.58 vs 0.63 s/step);
-    # on policy rows the two are within 4%, and eager keeps the policy recipe whose result is measured.
+    # on policy rows the two were within 4% (0.337 vs 0.351 s/step), and eager was kept.
     attention = "eager" if config.role == "policy" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=attention)
     trainer_class = _seeded_trainer_class()
@@ -262,14 +262,15 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "max_length": 192},
+    "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "micro_batches": 2,
+               "max_length": 192},
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 300, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
 }
-"""Per-role defaults. On an idle 2-core machine with 2 threads: policy 203 s (accuracy 0.505, flawed-positive
-ratio 0.265), GenRM 134 s (F1 0.15; BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the
-policy (`init_from`). GenRM rows (50-310 tokens) waste 40% of a padded batch; two length-sorted micro-batches
-per step cut its step time 28% (0.58 -> 0.42 s). Policy rows gained 7% that way, not worth the extra passes."""
+"""Per-role defaults. In `fapo demo` on a 2-core machine with 2 threads: policy 178 s (accuracy 0.444,
+flawed-positive ratio 0.355), GenRM 125 s (F1 0.12), 5.05 minutes together (BENCHMARKS.md "Testbed
+warm-start"); the GenRM is meant to start from the policy (`init_from`). Two length-sorted micro-batches per
+step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42 s/step, policy rows 0.35 -> 0.325."""
 
 
 def preset(role: str, **overrides: Any) -> WarmstartConfig:
