@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--role", choices=["policy", "grm"], required=True, help="train the policy or the GenRM")
     w.add_argument("--steps", type=int, help="optimizer steps (default: the role's preset)")
     w.add_argument("--batch-size", type=int, help="sequences per step")
-    w.add_argument("--micro-batches", type=int, help="length-sorted forward/backward passes per step (GenRM preset: 2)")
+    w.add_argument("--micro-batches", type=int, help="length-sorted forward/backward passes per step (presets: 2)")
     w.add_argument("--lr", type=float, help="peak learning rate")
     w.add_argument("--layers", type=int, help="transformer layers")
     w.add_argument("--hidden", type=int, help="hidden size")

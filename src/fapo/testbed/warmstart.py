@@ -145,11 +145,9 @@ def _sft_config(config: WarmstartConfig, out_dir: Path):
 
     from trl import SFTConfig
 
-    known = {f.name for f in fields(SFTConfig)}
-    # Field names differ across transformers 5.x releases: newer ones renamed gradient_checkpointing and added
-    # train_sampling_strategy (older ones draw micro-batches at random, which trains the same, padded).
-    options = {"activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing": False}
-    if config.micro_batches > 1 and "train_sampling_strategy" in known:
+    options = {}
+    # transformers releases without train_sampling_strategy draw micro-batches at random: same training, padded
+    if config.micro_batches > 1 and "train_sampling_strategy" in {f.name for f in fields(SFTConfig)}:
         options["train_sampling_strategy"] = "batch_rebalance"
     return SFTConfig(
         output_dir=str(out_dir / "trainer"), max_steps=config.max_steps,
@@ -157,7 +155,7 @@ def _sft_config(config: WarmstartConfig, out_dir: Path):
         gradient_accumulation_steps=config.micro_batches, **options,
         learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, config.max_steps // 20),
         weight_decay=0.0, max_length=config.max_length, completion_only_loss=True, bf16=False, fp16=False,
-        use_cpu=True, save_strategy="no", report_to="none", logging_steps=25,
+        use_cpu=True, gradient_checkpointing=False, save_strategy="no", report_to="none", logging_steps=25,
         seed=config.seed, data_seed=config.seed, dataloader_num_workers=0, dataset_num_proc=None,
     )
 
