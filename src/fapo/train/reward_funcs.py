@@ -68,6 +68,7 @@ class PolicyRewardState:
     judge_factory: Callable[[], Any] | None
     critiques: JsonlAppender
     monitor: Callable[[str, list[str]], int | None] | None = None
+    monitor_metrics: Callable[[list[str], list[str], list[bool]], dict[str, float]] | None = None
     judge: Any = None
     totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
 
@@ -141,6 +142,8 @@ async def score_policy_batch(
         metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s)
         if state.monitor is not None:
             metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
+        if state.monitor_metrics is not None:
+            metrics.update(state.monitor_metrics(problems, texts, correct))
         for key, value in metrics.items():
             log_metric(key, value)
     return rewards

@@ -70,12 +70,13 @@ def build_judge_factory(settings: FapoSettings):
 
 
 def _resolve_monitor(settings: FapoSettings):
+    """The monitor oracle's verdict function and its batch diagnostics (each None when absent)."""
     if settings.monitor_oracle is None:
-        return None
-    from fapo.grm.local import resolve_oracle
+        return None, None
+    from fapo.grm.local import resolve_monitor_metrics, resolve_oracle
 
     try:
-        return resolve_oracle(settings.monitor_oracle)
+        return resolve_oracle(settings.monitor_oracle), resolve_monitor_metrics(settings.monitor_oracle)
     except (ValueError, ImportError) as err:
         raise ConfigError(f"fapo.monitor_oracle: {err}") from err
 
@@ -183,13 +184,15 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps)
     tokenizer = _load_tokenizer(settings.model)
+    monitor, monitor_metrics = _resolve_monitor(settings)
     state = PolicyRewardState(
         settings=settings,
         max_completion_length=args.max_completion_length,
         eos_token_ids=frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}),
         judge_factory=build_judge_factory(settings),
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
-        monitor=_resolve_monitor(settings),
+        monitor=monitor,
+        monitor_metrics=monitor_metrics,
     )
     reward_funcs = _reward_funcs_with_overlong([make_policy_reward_func(state)], settings, args)
     return _build_and_run(config, output_dir, "policy", rows, args, tokenizer, reward_funcs, resume, callbacks,
