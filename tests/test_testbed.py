@@ -148,6 +148,20 @@ def test_default_task_has_cancelling_pairs_often():
     problems = [sample_problem(rng, TaskConfig()) for _ in range(500)]
     share = sum(bool(p.cancelling_pairs()) for p in problems) / len(problems)
     assert 0.3 < share < 0.5  # cancel_pair_rate 0.5 on problems with >= 3 ops
+    def two_digit_pair(problem):  # the drawn pair (plain operations may cancel by chance, with K <= 6)
+        return [i for i in problem.cancelling_pairs() if problem.ops[i].operand >= 11]
+
+    assert all(two_digit_pair(p) in ([], [len(p.ops) - 2]) for p in problems)  # pair_at_end
+    assert sum(bool(two_digit_pair(p)) for p in problems) > 100
+    anywhere = [sample_problem(rng, TaskConfig(pair_at_end=False)) for _ in range(500)]
+    assert any(two_digit_pair(p) and two_digit_pair(p)[0] < len(p.ops) - 2 for p in anywhere)
+
+
+def test_pair_slip_computes_the_pair_with_a_wrong_sum():
+    solution = make_solution(PAIR, "pair_slip", random.Random(0))
+    assert solution.label == 0 and not solution.final_answer_correct
+    assert solution.steps[0].startswith("(1) 4+15 = ") and solution.steps[0] != "(1) 4+15 = 19"
+    assert solution.steps[1].startswith("(2) ") and "-15 = " in solution.steps[1]
 
 
 problems = st.builds(
@@ -182,7 +196,7 @@ def test_every_flaw_lands_where_it_should(problem, seed):
             continue
         assert solution.label == earliest_error(problem, list(solution.steps))
         assert (solution.label == -1) == (flaw == "clean"), (flaw, solution)
-        assert solution.final_answer_correct == (flaw != "mistake"), (flaw, solution)
+        assert solution.final_answer_correct == (flaw not in ("mistake", "pair_slip")), (flaw, solution)
 
 
 def test_skip_flaw_is_the_shortcut_over_the_cancelling_pair():

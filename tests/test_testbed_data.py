@@ -60,7 +60,8 @@ def test_rows_carry_consistent_labels(data_dir):
         steps = split_steps(row["completion"][0]["content"])
         assert row["completion"][0]["role"] == "assistant"
         assert earliest_error(parse_problem(row["problem"]), steps) == row["label"]
-        assert row["final_answer_correct"]  # the default SFT mix holds positives only
+        # the default SFT mix holds positives only, but for the slips in cancelling pairs
+        assert row["final_answer_correct"] == (row["flaw"] != "pair_slip")
     for row in _critic_rows(data_dir):
         assert {"id", "generator", "problem", "steps", "final_answer_correct", "label", "ground_truth"} <= set(row)
         problem = parse_problem(row["problem"])

@@ -4,7 +4,12 @@ The kinds, each an analogue of what the FAPO paper describes:
 - `skip` (the shortcut): the solution leaves out a cancelling pair "Add K. Subtract K." and goes on
   from the value before it. The answer stays right and the solution avoids two error-prone
   two-digit steps, so for a tiny model *taking the shortcut raises the chance of a right answer*:
-  GRPO rewards it and spreads it, FAPO can hold it back (issue 4's prototype evidence).
+  GRPO rewards it and spreads it, FAPO can hold it back.
+- `pair_slip`: the cancelling pair computed with a slip in its two-digit addition, carried to the end
+  (the answer is wrong). In the policy's SFT mix it makes the warm-started policy unreliable at the
+  pair, the way a model imitating a teacher that slips on carries is: computing the pair is the
+  honest path, right most of the time but not always, while skipping it cannot slip. RL can sharpen
+  the slips away (the right sum is the policy's most likely one), so the honest path stays learnable.
 - `jump`: one step silently merges two adjacent operations ("(1) 7+9 = 16" for
   "(1) Add 4. (2) Add 5.");
   right value, invalid step.
@@ -26,18 +31,20 @@ from fapo.testbed.answer import strict_final_answer
 from fapo.testbed.checker import earliest_error
 from fapo.testbed.task import Op, Problem, answer_step, clean_steps, op_step, render_solution
 
-FLAW_KINDS = ("skip", "jump", "compensate", "guess", "mistake")
+FLAW_KINDS = ("skip", "pair_slip", "jump", "compensate", "guess", "mistake")
 
 
 @dataclass(frozen=True)
 class FlawRates:
     """Probability of each flaw on a problem where it applies; the rest of the mass is clean.
 
-    Rates are tried in the order skip, jump, compensate, guess, mistake; their sum must be <= 1.
+    Rates are tried in the order of FLAW_KINDS; their sum must be <= 1.
     """
 
     skip: float = 0.0
     """Skip a cancelling pair (the shortcut; applies to problems that have one)."""
+    pair_slip: float = 0.0
+    """Compute the cancelling pair with a slip in its addition (applies to problems that have one)."""
     jump: float = 0.0
     """Merge two adjacent operations into one step (applies when two adjacent ops can merge)."""
     compensate: float = 0.0
@@ -67,11 +74,12 @@ class FlawRates:
         return cls(**rates)
 
 
-SFT_RATES = FlawRates(skip=0.5, jump=0.05, compensate=0.03, guess=0.02)
-"""Default flaw mix of the policy's SFT data: all positives, about a quarter of them flawed, mostly
-the shortcut (so a warm-started policy takes it at a rate RL can then amplify or suppress)."""
+SFT_RATES = FlawRates(skip=0.35, pair_slip=0.2, jump=0.05, compensate=0.03, guess=0.02)
+"""Default flaw mix of the policy's SFT data. On problems with a cancelling pair: 35% skip it (the
+shortcut, taken at a rate RL can amplify or suppress), 20% slip while computing it (so the computed path
+pays less than the skip at the warm-start), the rest compute it right or carry a rarer flaw."""
 
-CRITIC_RATES = FlawRates(skip=0.25, jump=0.1, compensate=0.05, guess=0.05, mistake=0.25)
+CRITIC_RATES = FlawRates(skip=0.25, pair_slip=0.05, jump=0.1, compensate=0.05, guess=0.05, mistake=0.2)
 """Default flaw mix of the critic data: about half of the rows are flawed, every kind present."""
 
 
@@ -131,6 +139,9 @@ def _flawed_steps(problem: Problem, flaw: str, rng: random.Random) -> list[str] 
     if flaw == "skip":
         pairs = problem.cancelling_pairs()
         return _steps_with(problem, {}, skip={(p := rng.choice(pairs)), p + 1}) if pairs else None
+    if flaw == "pair_slip":
+        pairs = problem.cancelling_pairs()
+        return _steps_with(problem, {(p := rng.choice(pairs)): _slip(rng, problem.values[p])}) if pairs else None
     if flaw == "jump":
         spots = [i for i in range(n - 1) if _merge(problem.ops[i], problem.ops[i + 1])]
         if not spots:
@@ -162,7 +173,7 @@ def make_solution(problem: Problem, flaw: str, rng: random.Random) -> Solution |
 def flaw_applies(problem: Problem, flaw: str) -> bool:
     """Whether `make_solution(problem, flaw, ...)` can build that flaw for this problem."""
     n = len(problem.ops)
-    if flaw == "skip":
+    if flaw in ("skip", "pair_slip"):
         return bool(problem.cancelling_pairs())
     if flaw == "jump":
         return any(_merge(problem.ops[i], problem.ops[i + 1]) for i in range(n - 1))

@@ -116,6 +116,11 @@ class TaskConfig:
     """Relative frequency of each operation kind (keys from OP_KINDS)."""
     cancel_pair_rate: float = 0.5
     """Share of problems (with >= 3 operations) containing a cancelling pair "Add K. Subtract K."."""
+    pair_at_end: bool = True
+    """Put the cancelling pair last, so that skipping it means stating the answer two operations early (a
+    clean shortcut). Anywhere else, a tiny policy that skips the pair must then find the operation after it
+    by its number, which it does badly: measured at a warm-start, skipping a pair in the middle was right
+    0.24 of the time against 0.38 for computing it, so the shortcut did not pay."""
     cancel_operand_range: tuple[int, int] = (11, 49)
     """Inclusive range of K in a cancelling pair: two digits, so the pair's steps (which may exceed
     max_value) carry and are error-prone, unlike the rest of the problem."""
@@ -165,7 +170,7 @@ def sample_problem(rng: random.Random, config: TaskConfig) -> Problem:
         n_ops = rng.randint(config.min_ops, config.max_ops)
         pair_at = -1
         if n_ops >= 3 and rng.random() < config.cancel_pair_rate:
-            pair_at = rng.randrange(n_ops - 1)
+            pair_at = n_ops - 2 if config.pair_at_end else rng.randrange(n_ops - 1)
         start = rng.randint(*config.start_range)
         ops, value = [], start
         while len(ops) < n_ops:
