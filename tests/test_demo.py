@@ -24,6 +24,10 @@ def _finite_numbers(value, path="report"):
             _finite_numbers(v, f"{path}[{i}]")
 
 
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
@@ -32,25 +36,38 @@ def test_quick_demo_end_to_end(tmp_path):
                            "--cache", str(tmp_path / "cache")], capture_output=True, text=True, env=env, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
-    for arm in ("grpo", "fapo"):
-        assert set(report[arm]) >= {"accuracy", "flawed_ratio", "mean_length", "step_s"}
+    for arm in ("grpo", "fapo", "fapo_oracle"):
+        assert set(report[arm]) >= {"accuracy", "flawed_ratio", "mean_length", "step_s", "accuracy_per_seed",
+                                    "flawed_ratio_per_seed", "clip_fraction"}
         assert 0 <= report[arm]["accuracy"] <= 1 and 0 <= report[arm]["flawed_ratio"] <= 1
-    assert set(report["grm"]) == {"f1", "acc_err", "acc_corr", "fpb_f1"}
-    assert report["overhead"]["fapo_over_grpo_step_time"] > 0
-    assert report["seeds"] == 1
-    _finite_numbers({k: report[k] for k in ("grpo", "fapo", "overhead", "initial", "judging")})
-    judging = report["judging"]
-    assert judging["judged"] >= 0 and 0 <= judging["checker_flawed_ratio"] <= 1
-    # the quick GenRM may give no verdict at all (too little SFT to close its box): then the share is None
-    assert judging["judge_flawed_ratio"] is None or 0 <= judging["judge_flawed_ratio"] <= 1
+        assert report["clip_fraction"][arm] > 0, "several optimizer steps per generation: the clip must bind"
+        assert set(report["diagnostics"][arm]["reasons"]) >= {"clean", "skipped_pair"}
+    assert set(report["grm"]) >= {"f1", "acc_err", "acc_corr", "fpb_f1"}
+    assert report["seeds"] == [0]
+    assert set(report["overhead"]) == {"fapo", "fapo_oracle"}
+    assert report["checks"] and all(set(c) == {"claim", "seen", "held"} for c in report["checks"])
+    _finite_numbers({k: report[k] for k in ("grpo", "fapo", "fapo_oracle", "overhead")})
+    json.dumps(report, allow_nan=False)
+
+    # the oracle-judged FAPO arm penalised real flawed positives: reward 1 - λ = 0 for each flawed verdict
+    critiques = _records(out / "fapo_oracle-seed0" / "critiques.jsonl")
+    flawed = [c for c in critiques if c["status"] == "ok" and c["flawed"]]
+    assert flawed, "the oracle found no flawed positive to penalise"
+    assert all(c["reward"] == 0.0 and c["verdict"] == c["monitor_verdict"] for c in flawed)
+    assert all(c["reward"] == 1.0 for c in critiques if c["status"] == "ok" and not c["flawed"])
+    # same seed, same policy: the first generation batch is the same rollouts, so only the penalty differs
+    grpo_first = next(r for r in _records(out / "grpo-seed0" / "metrics.jsonl") if "reward/mean" in r)
+    fapo_first = next(r for r in _records(out / "fapo_oracle-seed0" / "metrics.jsonl") if "reward/mean" in r)
+    assert grpo_first["verify/accuracy"] == fapo_first["verify/accuracy"]
+    assert fapo_first["reward/mean"] < grpo_first["reward/mean"]
+
     markdown = (out / "report.md").read_text()
-    assert "| GRPO |" in markdown and "| FAPO |" in markdown
-    assert "While judging FAPO's rollouts" in markdown
+    assert "| GRPO |" in markdown and "| FAPO, oracle judge |" in markdown and "## Checks" in markdown
+    assert "While judging FAPO's rollouts" in markdown and "P(correct | skipped)" in markdown
     for png in ("accuracy_flawed.png", "length.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown
-    for arm in ("grpo", "fapo"):
-        assert (out / f"{arm}-seed0" / "metrics.jsonl").exists()
+    assert markdown.index("accuracy_flawed.png") < markdown.index("| arm |"), "the curves are the first picture"
     assert (out / "fapo-seed0" / "critiques.jsonl").exists()
 
 

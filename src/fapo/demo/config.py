@@ -9,11 +9,18 @@ POLICY_MAX_TOKENS = 80
 """Longest policy completion in RL and in evaluation (a clean 6-operation solution is <= 71 tokens)."""
 
 
+POLICY_STEPS_PER_GENERATION = 4
+"""Optimizer steps per generation batch of 64 rollouts (8 prompts x 8), each on 16 rollouts (2 prompts): DAPO's
+schedule in miniature (the paper makes 16 per batch). From the second mini-batch on the policy differs from the
+one that sampled, so the clip [0.8, 1.28] binds."""
+
+
 def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
-    """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml)."""
+    """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml); `steps` are optimizer steps."""
     return {
-        "learning_rate": 2e-4, "lr_scheduler_type": "constant", "num_generations": 8,
-        "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "max_completion_length": POLICY_MAX_TOKENS,
+        "learning_rate": 1e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 8, "num_generations": 8,
+        "per_device_train_batch_size": 16, "steps_per_generation": POLICY_STEPS_PER_GENERATION,
+        "gradient_accumulation_steps": 1, "max_completion_length": POLICY_MAX_TOKENS,
         "temperature": 1.0, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
         "gradient_checkpointing": False, "use_cpu": True, "logging_steps": 1, "save_steps": 10_000,
@@ -33,14 +40,20 @@ def tiny_grm_trl(steps: int, seed: int) -> dict[str, Any]:
     }
 
 
+JUDGES = ("both", "trained", "oracle")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """What one demo run does."""
 
     seeds: int = 3
-    """Seeds per arm; GRPO and FAPO share each seed (same initial policy, data order and sampling seed)."""
-    judge: str = "trained"
-    """FAPO's judge: "trained" (the RL-trained tiny GenRM, served by two workers) or "oracle" (the checker)."""
+    """Seeds per arm; every arm shares each seed (same initial policy, data order and sampling seed)."""
+    seed_base: int = 0
+    """The RL seeds are seed_base, seed_base + 1, ...; data and warm-starts stay fixed (data seed 0)."""
+    judge: str = "both"
+    """FAPO's judge: "trained" (the RL-trained tiny GenRM, served by two workers), "oracle" (the step checker,
+    served by one worker) or "both" (two FAPO arms from the same seeds)."""
     n_train: int = 2000
     """Training problems for policy RL."""
     n_test: int = 200
@@ -51,8 +64,8 @@ class DemoConfig:
     """Overrides of the testbed's GenRM warm-start preset."""
     grm_rl_steps: int = 15
     """GenRM RL steps (R_outcome + R_process)."""
-    policy_rl_steps: int = 60
-    """Policy RL steps per arm and seed."""
+    policy_rl_steps: int = 160
+    """Policy RL optimizer steps per arm and seed (POLICY_STEPS_PER_GENERATION per generation batch)."""
     eval_problems: int = 100
     """Held-out problems in the final policy evaluation."""
     eval_samples: int = 8
@@ -69,13 +82,29 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 or self.grm_rl_steps < 0:
             raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps >= 0")
-        if self.judge not in ("trained", "oracle"):
-            raise ValueError(f'judge must be "trained" or "oracle", got {self.judge!r}')
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        if self.policy_rl_steps % POLICY_STEPS_PER_GENERATION:
+            raise ValueError(f"policy_rl_steps must be a multiple of {POLICY_STEPS_PER_GENERATION} (optimizer steps "
+                             f"per generation batch), got {self.policy_rl_steps}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed_base, self.seed_base + self.seeds))
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The RL arms: "grpo", then "fapo" (trained GenRM) and/or "fapo_oracle" as `judge` says."""
+        return ("grpo",) + {"trained": ("fapo",), "oracle": ("fapo_oracle",), "both": ("fapo", "fapo_oracle")}[self.judge]
+
+    @property
+    def trains_genrm(self) -> bool:
+        return self.judge != "oracle"
 
 
 QUICK = DemoConfig(
-    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 150, "eval_problems": 40, "eval_samples": 4},
-    grm_warmstart={"max_steps": 40, "eval_problems": 40}, grm_rl_steps=3, policy_rl_steps=10, eval_problems=40,
+    seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 250, "eval_problems": 40, "eval_samples": 4},
+    grm_warmstart={"max_steps": 40, "eval_problems": 40}, grm_rl_steps=3, policy_rl_steps=12, eval_problems=40,
     eval_samples=4, grm_eval_rows=120,
 )
 

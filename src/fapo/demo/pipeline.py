@@ -1,7 +1,7 @@
 """The demo's stages, in order. Each stage is one library call (or a few) and returns plain data.
 
-    data → warm-start (cached) → GenRM RL → serve GenRM ×2 → GenRM eval → GRPO / FAPO × seeds (+ eval),
-    `jobs` processes at once → report
+    data → warm-start (cached) → GenRM RL → serve GenRM ×2 (+ the checker ×1) → GenRM eval →
+    GRPO / FAPO (trained GenRM) / FAPO (checker) × seeds (+ eval), `jobs` processes at once → report
 """
 
 from __future__ import annotations
@@ -26,20 +26,24 @@ def _stage(number: int, text: str) -> None:
 
 
 def prepare_data(data_dir: Path, config: DemoConfig) -> dict[str, Any]:
-    """Testbed problems, the SFT mix and critic data (seed 0; regenerated only when missing or changed)."""
+    """Testbed problems, the SFT mix and critic data, written afresh each run (data seed 0: same bytes each time,
+    so cached warm-starts stay valid)."""
     from fapo.testbed.data import GenerateConfig, generate
 
     return generate(data_dir, GenerateConfig(seed=0, n_train=config.n_train, n_test=config.n_test))
 
 
 def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str, dict[str, Any]]:
-    """SFT of the tiny policy and GenRM (TRL SFTTrainer), reused from `cache_dir` when unchanged."""
+    """SFT of the tiny policy and (unless the checker is the only judge) the GenRM, TRL's SFTTrainer, reused from
+    `cache_dir` when unchanged."""
     from fapo.testbed.warmstart import preset, warmstart
 
     records = {}
     # the GenRM starts from the warm-started policy: one tokenizer, and a model that already reads the task
-    for role, overrides in (("policy", config.policy_warmstart),
-                            ("grm", {"init_from": str(cache_dir / "policy"), **config.grm_warmstart})):
+    roles = [("policy", config.policy_warmstart)]
+    if config.trains_genrm:
+        roles.append(("grm", {"init_from": str(cache_dir / "policy"), **config.grm_warmstart}))
+    for role, overrides in roles:
         records[role] = warmstart(data_dir, cache_dir / role, preset(role, **overrides))
         records[role]["dir"] = str(cache_dir / role)
         cached = "reused from cache" if records[role]["cached"] else f"{records[role]['train']['train_seconds']} s"
@@ -61,18 +65,25 @@ def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig)
 
 
 @contextlib.contextmanager
-def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[list[str]]:
-    """`fapo serve-grm` worker processes (the trained GenRM, or the oracle); yields their URLs."""
+def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[dict[str, list[str]]]:
+    """`fapo serve-grm` worker processes; yields their URLs by judge: "trained" (`config.workers` processes
+    serving the trained GenRM) and "oracle" (one process serving the step checker), as `config.judge` needs."""
     from fapo.grm.launch import launch_subprocess
 
-    source = ["--oracle", "testbed"] if config.judge == "oracle" else ["--model", grm_dir, "--device", "cpu", "--threads", "1"]
-    workers = []
+    sources = {"trained": (["--model", grm_dir, "--device", "cpu", "--threads", "1"], config.workers),
+               "oracle": (["--oracle", "testbed"], 1)}
+    needed = {"trained": ("trained",), "oracle": ("oracle",), "both": ("trained", "oracle")}[config.judge]
+    workers: dict[str, list[Any]] = {}
     try:
-        for _ in range(config.workers):
-            workers.append(launch_subprocess([*source, "--port", "0", "--max-batch", "64", "--max-wait-ms", "5"]))
-        yield [w.url for w in workers]
+        for judge in needed:
+            source, count = sources[judge]
+            workers[judge] = []
+            for _ in range(count):
+                workers[judge].append(launch_subprocess([*source, "--port", "0", "--max-batch", "64",
+                                                         "--max-wait-ms", "5"]))
+        yield {judge: [w.url for w in ws] for judge, ws in workers.items()}
     finally:
-        for worker in workers:
+        for worker in (w for ws in workers.values() for w in ws):
             worker.stop()
 
 
@@ -88,9 +99,13 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
 
 
-def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Path, urls: list[str],
+JUDGE_OF_ARM = {"fapo": "trained", "fapo_oracle": "oracle"}
+
+
+def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Path, urls: dict[str, list[str]],
               config: DemoConfig) -> dict[str, Any]:
-    """One policy RL run: "grpo" (λ = 0, no judge) or "fapo" (λ, the served GenRM); both monitored by the checker."""
+    """One policy RL run: "grpo" (λ = 0, no judge), "fapo" (λ, the served GenRM) or "fapo_oracle" (λ, the served
+    step checker); every arm is monitored by the checker (logged, never rewarded)."""
     from fapo.train.config import parse_config
     from fapo.train.runner import train_policy
 
@@ -98,8 +113,8 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
                             "monitor_oracle": "testbed", "judge_max_tokens": 192, "judge_timeout": 30.0,
                             "torch_threads": 1}
-    if arm == "fapo":
-        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls)
+    if arm in JUDGE_OF_ARM:
+        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls[JUDGE_OF_ARM[arm]])
     else:
         fapo.update(penalty=0.0, judge="none")
     result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)
@@ -107,11 +122,12 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
 
 
 def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) -> dict[str, Any]:
-    """Held-out accuracy, flawed-positive ratio (the checker as judge) and length of one policy."""
+    """Held-out accuracy, flawed-positive ratio (the checker as judge), length and diagnostics of one policy."""
     from fapo.eval.generation import SamplingConfig
     from fapo.eval.judges import JudgeSpec
     from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
     from fapo.eval.problems import load_problems
+    from fapo.testbed.diagnose import diagnose
 
     problems = load_problems(data_dir / "policy_test.jsonl", limit=config.eval_problems)
     eval_config = PolicyEvalConfig(
@@ -121,12 +137,15 @@ def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) 
     )
     report = evaluate_policy(model_dir, problems, eval_config, judge=JudgeSpec(kind="oracle"))
     scores = report.scores
+    rollouts = report.rollouts
+    diagnostics = diagnose([problems[r.problem_index].problem for r in rollouts], [r.text for r in rollouts],
+                           [r.correct for r in rollouts])
     return {"accuracy": scores.avg_at_k / 100, "flawed_ratio": (scores.flawed_among_correct or 0.0) / 100,
             "flawed_of_all": (scores.flawed_among_all or 0.0) / 100, "mean_length": scores.mean_length_tokens,
-            "mean_steps": scores.mean_steps}
+            "mean_steps": scores.mean_steps, "diagnostics": diagnostics}
 
 
-def _arm_job(arm: str, seed: int, policy_dir: str, data_dir: Path, run_dir: Path, urls: list[str],
+def _arm_job(arm: str, seed: int, policy_dir: str, data_dir: Path, run_dir: Path, urls: dict[str, list[str]],
              config: DemoConfig) -> dict[str, Any]:
     """One run in its own process: train (unless arm is "initial") and evaluate; output goes to run_dir/log.txt."""
     import os
@@ -157,13 +176,13 @@ def _steps_done(run_dir: Path) -> int:
     return sum('"loss"' in line for line in path.read_text().splitlines())
 
 
-def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: list[str], config: DemoConfig
+def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: dict[str, list[str]], config: DemoConfig
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """GRPO and FAPO for every seed, plus the initial policy's evaluation, `config.jobs` processes at once.
+    """Every arm for every seed, plus the initial policy's evaluation, `config.jobs` processes at once.
 
     Each run is a separate process with one torch thread (deterministic whatever runs beside it); its
     output goes to `<run>/log.txt` while one progress bar per run follows its metrics.jsonl. Returns
-    the initial policy's evaluation and the runs (seed-major, GRPO before FAPO).
+    the initial policy's evaluation and the runs (seed-major, in `config.arms` order).
     """
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -171,15 +190,16 @@ def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: list[str],
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     # longest first, so that no process is left running alone at the end: FAPO steps wait on the judge
-    specs = [(arm, seed, out / f"{arm}-seed{seed}") for arm in ("fapo", "grpo") for seed in range(config.seeds)]
-    specs.append(("initial", 0, out / "initial"))
+    specs = [(arm, seed, out / f"{arm}-seed{seed}") for arm in reversed(config.arms) for seed in config.seed_list]
+    specs.append(("initial", config.seed_base, out / "initial"))
     with ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
             Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=console) as progress:
         jobs = []
         for arm, seed, run_dir in specs:
             total = 1 if arm == "initial" else config.policy_rl_steps
-            task = progress.add_task(f"{arm.upper()} seed {seed}" if arm != "initial" else "initial policy", total=total)
+            label = f"{arm.upper().replace('_', '-')} seed {seed}" if arm != "initial" else "initial policy"
+            task = progress.add_task(label, total=total)
             future = pool.submit(_arm_job, arm, seed, policy_dir, data_dir, run_dir, urls, config)
             jobs.append((future, task, run_dir, arm))
         pending = {future for future, *_ in jobs}
@@ -200,7 +220,8 @@ def run_policy_arms(policy_dir: str, data_dir: Path, out: Path, urls: list[str],
                 raise RuntimeError(f"policy run {run_dir.name} failed: {future.exception()!r}{where}"
                                    ) from future.exception()
     results = {(run["arm"], run["seed"]): run for run in (future.result() for future, *_ in jobs)}
-    return results["initial", 0]["eval"], [results[arm, seed] for seed in range(config.seeds) for arm in ("grpo", "fapo")]
+    return (results["initial", config.seed_base]["eval"],
+            [results[arm, seed] for seed in config.seed_list for arm in config.arms])
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | None = None) -> dict[str, Any]:
@@ -217,15 +238,23 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     _stage(2, "warm-start the tiny policy and GenRM (SFT, cached)")
     warm = warm_start(data_dir, cache, config)
     timings["prepare_s"] = time.perf_counter() - t0
-    _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with R_outcome + R_process")
+    grm_dir, grm_report = None, None
     t1 = time.perf_counter()
-    grm_dir = train_genrm(warm["grm"]["dir"], data_dir, out / "grm_rl", config)
+    if config.trains_genrm:
+        _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with R_outcome + R_process")
+        grm_dir = train_genrm(warm["grm"]["dir"], data_dir, out / "grm_rl", config)
+    else:
+        _stage(3, "GenRM RL: skipped (the step checker is FAPO's only judge)")
     timings["grm_rl_s"] = time.perf_counter() - t1
     runs: list[dict[str, Any]] = []
     with genrm_workers(config, grm_dir) as urls:
-        _stage(4, f"GenRM evaluation through {len(urls)} serve-grm workers")
-        grm_report = evaluate_genrm(urls, data_dir, config)
-        _stage(5, f"policy RL: GRPO and FAPO x {config.seeds} seed(s), {config.policy_rl_steps} steps each, "
+        if config.trains_genrm:
+            _stage(4, f"GenRM evaluation through {len(urls['trained'])} serve-grm workers")
+            grm_report = evaluate_genrm(urls["trained"], data_dir, config)
+        else:
+            _stage(4, "GenRM evaluation: skipped (no trained GenRM in this run)")
+        arms = ", ".join(a.upper().replace("_", "-") for a in config.arms)
+        _stage(5, f"policy RL: {arms} x seeds {config.seed_list}, {config.policy_rl_steps} optimizer steps each, "
                   f"{config.jobs} at once; then held-out evaluation")
         initial, runs = run_policy_arms(warm["policy"]["dir"], data_dir, out, urls, config)
     for run in runs:

@@ -9,8 +9,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-ARMS = ("grpo", "fapo")
+ARMS = ("grpo", "fapo", "fapo_oracle")
+LABELS = {"grpo": "GRPO", "fapo": "FAPO, trained GenRM", "fapo_oracle": "FAPO, oracle judge"}
+COLORS = {"grpo": "tab:blue", "fapo": "tab:red", "fapo_oracle": "tab:green"}
 SUMMARY_KEYS = ("accuracy", "flawed_ratio", "mean_length")
+DIAGNOSTIC_KEYS = ("skip_share", "p_correct_skipped", "p_correct_computed", "p_correct_no_pair")
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -32,10 +35,35 @@ def _spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+def _arms_in(runs: list[dict[str, Any]]) -> list[str]:
+    return [arm for arm in ARMS if any(r["arm"] == arm for r in runs)]
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.fmean(present) if present else None
+
+
+def clip_fraction(run_dir: Path) -> float | None:
+    """Mean share of tokens whose importance ratio TRL clipped (`clip_ratio/region_mean`) over a run's steps."""
+    return _mean_or_none([r.get("clip_ratio/region_mean") for r in _records(run_dir / "metrics.jsonl") if "loss" in r])
+
+
+def summarize_diagnostics(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds of the held-out diagnostics (`fapo.testbed.diagnose`), with per-seed values."""
+    diags = [e["diagnostics"] for e in evals]
+    out: dict[str, Any] = {"reasons": {reason: _mean_or_none([d["reasons"][reason] for d in diags])
+                                       for reason in diags[0]["reasons"]}}
+    for key in DIAGNOSTIC_KEYS:
+        out[key] = _mean_or_none([d[key] for d in diags])
+        out[f"{key}_per_seed"] = [d[key] for d in diags]
+    return out
+
+
 def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per arm: the mean over seeds of each final number, with per-seed values and spread."""
     out = {}
-    for arm in ARMS:
+    for arm in _arms_in(runs):
         chosen = [r for r in runs if r["arm"] == arm]
         entry: dict[str, Any] = {}
         for key in SUMMARY_KEYS:
@@ -45,8 +73,53 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
             entry[f"{key}_spread"] = _spread(values)
         entry["step_s"] = statistics.fmean(r["step_s"] for r in chosen)
         entry["step_s_per_seed"] = [r["step_s"] for r in chosen]
+        entry["clip_fraction"] = _mean_or_none([clip_fraction(Path(r["output_dir"])) for r in chosen])
         out[arm] = entry
     return out
+
+
+def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's claims, each measured on held-out numbers: what was required, what was seen, whether it held.
+
+    Accuracy and flawed ratios are fractions; "points" are percentage points.
+    """
+    initial, grpo = report["initial"], report["grpo"]
+    checks = []
+
+    def add(claim: str, seen: str, held: bool) -> None:
+        checks.append({"claim": claim, "seen": seen, "held": bool(held)})
+
+    for arm in (a for a in ARMS if a in report):
+        gain = 100 * (report[arm]["accuracy"] - initial["accuracy"])
+        add(f"{LABELS[arm]}: accuracy >= 5 points above the warm-start", f"{gain:+.1f} points", gain >= 5)
+    rise = 100 * (grpo["flawed_ratio"] - initial["flawed_ratio"])
+    add("GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start", f"{rise:+.1f} points",
+        rise >= 10)
+    for arm in ("fapo_oracle", "fapo"):
+        if arm not in report:
+            continue
+        fapo = report[arm]
+        pairs = list(zip(fapo["flawed_ratio_per_seed"], grpo["flawed_ratio_per_seed"],
+                         fapo["accuracy_per_seed"], grpo["accuracy_per_seed"]))
+        halved = [f <= 0.5 * g for f, g, _, _ in pairs]
+        kept = [100 * (fa - ga) >= -2 for _, _, fa, ga in pairs]
+        add(f"{LABELS[arm]}: flawed ratio <= 0.5 x GRPO's in every seed",
+            ", ".join(f"{100 * f:.1f}% vs {100 * g:.1f}%" for f, g, _, _ in pairs), all(halved))
+        add(f"{LABELS[arm]}: accuracy >= GRPO's - 2 points in every seed",
+            ", ".join(f"{100 * (fa - ga):+.1f}" for _, _, fa, ga in pairs), all(kept))
+        add(f"{LABELS[arm]}: per-seed flawed ratios do not overlap GRPO's",
+            f"max {100 * max(fapo['flawed_ratio_per_seed']):.1f}% < min {100 * min(grpo['flawed_ratio_per_seed']):.1f}%",
+            max(fapo["flawed_ratio_per_seed"]) < min(grpo["flawed_ratio_per_seed"]))
+    if "fapo" in report and "fapo_oracle" in report:
+        gap = grpo["flawed_ratio"] - report["fapo_oracle"]["flawed_ratio"]
+        closed = (grpo["flawed_ratio"] - report["fapo"]["flawed_ratio"]) / gap if gap > 0 else math.nan
+        add("FAPO with the trained GenRM closes >= half of the GRPO to FAPO-oracle flawed-ratio gap",
+            f"{100 * closed:.0f}% of the gap" if math.isfinite(closed) else "no gap", math.isfinite(closed) and closed >= 0.5)
+    clips = {arm: report[arm]["clip_fraction"] for arm in ARMS if arm in report}
+    add("the clip binds (clip fraction > 0 in every arm)",
+        ", ".join(f"{a} {100 * c:.2f}%" if c is not None else f"{a} —" for a, c in clips.items()),
+        all(c is not None and c > 0 for c in clips.values()))
+    return checks
 
 
 def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float | int | None]:
@@ -86,23 +159,28 @@ def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> 
     return list(range(1, n + 1)), means, stds
 
 
-def plot_training(runs: list[dict[str, Any]], grm_dir: Path, out: Path) -> list[str]:
-    """PNG plots: accuracy and flawed ratio, response length, and the GenRM's RL reward, against step."""
+def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -> list[str]:
+    """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; response length;
+    the GenRM's RL reward (when a GenRM was trained)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    panels = (("verify/accuracy", "training accuracy"), ("monitor/flawed_ratio", "flawed-positive ratio (checker)"))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    arms = _arms_in(runs)
+    panels = (("verify/accuracy", "accuracy of training rollouts"),
+              ("monitor/flawed_ratio", "flawed-positive ratio (checker)"),
+              ("monitor/skip_share", "share of pair problems skipped"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, (key, title) in zip(axes, panels):
-        for arm, color in zip(ARMS, ("tab:blue", "tab:red")):
+        for arm in arms:
+            color = COLORS[arm]
             steps, mean, std = _series(runs, arm, key)
-            ax.plot(steps, mean, color=color, label=arm.upper())
+            ax.plot(steps, mean, color=color, label=LABELS[arm])
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=color, alpha=0.2)
-        ax.set(title=title, xlabel="step")
+        ax.set(title=title, xlabel="optimizer step (mean ± std over seeds)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / "accuracy_flawed.png", dpi=110)
@@ -110,9 +188,10 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path, out: Path) -> list[
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for arm, color in zip(ARMS, ("tab:blue", "tab:red")):
+    for arm in arms:
+        color = COLORS[arm]
         steps, mean, std = _series(runs, arm, "completions/mean_length")
-        ax.plot(steps, mean, color=color, label=arm.upper())
+        ax.plot(steps, mean, color=color, label=LABELS[arm])
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
     ax.set(title="response length (tokens)", xlabel="step")
     ax.legend()
@@ -121,6 +200,8 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path, out: Path) -> list[
     written.append("length.png")
     plt.close(fig)
 
+    if grm_dir is None:
+        return written
     grm_records = [r for r in _records(grm_dir / "metrics.jsonl") if "loss" in r]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot([r["step"] for r in grm_records], [r.get("reward/mean") for r in grm_records], color="tab:green",
@@ -160,38 +241,72 @@ def _warmstart_line(report: dict[str, Any]) -> str:
             f"{100 * warm['fpb_f1']:.1f} (precision {100 * warm['fpb_precision']:.1f}, recall {100 * warm['fpb_recall']:.1f}).")
 
 
-def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]], plots: list[str]) -> str:
-    g, f, grm, judging = report["grpo"], report["fapo"], report["grm"], report["judging"]
-    lines = [
-        "# fapo demo report", "",
-        f"Seeds: {report['seeds']}. Judge for FAPO: {report['config']['judge']} GenRM, served by "
-        f"{report['config']['workers']} `fapo serve-grm` workers behind the client. Final numbers: held-out "
-        f"testbed problems × {report['config']['eval_samples']} samples at T = 1, the step checker as judge; "
-        "mean over seeds (per-seed values in brackets).", "",
-        "| arm | accuracy | flawed-positive ratio | mean length (tokens) | step time (s) |",
-        "|---|---|---|---|---|",
-        f"| initial (warm-start) | {_fmt(report['initial']['accuracy'], True)} | "
-        f"{_fmt(report['initial']['flawed_ratio'], True)} | {_fmt(report['initial']['mean_length'])} | — |",
-    ]
-    for name, entry in (("GRPO", g), ("FAPO", f)):
-        seeds_acc = ", ".join(_fmt(v, True) for v in entry["accuracy_per_seed"])
-        seeds_fl = ", ".join(_fmt(v, True) for v in entry["flawed_ratio_per_seed"])
-        lines.append(f"| {name} | {_fmt(entry['accuracy'], True)} [{seeds_acc}] | {_fmt(entry['flawed_ratio'], True)} "
-                     f"[{seeds_fl}] | {_fmt(entry['mean_length'])} | {_fmt(entry['step_s'])} |")
-    lines += [
-        "", f"FAPO / GRPO step time: **{_fmt(report['overhead']['fapo_over_grpo_step_time'])}** "
-        "(same machine, same run, steps after the first).", "",
+def _row(name: str, entry: dict[str, Any], per_seed: bool = True) -> str:
+    acc, fl = _fmt(entry["accuracy"], True), _fmt(entry["flawed_ratio"], True)
+    if per_seed and "accuracy_per_seed" in entry:
+        acc += " [" + ", ".join(_fmt(v, True) for v in entry["accuracy_per_seed"]) + "]"
+        fl += " [" + ", ".join(_fmt(v, True) for v in entry["flawed_ratio_per_seed"]) + "]"
+    diag = entry.get("diagnostics") or {}
+    return (f"| {name} | {acc} | {fl} | {_fmt(diag.get('skip_share'), True)} | {_fmt(entry['mean_length'])} | "
+            f"{_fmt(entry.get('step_s'))} | {_fmt(entry.get('clip_fraction'), True)} |")
+
+
+def _diagnostics_lines(report: dict[str, Any]) -> list[str]:
+    from fapo.testbed.diagnose import REASONS
+
+    names = ["initial"] + [a for a in ARMS if a in report]
+    lines = ["## Why rollouts are flawed, and whether the shortcut pays", "",
+             "Held-out rollouts. On problems with a cancelling pair \"Add K. Subtract K.\": the share of rollouts that "
+             "skip it and the accuracy of each path; then each class of flawed positive as a share of correct rollouts.",
+             "", "| | " + " | ".join(LABELS.get(n, "initial") for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    diags = [report["diagnostics"][n] for n in names]
+    for key, label in (("skip_share", "pair skipped"), ("p_correct_skipped", "P(correct | skipped)"),
+                       ("p_correct_computed", "P(correct | computed)"), ("p_correct_no_pair", "P(correct | no pair)")):
+        lines.append(f"| {label} | " + " | ".join(_fmt(d[key], True) for d in diags) + " |")
+    for reason in REASONS:
+        lines.append(f"| {reason.replace('_', ' ')} | " + " | ".join(_fmt(d["reasons"][reason], True) for d in diags) + " |")
+    return lines + [""]
+
+
+def _grm_lines(report: dict[str, Any]) -> list[str]:
+    grm, judging = report.get("grm"), report.get("judging")
+    if grm is None:
+        return ["## The GenRM", "", "Not trained in this run: the step checker is FAPO's only judge.", ""]
+    return [
         "## The GenRM", "",
         f"After GenRM RL, on held-out critic rows: F1 {_fmt(grm['f1'])} (acc_err {_fmt(grm['acc_err'])}, "
-        f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])}.{_warmstart_line(report)}", "",
+        f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])} (precision "
+        f"{_fmt(grm['fpb_precision'])}, recall {_fmt(grm['fpb_recall'])}).{_warmstart_line(report)}", "",
         f"While judging FAPO's rollouts (every step, every seed; {judging['judged']} judgements) the judge called "
         f"{_fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
         f"calls {_fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
         f"{_fmt(judging['agreement'], True)} of them, and {_fmt(judging['no_verdict_share'], True)} of the "
-        "judgements gave no verdict (no penalty).", "",
-        "## Plots", "",
+        "judgements gave no verdict (no penalty).", ""]
+
+
+def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]], plots: list[str]) -> str:
+    config = report["config"]
+    lines = [
+        "# fapo demo report", "",
+        f"RL seeds {report['seeds']}; {config['policy_rl_steps']} optimizer steps per run, "
+        f"{config['policy_rl_steps'] // 4} generation batches of 8 prompts x 8 rollouts. Judges for FAPO: "
+        f"{config['judge']}, each served by `fapo serve-grm` workers behind the client. Final numbers: "
+        f"{config['eval_problems']} held-out testbed problems x {config['eval_samples']} samples at T = 1, the step "
+        "checker as the judge of flaws; mean over seeds [per seed].", "",
     ]
-    lines += [f"![{p}]({p})" for p in plots]
+    lines += [f"![{plots[0]}]({plots[0]})", ""] if plots else []
+    lines += ["| arm | accuracy | flawed-positive ratio | pair skipped | mean length | step time (s) | clip fraction |",
+              "|---|---|---|---|---|---|---|", _row("initial (warm-start)", report["initial"], per_seed=False)]
+    lines += [_row(LABELS[arm], {**report[arm], "diagnostics": report["diagnostics"][arm]})
+              for arm in ARMS if arm in report]
+    lines += ["", "## Checks", "", "| claim | seen | held |", "|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['seen']} | {'yes' if c['held'] else '**no**'} |" for c in report["checks"]]
+    overhead = report["overhead"]
+    lines += ["", "FAPO / GRPO step time: " + ", ".join(f"{LABELS[a]} **{_fmt(v)}**" for a, v in overhead.items())
+              + " (same machine, same run, median step after the first).", ""]
+    lines += _diagnostics_lines(report) + _grm_lines(report) + ["## Plots", ""]
+    lines += [f"![{p}]({p})" for p in plots[1:]]
     lines += ["", "## What a flawed positive looks like", ""]
     for title, rows in (("Caught by the GenRM", critiques["caught"]), ("Missed by the GenRM", critiques["missed"])):
         for row in rows:
@@ -205,27 +320,34 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, *, config: dict[str, Any], warm: dict[str, Any], grm_dir: str,
-                 grm_report: dict[str, Any], initial: dict[str, Any], runs: list[dict[str, Any]],
+def write_report(out: Path, *, config: dict[str, Any], warm: dict[str, Any], grm_dir: str | None,
+                 grm_report: dict[str, Any] | None, initial: dict[str, Any], runs: list[dict[str, Any]],
                  timings: dict[str, float]) -> dict[str, Any]:
     """Write report.json, report.md and the plots into `out`; return report.json's content."""
     arms = summarize_arms(runs)
-    subset = next(iter(grm_report["subsets"].values()))
-    report = {
+    seeds = sorted({r["seed"] for r in runs})
+    report: dict[str, Any] = {
         **arms,
-        "grm": {"f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": subset["acc_corr"],
-                "fpb_f1": grm_report["flawed_positive_bench"]["f1"]},
-        "overhead": {"fapo_over_grpo_step_time": arms["fapo"]["step_s"] / arms["grpo"]["step_s"]},
-        "judging": judging_in_training(runs),
-        "seeds": config["seeds"],
-        "config": config,
         "initial": initial,
-        "grm_warmstart_eval": warm["grm"].get("eval"),
+        "diagnostics": {"initial": initial["diagnostics"],
+                        **{arm: summarize_diagnostics([r["eval"] for r in runs if r["arm"] == arm]) for arm in arms}},
+        "clip_fraction": {arm: arms[arm]["clip_fraction"] for arm in arms},
+        "overhead": {arm: arms[arm]["step_s"] / arms["grpo"]["step_s"] for arm in arms if arm != "grpo"},
+        "seeds": seeds,
+        "config": config,
         "policy_warmstart_eval": warm["policy"].get("eval"),
-        "runs": [{k: v for k, v in r.items()} for r in runs],
+        "runs": runs,
         "timings": timings,
     }
-    grm_rl_dir = Path(grm_dir).parent if Path(grm_dir).name == "final" else Path(grm_dir)
+    if grm_report is not None:
+        subset = next(iter(grm_report["subsets"].values()))
+        fpb = grm_report["flawed_positive_bench"]
+        report["grm"] = {"f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": subset["acc_corr"],
+                         "fpb_f1": fpb["f1"], "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
+        report["grm_warmstart_eval"] = warm["grm"].get("eval")
+        report["judging"] = judging_in_training(runs)
+    report["checks"] = check_targets(report)
+    grm_rl_dir = None if grm_dir is None else (Path(grm_dir).parent if Path(grm_dir).name == "final" else Path(grm_dir))
     plots = plot_training(runs, grm_rl_dir, out)
     fapo_runs = [r for r in runs if r["arm"] == "fapo"]
     critiques = pick_critiques(Path(fapo_runs[0]["output_dir"])) if fapo_runs else {"caught": [], "missed": []}
