@@ -141,22 +141,21 @@ def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float | int | N
 
 
 def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> tuple[list[int], list[float], list[float]]:
-    """Steps, mean over seeds and std over seeds of a metric (moving average over `smooth` steps)."""
-    per_seed = []
+    """Steps, mean over seeds and std over seeds of a metric, as a moving average over the last `smooth` records
+    that have it (rollout metrics are logged once per generation batch, loss metrics every optimizer step)."""
+    per_seed, steps = [], []
     for run in (r for r in runs if r["arm"] == arm):
-        records = [r for r in _records(Path(run["output_dir"]) / "metrics.jsonl") if "loss" in r]
-        values = [r.get(key) for r in records]
-        smoothed = []
-        for i in range(len(values)):
-            window = [v for v in values[max(0, i - smooth + 1) : i + 1] if v is not None]
-            smoothed.append(statistics.fmean(window) if window else math.nan)
-        per_seed.append(smoothed)
-    if not per_seed:
+        records = [r for r in _records(Path(run["output_dir"]) / "metrics.jsonl")
+                   if "loss" in r and r.get(key) is not None and not (isinstance(r[key], float) and math.isnan(r[key]))]
+        values = [r[key] for r in records]
+        per_seed.append([statistics.fmean(values[max(0, i - smooth + 1) : i + 1]) for i in range(len(values))])
+        steps = [r["step"] for r in records] if not steps or len(records) < len(steps) else steps
+    if not per_seed or not steps:
         return [], [], []
     n = min(len(s) for s in per_seed)
     means = [statistics.fmean(s[i] for s in per_seed) for i in range(n)]
     stds = [statistics.pstdev([s[i] for s in per_seed]) if len(per_seed) > 1 else 0.0 for i in range(n)]
-    return list(range(1, n + 1)), means, stds
+    return steps[:n], means, stds
 
 
 def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -> list[str]:
