@@ -57,6 +57,7 @@ def summarize_diagnostics(evals: list[dict[str, Any]]) -> dict[str, Any]:
     for key in DIAGNOSTIC_KEYS:
         out[key] = _mean_or_none([d[key] for d in diags])
         out[f"{key}_per_seed"] = [d[key] for d in diags]
+    out["skipped_pair_per_seed"] = [d["reasons"]["skipped_pair"] for d in diags]
     return out
 
 
@@ -110,6 +111,11 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"{LABELS[arm]}: per-seed flawed ratios do not overlap GRPO's",
             f"max {100 * max(fapo['flawed_ratio_per_seed']):.1f}% < min {100 * min(grpo['flawed_ratio_per_seed']):.1f}%",
             max(fapo["flawed_ratio_per_seed"]) < min(grpo["flawed_ratio_per_seed"]))
+        shortcut = list(zip(report["diagnostics"][arm]["skipped_pair_per_seed"],
+                            report["diagnostics"]["grpo"]["skipped_pair_per_seed"]))
+        add(f"{LABELS[arm]}: the shortcut alone (skipped-pair flawed positives, share of correct) <= 0.5 x GRPO's "
+            "in every seed", ", ".join(f"{_fmt(f, True)} vs {_fmt(g, True)}" for f, g in shortcut),
+            all(f is not None and g is not None and f <= 0.5 * g for f, g in shortcut))
     if "fapo" in report and "fapo_oracle" in report:
         gap = grpo["flawed_ratio"] - report["fapo_oracle"]["flawed_ratio"]
         closed = (grpo["flawed_ratio"] - report["fapo"]["flawed_ratio"]) / gap if gap > 0 else math.nan

@@ -265,10 +265,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 300, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
 }
-"""Per-role defaults. In `fapo demo` on a 2-core machine with 2 threads: policy 178 s (accuracy 0.444,
-flawed-positive ratio 0.355), GenRM 125 s (F1 0.12), 5.05 minutes together (BENCHMARKS.md "Testbed
-warm-start"); the GenRM is meant to start from the policy (`init_from`). Two length-sorted micro-batches per
-step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42 s/step, policy rows 0.35 -> 0.325."""
+"""Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 222 s (held-out
+accuracy 0.625, flawed-positive ratio 0.40), GenRM 163 s from the policy (F1 0.14 on 100 critic rows), 6.4 minutes
+together (BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the policy (`init_from`). Two
+length-sorted micro-batches per step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42
+s/step, policy rows 0.35 -> 0.325."""
 
 
 def preset(role: str, **overrides: Any) -> WarmstartConfig:
