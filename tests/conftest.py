@@ -19,8 +19,12 @@ SHARED_DATA = Path(os.environ.get("FAPO_SHARED_DATA", REPO.parent / "shared" / "
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """../shared/data (or $FAPO_SHARED_DATA). Missing: the test skips, except in CI (CI=true), where it fails."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        message = f"shared data not found at {SHARED_DATA} (set FAPO_SHARED_DATA)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message + "; in CI a missing data directory fails the run", pytrace=False)
+        pytest.skip(message)
     return SHARED_DATA
 
 

@@ -155,7 +155,10 @@ def test_cli_predictions_all_null(tmp_path, small_set, capsys):
 # ------------------------------------------------------------------------------------ judges
 
 
-def test_oracle_on_testbed_data_scores_100(testbed_critic, tmp_path):
+def test_plumbing_oracle_scores_100_on_the_labels_it_made(testbed_critic, tmp_path):
+    """Plumbing only: the testbed checker judges rows whose labels the same checker wrote, so 100 is all it
+    can score; this checks that verdicts travel through `eval grm --judge oracle` to the report intact.
+    The metrics themselves are tested on wrong verdicts in test_scripted_judge_with_wrong_verdicts_scored_by_hand."""
     out = tmp_path / "r.json"
     code = main(["eval", "grm", "--data", str(testbed_critic), "--judge", "oracle",
                  "-o", str(out), "--report-dir", str(tmp_path / "report")])
@@ -169,8 +172,9 @@ def test_oracle_on_testbed_data_scores_100(testbed_critic, tmp_path):
     assert report["judge_status"] == {"ok": 80, "invalid": 0, "error": 0}
 
 
-def test_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
-    """`fapo judge` against an oracle server writes predictions that `eval grm --predictions` reads."""
+def test_plumbing_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
+    """Plumbing only (the oracle judges its own labels): `fapo judge` against an oracle server writes
+    predictions that `eval grm --predictions` reads."""
     from fapo.grm.launch import serve_in_thread
     from fapo.grm.server import load_oracle
 
@@ -182,6 +186,52 @@ def test_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
     report = json.loads(out.read_text())
     assert report["average_f1"] == 100.0 and report["flawed_positive_bench"]["f1"] == 100.0
     assert report["source"] == f"predictions {judged}"
+
+
+class ScriptedJudge:
+    """A GenRM backend that answers each `problem i` of `small_set` with a fixed critique: right and wrong
+    verdicts, and one without a verdict."""
+
+    model_name = "scripted"
+    REPLIES = {
+        "0": "All steps hold. \\boxed{-1}",  # label -1: right
+        "1": "I cannot tell.",  # label -1: no verdict (invalid), so not "-1": wrong
+        "2": "Fine throughout. \\boxed{-1}",  # label 1: misses the error
+        "3": "Step 0 is wrong. \\boxed{0}",  # label 0 (wrong final answer): exact
+        "4": "Step 2 is wrong. \\boxed{2}",  # label 2: exact
+    }
+
+    def generate(self, requests):
+        import re
+
+        from fapo.grm.backend import Completion
+
+        replies = [self.REPLIES[re.search(r"problem (\d)", r.messages[-1]["content"]).group(1)] for r in requests]
+        return [[Completion(text, "stop", 5)] * r.n for text, r in zip(replies, requests, strict=True)]
+
+    def count_prompt_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+
+def test_scripted_judge_with_wrong_verdicts_scored_by_hand(small_set, tmp_path):
+    """The whole `eval grm --endpoint` path on a real loopback server, with metrics computed by hand."""
+    from fapo.grm.launch import serve_in_thread
+
+    out = tmp_path / "r.json"
+    with serve_in_thread(ScriptedJudge(), max_wait_ms=0) as server:
+        assert main(["eval", "grm", "--data", str(small_set), "--endpoint", server.url, "--model", "scripted",
+                     "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    s = report["subsets"]["mini"]
+    # erroneous r2 r3 r4: r3, r4 exact -> 2/3; error-free r0 r1: r0 right -> 1/2; F1 = 2ab/(a+b)
+    assert (s["n"], s["n_error"], s["n_correct"], s["n_invalid"]) == (5, 3, 2, 1)
+    assert (s["acc_err"], s["acc_corr"]) == pytest.approx((200 / 3, 50.0))
+    assert s["f1"] == pytest.approx(2 * (200 / 3) * 50 / (200 / 3 + 50)) and report["average_f1"] == s["f1"]
+    # FlawedPositiveBench: final answer right (r0 r1 r2 r4); r4 caught (TP), r2 missed (FN), r0 r1 clean (TN)
+    fpb = report["flawed_positive_bench"]
+    assert (fpb["n"], fpb["precision"], fpb["recall"], fpb["accuracy"]) == pytest.approx((4, 100.0, 50.0, 75.0))
+    assert fpb["f1"] == pytest.approx(200 / 3)
+    assert report["judge_status"] == {"ok": 4, "invalid": 1, "error": 0}
 
 
 def test_eval_grm_never_imports_torch(tmp_path, small_set, testbed_critic):

@@ -13,7 +13,7 @@ from fapo.eval.problems import EvalProblem, load_problems
 from fapo.io import DataError
 from fapo.steps import split_steps
 
-POLICY_PROBLEM, POLICY_ANSWER, _ = policy_case()
+POLICY_PROBLEM, POLICY_ANSWER, POLICY_SOLUTIONS = policy_case()
 
 # ------------------------------------------------------------------------------------ problems
 
@@ -119,26 +119,33 @@ def skip_checker(problem: str, steps: list[str]) -> int | None:
     return 0 if len(steps) < 4 else -1
 
 
-def test_evaluate_policy_library_gsm8k_format_with_a_verdict_function(memorised_policy_dir, tmp_path):
+@pytest.fixture(scope="module")
+def skipping_policy_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny policy that knows one reply to POLICY_PROBLEM: the right answer through a skipped pair."""
+    from memorise import memorise
+
+    return memorise(tiny_model_dir, tmp_path_factory.mktemp("skipper"),
+                    [(POLICY_PROBLEM, POLICY_SOLUTIONS["skip"])], steps=60)
+
+
+def test_evaluate_policy_library_gsm8k_format_with_a_verdict_function(skipping_policy_dir, tmp_path):
     from fapo.eval import JudgeSpec, PolicyEvalConfig, SamplingConfig, evaluate_policy
 
     data = tmp_path / "gsm8k.jsonl"
     data.write_text(json.dumps({"question": POLICY_PROBLEM, "answer": f"work\n#### {POLICY_ANSWER}"}) + "\n")
     problems = load_problems(data)
     assert problems[0].answer == POLICY_ANSWER
-    config = PolicyEvalConfig(SamplingConfig(k=4, temperature=0.0, max_tokens=40), prompt_template="{problem}")
+    config = PolicyEvalConfig(SamplingConfig(k=4, temperature=0.0, max_tokens=60), prompt_template="{problem}")
     judge = JudgeSpec("oracle", verdict_fn=skip_checker)
-    report = evaluate_policy(str(memorised_policy_dir), problems, config, judge=judge)
+    report = evaluate_policy(str(skipping_policy_dir), problems, config, judge=judge)
     s = report.scores
     assert s.n_rollouts == 4 and report.judge == "oracle skip_checker"
-    assert len({r.text for r in report.rollouts}) == 1  # greedy: k identical samples
-    assert s.avg_at_k in (0.0, 100.0) and s.maj_at_k == s.avg_at_k
-    assert s.judge_status == ({"ok": 4} if s.n_correct else {})
-    expected_flawed = [skip_checker("", split_steps(r.text)) == 0 for r in report.rollouts if r.correct]
-    assert s.n_flawed == sum(expected_flawed)
-    if s.n_correct:
-        assert s.flawed_among_correct == 100.0 * s.n_flawed / s.n_correct
-    assert s.flawed_among_all == 100.0 * s.n_flawed / 4
+    assert [r.text for r in report.rollouts] == [POLICY_SOLUTIONS["skip"]] * 4  # greedy: the memorised reply
+    assert skip_checker("", split_steps(POLICY_SOLUTIONS["skip"])) == 0
+    # 4 right answers, every one through the skip: all judged, all flawed
+    assert (s.n_correct, s.avg_at_k, s.maj_at_k, s.n_flawed) == (4, 100.0, 100.0, 4)
+    assert s.judge_status == {"ok": 4}
+    assert s.flawed_among_correct == 100.0 and s.flawed_among_all == 100.0
 
 
 # ------------------------------------------------------------------------------------ curves

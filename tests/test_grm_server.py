@@ -105,6 +105,21 @@ def test_chat_completion_returns_text_and_usage(tiny_backend):
         assert choice["finish_reason"] == "stop"
 
 
+def test_a_checkpoints_generation_config_does_not_change_decoding(tiny_backend, tiny_model_dir):
+    """Processors a checkpoint's generation_config asks for (repetition penalty, n-gram bans, ...) stay off:
+    only the request's own sampling settings shape the text, as in TRL's rollouts."""
+    from fapo.grm.backend import GenerationRequest
+    from fapo.grm.hf_backend import TransformersBackend
+
+    shipped = TransformersBackend.load(str(tiny_model_dir), device="cpu", model_name="tiny-grm")
+    shipped.model.generation_config.update(repetition_penalty=50.0, no_repeat_ngram_size=1, min_new_tokens=12,
+                                           num_beams=2, top_k=3, temperature=0.3)
+    requests = [GenerationRequest(HELLO, max_tokens=12, temperature=0.0),
+                GenerationRequest(HELLO, max_tokens=12, temperature=1.0, n=2, seed=3)]
+    plain = [[c.text for c in choices] for choices in tiny_backend.generate(requests)]
+    assert [[c.text for c in choices] for choices in shipped.generate(requests)] == plain
+
+
 def test_n_choices_and_seeded_sampling_is_reproducible(tiny_backend):
     with serve_in_thread(tiny_backend) as server:
         _, first = chat(server.url, n=3, max_tokens=12, temperature=1.0, top_p=0.95, seed=7)

@@ -102,6 +102,24 @@ def test_thresholds_at_lambda_one():
         flip_ratio(0.0)
 
 
-def test_group_stats_rejects_empty_group():
-    with pytest.raises(ValueError):
-        group_stats(0, 0, 0)
+@pytest.mark.parametrize("counts", [(0, 0, 0), (1, -1, 0), (-0.5, 0.25, 0.25), (float("nan"), 1, 1)])
+def test_group_stats_and_variance_gap_reject_groups_without_a_positive_total(counts):
+    with pytest.raises(ValueError, match="positive sum"):
+        group_stats(*counts)
+    with pytest.raises(ValueError, match="positive sum"):
+        variance_gap(*counts)
+
+
+def test_trl_bessel_std_scales_every_advantage_alike():
+    """TRL divides by the Bessel-corrected std of the G rewards (+1e-4): sqrt(G/(G-1)) x ours, for every class."""
+    import statistics
+
+    clean, flawed, wrong = 3, 2, 3  # G = 8
+    stats = group_stats(clean, flawed, wrong)
+    rewards = [1.0] * clean + [0.0] * flawed + [-1.0] * wrong
+    bessel_std = statistics.stdev(rewards)
+    assert bessel_std == pytest.approx(stats.std * (8 / 7) ** 0.5)
+    trl = [(r - statistics.fmean(rewards)) / (bessel_std + 1e-4) for r in (1.0, 0.0, -1.0)]
+    ours = (stats.advantage_clean, stats.advantage_flawed, stats.advantage_wrong)
+    ratios = [a / b for a, b in zip(ours, trl) if b != 0]
+    assert len(ratios) == 2 and ratios == pytest.approx([ratios[0]] * 2) and ratios[0] > 1

@@ -206,3 +206,24 @@ def test_processbench_rows_become_critic_prompts(shared_data):
     assert len(rows) == 10
     assert all("<paragraph_0>" in r["prompt"][0]["content"] and "Ground Truth" not in r["prompt"][0]["content"]
                for r in rows)
+
+
+def test_train_policy_cli_prints_the_schedule_and_the_clip_binds(memorised_policy_dir, tmp_path, capsys):
+    """4 optimizer steps per generation batch: from the second on the policy differs from the sampler."""
+    import yaml
+
+    from fapo.cli import main
+
+    trl = {**TRL_TINY, "per_device_train_batch_size": 8, "steps_per_generation": 4, "max_steps": 4,
+           "save_steps": 100, "learning_rate": 3e-3}
+    fapo = {"model": str(memorised_policy_dir), "train_data": str(write_policy_data(tmp_path / "train.jsonl")),
+            "prompt_template": "{problem}", "judge": "oracle", "answer_format": "strict", "verify_workers": 1}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**trl, "fapo": fapo}))
+    assert main(["train", "policy", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert ("schedule (1 process): 8 prompts x 4 = 32 completions per generation batch; 4 optimizer steps per "
+            "generation batch (1 pass), each on 2 prompts = 8 completions") in out.splitlines()
+    clipped = [m["clip_ratio/region_mean"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")
+               if "clip_ratio/region_mean" in m]
+    assert len(clipped) == 4 and clipped[0] == 0.0 and max(clipped[1:]) > 0.0, clipped

@@ -15,18 +15,48 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_shipped_configs_validate_and_build_grpo_config(path):
     config = load_config(path)
     args = config.grpo_config(output_dir="/tmp/x", use_vllm=False, bf16=False, gradient_checkpointing=False)
-    assert args.beta == 0.0 or "tiny" in path.name
-    assert args.loss_type == "dapo"
+    assert args.beta == 0.0 and args.loss_type == "dapo" and args.scale_rewards == "group"
 
 
-def test_paper_recipe_values():
-    fapo = load_config(Path(CONFIGS[0]).parent / "qwen2.5-math-7b-fapo.yaml")
-    args = fapo.grpo_config(output_dir="/tmp/x", use_vllm=False, bf16=False, gradient_checkpointing=False)
-    assert (args.num_generations, args.temperature, args.learning_rate) == (8, 1.0, 1e-6)
-    assert (args.epsilon, args.epsilon_high, args.scale_rewards) == (0.2, 0.28, "group")
-    assert fapo.fapo.penalty == 1.0 and fapo.fapo.judge == "http"
-    grpo = load_config(Path(CONFIGS[0]).parent / "qwen2.5-math-7b-grpo.yaml")
-    assert grpo.fapo.penalty == 0.0 and grpo.trl == {**fapo.trl, "output_dir": grpo.trl["output_dir"]}
+# The official run scripts (verl-recipe fapo/run_fapo_7b.sh, run_baseline_7b.sh, run_fapo_genrm_train.sh) as
+# TRL settings. verl steps its lr scheduler once per generation batch, so its lr_warmup_steps=10 is 10 x 16
+# optimizer steps here, and its total_training_steps (200; GenRM 500) counts generation batches too.
+RECIPE = {
+    "learning_rate": 1e-6, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 10 * 16,
+    "weight_decay": 0.1, "max_grad_norm": 1.0,  # optim.weight_decay, grad_clip
+    "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0,  # top_p 1.0, top_k -1 (off in vLLM; 0 is off in TRL)
+    "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "delta": 10.0,  # token-mean, clip_ratio_c 10
+    "beta": 0.0, "scale_rewards": "group", "num_iterations": 1,  # no KL loss or reward, GRPO advantages
+    "max_completion_length": 8192, "mask_truncated_completions": False,  # truncated responses are trained on
+}
+PAPER_CONFIGS = {  # name: (num_generations, temperature, max_steps, penalty)
+    "qwen2.5-math-7b-fapo.yaml": (8, 1.0, 200 * 16, 1.0),
+    "qwen2.5-math-7b-grpo.yaml": (8, 1.0, 200 * 16, 0.0),
+    "qwen3-4b-genrm.yaml": (16, 1.2, 500 * 16, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
+def test_paper_recipe_values(name):
+    config = load_config(CONFIGS[0].parent / name)
+    args = config.grpo_config(output_dir="/tmp/x", use_vllm=False, bf16=False, gradient_checkpointing=False)
+    for key, value in RECIPE.items():
+        assert getattr(args, key) == value, key
+    num_generations, temperature, max_steps, penalty = PAPER_CONFIGS[name]
+    assert (args.num_generations, args.temperature, args.max_steps) == (num_generations, temperature, max_steps)
+    # overlong_buffer_cfg: len 4096 (of max_response_length 8192), penalty_factor 1.0 = TRL's soft punishment
+    assert config.fapo.overlong_buffer == 4096
+    if penalty is not None:
+        assert config.fapo.penalty == penalty
+
+
+def test_the_grpo_baseline_differs_from_fapo_only_in_the_reward():
+    fapo = load_config(CONFIGS[0].parent / "qwen2.5-math-7b-fapo.yaml")
+    grpo = load_config(CONFIGS[0].parent / "qwen2.5-math-7b-grpo.yaml")
+    assert fapo.fapo.judge == "http" and grpo.fapo.judge == "none"
+    assert grpo.trl == {**fapo.trl, "output_dir": grpo.trl["output_dir"]}
+    assert {k: v for k, v in vars(grpo.fapo).items() if k not in ("penalty", "judge")} == \
+        {k: v for k, v in vars(fapo.fapo).items() if k not in ("penalty", "judge")}
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 """The analysis behind λ = 1 (DESIGN.md §1.3; paper §3.3). Standard library only.
 
 A group of rollouts has fractions α (clean correct), γ (flawed positive), β (wrong). FAPO rewards
-them 1, 1−λ, −1; GRPO rewards them 1, 1, −1. Advantages are (r − mean) / std with the population
-std, as in GRPO.
+them 1, 1−λ, −1; GRPO rewards them 1, 1, −1. Here advantages are (r − mean) / (std + eps) with the
+population std of the fractions. TRL's GRPOTrainer divides by the Bessel-corrected std of the G rewards
+plus 1e-4: sqrt(G / (G − 1)) times this std, the same factor for every class and for FAPO and GRPO, so
+the signs of the advantages, the thresholds ρ_shift and 4/λ − 1, and which of the two stds is larger do
+not change.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def group_stats(clean: float, flawed: float, wrong: float, penalty: float = 1.0,
     reward r: (r − mean) / (std + eps); a group with zero std gets advantage 0 for every class.
     """
     total = clean + flawed + wrong
-    if total <= 0 or min(clean, flawed, wrong) < 0:
-        raise ValueError("clean, flawed, wrong must be non-negative with a positive sum")
+    if not total > 0 or min(clean, flawed, wrong) < 0:
+        raise ValueError(f"clean, flawed, wrong must be non-negative with a positive sum, got {clean}, {flawed}, {wrong}")
     fractions = (clean / total, flawed / total, wrong / total)
     rewards = (1.0, 1.0 - penalty, -1.0)
     mean, std = _moments(fractions, rewards)
@@ -67,9 +70,11 @@ def stability_ratio(penalty: float = 1.0) -> float:
 def variance_gap(clean: float, flawed: float, wrong: float, penalty: float = 1.0) -> float:
     """σ²_FAPO − σ²_GRPO = λγ(1 − γ)(λ − 4/(ρ + 1)), ρ = α/β, in closed form (§1.3).
 
-    With β = 0 (ρ = ∞) the last factor is λ.
+    `clean, flawed, wrong` are fractions or counts (normalised here). With β = 0 (ρ = ∞) the last factor is λ.
     """
     total = clean + flawed + wrong
+    if not total > 0 or min(clean, flawed, wrong) < 0:
+        raise ValueError(f"clean, flawed, wrong must be non-negative with a positive sum, got {clean}, {flawed}, {wrong}")
     alpha, gamma, beta = clean / total, flawed / total, wrong / total
     if beta == 0:
         last = penalty

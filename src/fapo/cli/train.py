@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         from fapo.train.runner import train_grm, train_policy
 
         train = train_policy if args.what == "policy" else train_grm
-        result = train(config, output, max_steps=args.max_steps, resume=args.resume)
+        result = train(config, output, max_steps=args.max_steps, resume=args.resume,
+                       announce=lambda line: print(line, flush=True))
     except ConfigError as err:
         raise CliError(str(err)) from err
     print(f"trained to step {result.global_step}; metrics: {result.metrics_path}; model: {result.final_model_dir}")

@@ -18,11 +18,26 @@ batch (up to floating-point effects of padding).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from fapo.grm.backend import Completion, GenerationRequest
+
+# Every generation setting that makes transformers add a logits processor or change the search, at its
+# neutral value. Passed to each `generate` call, they override a checkpoint's generation_config (e.g. the
+# repetition_penalty instruct models ship), which would otherwise apply: only RowSampler shapes the
+# next-token distribution, as TRL samples rollouts without those processors.
+PLAIN_DECODING: dict[str, Any] = {
+    "do_sample": False, "num_beams": 1, "num_return_sequences": 1, "temperature": 1.0, "top_k": None,
+    "top_p": 1.0, "min_p": None, "typical_p": 1.0, "top_h": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "sequence_bias": None, "min_length": 0,
+    "min_new_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "exponential_decay_length_penalty": None, "guidance_scale": None,
+    "renormalize_logits": False, "remove_invalid_values": False, "watermarking_config": None,
+}
 
 
 class RowSampler(LogitsProcessor):
@@ -151,7 +166,7 @@ class TransformersBackend:
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                do_sample=False,
+                **PLAIN_DECODING,
                 max_new_tokens=max(r.max_tokens for r in requests),
                 logits_processor=LogitsProcessorList([sampler]),
                 eos_token_id=sorted(self.eos_ids),

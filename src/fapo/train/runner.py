@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,15 +91,22 @@ def _load_tokenizer(model: str):
     return tokenizer
 
 
-def _grpo_args(config: TrainConfig, output_dir: Path, max_steps: int | None):
+def _grpo_args(config: TrainConfig, output_dir: Path, max_steps: int | None,
+               announce: Callable[[str], None] | None = None):
+    """TRL's GRPOConfig for this run; `announce` gets the effective update schedule in one line (main process)."""
+    from fapo.train.schedule import effective_schedule
+
     overrides: dict[str, Any] = {"output_dir": str(output_dir), "disable_tqdm": True}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
     overrides.setdefault("report_to", config.trl.get("report_to", "none"))
     try:
-        return config.grpo_config(**overrides)
+        args = config.grpo_config(**overrides)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"invalid TRL setting: {err}") from err
+    if announce is not None and args.process_index == 0:
+        announce(effective_schedule(args, args.world_size).describe())
+    return args
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:
@@ -174,15 +181,18 @@ def _build_and_run(config: TrainConfig, output_dir: Path, kind: str, rows: list[
 
 
 def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
-                 resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer."""
+                 resume: bool = False, callbacks: Sequence[Any] = (),
+                 announce: Callable[[str], None] | None = None) -> TrainResult:
+    """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer.
+
+    `announce`, if given, receives one line at start: the update schedule TRL will run."""
     from fapo.train.data import policy_rows
     from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
     rows = policy_rows(settings)
-    args = _grpo_args(config, output_dir, max_steps)
+    args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = _load_tokenizer(settings.model)
     monitor, monitor_metrics = _resolve_monitor(settings)
     state = PolicyRewardState(
@@ -200,15 +210,16 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 
 
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
-              resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4)."""
+              resume: bool = False, callbacks: Sequence[Any] = (),
+              announce: Callable[[str], None] | None = None) -> TrainResult:
+    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4); `announce` as in train_policy."""
     from fapo.train.data import grm_rows
     from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
     rows = grm_rows(settings)
-    args = _grpo_args(config, output_dir, max_steps)
+    args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = _load_tokenizer(settings.model)
     grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
     reward_funcs = _reward_funcs_with_overlong([grm_reward_func], settings, args)
