@@ -58,3 +58,20 @@ class GenerateStandIn:
 def boxed_reply(verdict: str) -> Callable[[str], str]:
     """A GenRM that always ends its critique with `\\boxed{verdict}`."""
     return lambda prompt: f"Each paragraph was checked.\n\n\\boxed{{{verdict}}}"
+
+
+class FixedReplyBackend:
+    """A `serve-grm` backend whose every completion is `reply(last user message)` (a GenRM stand-in)."""
+
+    model_name = "genrm-stand-in"
+
+    def __init__(self, reply: Callable[[str], str]) -> None:
+        self.reply = reply
+
+    def generate(self, requests: list) -> list:
+        from fapo.grm.backend import Completion
+
+        return [[Completion(self.reply(r.messages[-1]["content"]), "stop", 8)] * r.n for r in requests]
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        return sum(len(m["content"].split()) for m in messages)
