@@ -46,7 +46,7 @@ $(VERL_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-verl: $(VERL_VENV)/.installed
-	$(VERL_PY) -m pytest -q -p no:cacheprovider tests/test_verl_real.py
+	$(VERL_PY) -m pytest -q tests/test_verl_real.py
 
 demo: setup
 	$(VENV)/bin/fapo demo
