@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-slow-ci test-gpu demo demo-quick bench lint clean
+.PHONY: setup test test-slow test-slow-ci test-gpu test-verl demo demo-quick bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,21 @@ test-slow-ci: setup
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu
 
+# fapo inside verl's reward loop, against verl itself: its own venv (verl pins transformers < 5.11 and
+# pulls Ray), fapo installed without its training dependencies (TRL, matplotlib are not needed there).
+VERL_VENV ?= .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+
+$(VERL_VENV)/.installed: pyproject.toml
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q "$(TORCH)" "transformers==5.10.4" "verl==0.9.1"
+	$(VERL_PY) -m pip install -q --no-deps -e .
+	$(VERL_PY) -m pip install -q "math-verify[antlr4_13_2]>=0.8" pytest pyyaml rich
+	touch $@
+
+test-verl: $(VERL_VENV)/.installed
+	$(VERL_PY) -m pytest -q tests/test_verl_real.py
+
 demo: setup
 	$(VENV)/bin/fapo demo
 
@@ -48,4 +63,4 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache runs

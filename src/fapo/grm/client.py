@@ -1,4 +1,4 @@
-"""Async GenRM client: judge solutions over any number of OpenAI-compatible endpoints.
+"""Async GenRM client: judge solutions over any number of OpenAI-compatible (or SGLang `/generate`) endpoints.
 
 Owns the HTTP side of judging (DESIGN.md §1.5): keep-alive connections per endpoint
 (`fapo.grm.http`), a global concurrency limit, least-outstanding routing and circuit breakers
@@ -28,6 +28,7 @@ from typing import Any
 
 from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
+from fapo.grm.protocols import ChatCompletions, RequestProtocol
 from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement, majority_verdict  # noqa: F401 (public here too)
 
@@ -59,16 +60,17 @@ class GenRMClient:
 
     Use as `async with GenRMClient(config) as grm:`; connections open lazily and `aclose()`
     closes them. A client lives in one event loop (its connections do). Methods never raise on
-    network or server failures: they return a `Judgement`.
+    network or server failures: they return a `Judgement`. `protocol` is the wire format
+    (`fapo.grm.protocols`): OpenAI chat completions unless told otherwise.
     """
 
-    def __init__(self, config: JudgeConfig) -> None:
+    def __init__(self, config: JudgeConfig, protocol: RequestProtocol | None = None) -> None:
         self.config = config
+        self.protocol = protocol if protocol is not None else ChatCompletions()
         self._router = Router(len(config.endpoints), config.breaker_failures, config.breaker_cooldown)
         self._slots = asyncio.Semaphore(config.concurrency)
         self._models = [json.dumps(e.model) for e in config.endpoints]
-        sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p}
-        self._sampling = json.dumps(sampling | {"n": config.votes})[1:-1]
+        self._sampling = self.protocol.sampling(config)
         self._pools: list[ConnectionPool] | None = None
         self._closed = False
         self._cache: OrderedDict[bytes, Judgement] = OrderedDict()
@@ -90,7 +92,7 @@ class GenRMClient:
             # Idle connections are dropped after 4 s, before uvicorn's (vLLM's) 5 s keep-alive closes
             # them server-side: reusing a connection the server is closing fails a POST for no reason.
             self._pools = [
-                ConnectionPool(e.url + "/chat/completions", _auth_header(e), idle_timeout=4.0)
+                ConnectionPool(e.url + self.protocol.route, _auth_header(e), idle_timeout=4.0)
                 for e in self.config.endpoints
             ]
         return self._pools
@@ -133,7 +135,7 @@ class GenRMClient:
                 raise
             self._counts["grm/coalesced"] += 1
             return self._count(replace(result, cached=True, attempts=0, latency_s=time.perf_counter() - t0))
-        return self._count(await self._request(key, messages_json, num_steps, t0))
+        return self._count(await self._request(key, messages, messages_json, num_steps, t0))
 
     async def judge_many(self, items: Sequence[JudgeItem], progress: bool = False) -> list[Judgement]:
         """Judge every item, at most `config.concurrency` at a time; one result per item, in order.
@@ -161,11 +163,18 @@ class GenRMClient:
                 bar.close()
         return results  # type: ignore[return-value]  # every slot was filled
 
-    async def _request(self, key: bytes, messages_json: str, num_steps: int, t0: float) -> Judgement:
+    async def _request(
+        self, key: bytes, messages: list[dict[str, Any]], messages_json: str, num_steps: int, t0: float
+    ) -> Judgement:
         """Send one prompt, retrying as configured; shares the result with identical callers and caches it."""
         pending = self._pending[key] = asyncio.get_running_loop().create_future()
         try:
-            result = await self._attempts(messages_json, num_steps, t0)
+            try:
+                prompt = await self.protocol.prompt(messages, messages_json)
+            except ValueError as err:
+                result = _failure(str(err), None, 0, time.perf_counter() - t0)
+            else:
+                result = await self._attempts(prompt, num_steps, t0)
         except BaseException:  # cancelled: callers waiting on `pending` will send the request themselves
             pending.cancel()
             raise
@@ -178,7 +187,7 @@ class GenRMClient:
                 self._cache.popitem(last=False)
         return result
 
-    async def _attempts(self, messages_json: str, num_steps: int, t0: float) -> Judgement:
+    async def _attempts(self, prompt: str, num_steps: int, t0: float) -> Judgement:
         """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried."""
         cfg = self.config
         tried: list[int] = []
@@ -194,7 +203,7 @@ class GenRMClient:
                     url = cfg.endpoints[tried[-1]].url if tried else None
                     return _failure(reason, url, attempt - 1, time.perf_counter() - t0)
                 tried.append(pick.index)
-                outcome = await self._send(pick, messages_json)
+                outcome = await self._send(pick, prompt)
             url = cfg.endpoints[pick.index].url
             if outcome.texts is not None:
                 return self._answer(outcome.texts, num_steps, url, attempt, t0)
@@ -213,13 +222,13 @@ class GenRMClient:
             delay = max(delay, min(retry_after, cfg.backoff_max))
         return delay
 
-    async def _send(self, pick: Pick, messages_json: str) -> _Outcome:
+    async def _send(self, pick: Pick, prompt: str) -> _Outcome:
         """One HTTP attempt; reports the outcome to the router. Never raises but CancelledError."""
         i = pick.index
         if self._closed:
             self._router.release(pick)
             return _Outcome(error="the client was closed")
-        body = f'{{"model":{self._models[i]},"messages":{messages_json},{self._sampling}}}'.encode()
+        body = self.protocol.body(self._models[i], prompt, self._sampling)
         self._counts["grm/requests"] += 1
         t = time.perf_counter()
         try:
@@ -237,7 +246,7 @@ class GenRMClient:
             return _Outcome(error=f"{kind}: {err}" if str(err) else kind, retry=True)
         latency = time.perf_counter() - t
         if status == 200:
-            texts = _choice_texts(raw)
+            texts = self.protocol.texts(raw)
             if texts is not None:
                 self._router.succeed(pick, latency)
                 return _Outcome(texts=texts)
@@ -317,18 +326,6 @@ def _failure(error: str, url: str | None, attempts: int, latency_s: float) -> Ju
 
 def _auth_header(endpoint: Endpoint) -> dict[str, str]:
     return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-
-
-def _choice_texts(raw: bytes) -> list[str] | None:
-    """The message contents of a chat completion's choices; None when the body is not one."""
-    try:
-        data = json.loads(raw)
-        choices = data["choices"]
-        if not isinstance(choices, list) or not choices:
-            return None
-        return [str(c["message"].get("content") or "") for c in choices]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def _snippet(raw: bytes, limit: int = 200) -> str:

@@ -1,0 +1,278 @@
+"""fapo inside verl: drop-in reward functions for verl's reward loop (DESIGN.md §1.1, §1.4).
+
+Point a verl run script at them with one line each:
+
+    custom_reward_function.path=pkg://fapo.integrations.verl
+    custom_reward_function.name=compute_score_fapo        # or compute_score_baseline, compute_score_genrm
+
+They have the signatures of the FAPO recipe's functions (verl-recipe `fapo/reward_fn_reasoning.py`,
+`fapo/reward_fn_genrm.py`), so verl's reward managers (`dapo`, `naive`) call them as they call those:
+`data_source, solution_str, ground_truth, extra_info` as keywords, plus `reward_router_address` and
+`reward_model_tokenizer` when verl runs a GenRM behind its reward router, plus whatever
+`custom_reward_function.reward_kwargs` holds (the settings in `SETTINGS` below).
+
+What changes against the recipe's functions:
+- answers are checked by `fapo.verify` (math-verify with worker-process timeouts) instead of DAPO's
+  normalised string match on the last 300 characters;
+- the GenRM is asked either through verl's router (SGLang's `/generate`, token ids in and out, as
+  the recipe does) or through fapo's client to OpenAI-compatible servers (`judge_endpoints`, or the
+  `FAPO_JUDGE_ENDPOINTS` environment variable: comma-separated `http://host:port/v1` URLs), in both
+  cases with fapo's timeouts, retries, circuit breaker and cache (`fapo.grm.client`);
+- a failed judgement is no penalty *and* a visible `judge_status` ("error" or "invalid"), never a
+  silent "not flawed"; `judge_metrics()` gives the process's counters (`grm/flawed_ratio`, ...);
+- the GenRM prompt is the one the GenRM was trained on. The recipe's reward function fills a
+  template that says "(split into steps)" with the raw solution: no step boundaries, no indices, so
+  the index the GenRM names refers to a split it had to invent, and nothing can check it is in
+  range. FAPO-GenRM-4B was trained on FAPO-Critic prompts, whose solutions are split into paragraphs
+  tagged `<paragraph_i>` from 0 ("split into paragraphs, enclosed with tags and indexed from 0").
+  fapo renders exactly that (`fapo.grm.prompt.build_grm_prompt` on `fapo.steps.split_steps`, blank
+  line separated paragraphs), so policy rollouts reach the GenRM in its training format, and the
+  verdict is read strictly against the number of paragraphs (`parse_verdict`, never `eval`).
+
+Importable without verl, and imports neither torch nor transformers (a tokenizer arrives as an object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fapo.grm.client import GenRMClient
+from fapo.grm.prompt import parse_verdict
+from fapo.grm.protocols import TokenGenerate
+from fapo.grm.types import Endpoint, JudgeConfig, Judgement
+from fapo.rewards import fapo_reward, grm_reward
+from fapo.steps import split_steps
+from fapo.verify import VerifyResult, verify_batch
+
+ENV_ENDPOINTS = "FAPO_JUDGE_ENDPOINTS"
+ENV_MODEL = "FAPO_JUDGE_MODEL"
+ENV_API_KEY = "FAPO_JUDGE_API_KEY"
+NO_ANSWER = "[INVALID]"
+"""`pred` when no final answer was extracted (the recipe's marker, so verl's maj@k groups them alike)."""
+
+_VERL_ARGUMENTS = frozenset({"data_source", "extra_info", "reward_router_address", "reward_model_tokenizer"})
+
+
+@dataclass(frozen=True)
+class VerlRewardSettings:
+    """Settings from `custom_reward_function.reward_kwargs` (same names as the `fapo:` config section)."""
+
+    penalty: float = 1.0
+    """λ: what a flawed positive loses (1.0 in the paper: its reward drops from +1 to 0)."""
+    judge_endpoints: tuple[str, ...] = ()
+    """OpenAI-compatible GenRM servers (`http://host:port/v1`); a list or a comma-separated string.
+    Empty: `FAPO_JUDGE_ENDPOINTS`, else verl's reward router (`reward_model.enable=True`)."""
+    judge_model: str = ""
+    """The served model name on those servers (default: `FAPO_JUDGE_MODEL`, else "genrm")."""
+    judge_api_key: str | None = None
+    """Bearer token for those servers (default: `FAPO_JUDGE_API_KEY`)."""
+    judge_timeout: float = 600.0
+    """Seconds one GenRM attempt may take; FAPO-GenRM-4B critiques run to thousands of tokens."""
+    judge_retries: int = 2
+    """Attempts after the first (on another endpoint when there is one) before "error"."""
+    judge_max_tokens: int = 16384
+    """Longest critique, in tokens (the recipe's `max_new_tokens`)."""
+    judge_temperature: float = 0.0
+    """GenRM sampling temperature; 0 gives reproducible verdicts (the recipe used the server's default)."""
+    judge_concurrency: int = 256
+    """Most GenRM requests in flight at once from one reward worker."""
+    judge_with_gold: bool = True
+    """Show the GenRM the gold answer (the recipe and FAPO-Critic do)."""
+    step_split: str = "paragraph"
+    """How a rollout is split into the steps the GenRM indexes (`fapo.steps.split_steps`)."""
+    verify_timeout: float = 5.0
+    """Seconds math-verify may spend on one answer before it counts as wrong (status "timeout")."""
+
+    def __post_init__(self) -> None:
+        endpoints = self.judge_endpoints
+        if isinstance(endpoints, str):
+            endpoints = tuple(u.strip() for u in endpoints.split(",") if u.strip())
+        object.__setattr__(self, "judge_endpoints", tuple(str(u) for u in endpoints))
+        if self.penalty < 0:
+            raise ValueError(f"penalty (λ) must be >= 0, got {self.penalty}")
+        if not self.verify_timeout > 0:
+            raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+
+
+SETTINGS = tuple(f.name for f in fields(VerlRewardSettings))
+
+
+def _settings(kwargs: Mapping[str, Any], function: str) -> VerlRewardSettings:
+    """The settings among a call's keyword arguments; unknown names are errors that list the known ones."""
+    unknown = sorted(set(kwargs) - set(SETTINGS) - _VERL_ARGUMENTS)
+    if unknown:
+        raise TypeError(f"{function}() got unexpected keyword argument(s) {unknown}; "
+                        f"fapo's settings (custom_reward_function.reward_kwargs) are {list(SETTINGS)}")
+    return VerlRewardSettings(**{k: v for k, v in kwargs.items() if k in SETTINGS})
+
+
+async def _verify(solution_str: str, ground_truth: Any, timeout: float) -> VerifyResult:
+    """`fapo.verify` on one rollout, off the event loop (the shared verifier's pool does the work)."""
+    gold = str(ground_truth) if ground_truth is not None else None
+    results = await asyncio.to_thread(verify_batch, [solution_str], [gold], timeout=timeout)
+    return results[0]
+
+
+async def compute_score_baseline(solution_str: str, ground_truth: str, **kwargs: Any) -> dict[str, Any]:
+    """GRPO's reward: +1 for a verified-correct final answer, −1 otherwise (no GenRM).
+
+    Returns {"score", "acc", "pred", "verify_status"}.
+    """
+    settings = _settings(kwargs, "compute_score_baseline")
+    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    return {"score": fapo_reward(result.correct, None, 0.0), "acc": result.correct,
+            "pred": result.pred or NO_ANSWER, "verify_status": result.status}
+
+
+async def compute_score_fapo(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: Mapping[str, Any] | None,
+    reward_router_address: str | None = None,
+    reward_model_tokenizer: Any = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, DESIGN §1.1).
+
+    The GenRM is asked only about verified-correct rollouts of training data (`extra_info["split"]`
+    is not "test"), with `extra_info["question"]` as the problem. Returns a dict that verl logs:
+    `score`, `acc`, `pred`, `is_flawed_positive`, `judge_status` ("ok", "invalid", "error" or
+    "skipped" when not asked), `judge_latency_s`, `verify_status`. A judgement that failed gives
+    no penalty and says so in `judge_status`. Raises ValueError when a rollout needs judging but
+    no GenRM is configured, or `extra_info` has no "question".
+    """
+    settings = _settings(kwargs, "compute_score_fapo")
+    info = extra_info or {}
+    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    judgement: Judgement | None = None
+    if result.correct and info.get("split") != "test":
+        client = _client(settings, reward_router_address, reward_model_tokenizer)
+        gold = str(ground_truth) if settings.judge_with_gold else None
+        judgement = await client.judge(_question(info), split_steps(solution_str, settings.step_split), gold)
+    flawed = judgement.flawed if judgement is not None and judgement.status == "ok" else None
+    return {
+        "score": fapo_reward(result.correct, flawed, settings.penalty),
+        "acc": result.correct,
+        "pred": result.pred or NO_ANSWER,
+        "is_flawed_positive": flawed is True,
+        "judge_status": judgement.status if judgement is not None else "skipped",
+        "judge_latency_s": round(judgement.latency_s, 4) if judgement is not None else 0.0,
+        "verify_status": result.status,
+    }
+
+
+def compute_score_genrm(
+    solution_str: str, ground_truth: int | str, extra_info: Mapping[str, Any] | None, **kwargs: Any
+) -> dict[str, Any]:
+    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, DESIGN §1.4).
+
+    `solution_str` is the GenRM's critique, `ground_truth` the earliest wrong step (−1: none) and
+    `extra_info["total_steps"]` the solution's number of steps (FAPO-Critic rows carry both).
+    Returns {"score", "acc", "pred", "gt"}: `pred` is the verdict read by `parse_verdict` (None when
+    there is no valid one), `acc` whether it called flawed/clean right.
+    """
+    _settings(kwargs, "compute_score_genrm")
+    label, total_steps = _label(ground_truth), _total_steps(extra_info)
+    predicted = parse_verdict(solution_str, total_steps)
+    return {
+        "score": grm_reward(predicted, label, total_steps),
+        "acc": predicted is not None and (predicted >= 0) == (label >= 0),
+        "pred": predicted,
+        "gt": label,
+    }
+
+
+def _question(info: Mapping[str, Any]) -> str:
+    question = info.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError('extra_info["question"] must hold the problem text the GenRM reads '
+                         "(the FAPO recipe's prepare_fapo_data.py writes it)")
+    return question
+
+
+def _label(ground_truth: int | str) -> int:
+    try:
+        label = int(str(ground_truth).strip())
+    except ValueError:
+        raise ValueError(f"ground_truth must be the earliest wrong step as an integer (-1: none), got {ground_truth!r}") from None
+    if label < -1:
+        raise ValueError(f"ground_truth must be -1 or a 0-based step index, got {label}")
+    return label
+
+
+def _total_steps(extra_info: Mapping[str, Any] | None) -> int:
+    value = (extra_info or {}).get("total_steps")
+    try:
+        steps = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        steps = 0
+    if steps < 1:
+        raise ValueError(f'extra_info["total_steps"] must be the number of solution steps (>= 1), got {value!r}')
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# One GenRM client per event loop and judge configuration (a client's connections live in one loop).
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, GenRMClient]] = weakref.WeakKeyDictionary()
+
+
+def _client(settings: VerlRewardSettings, router_address: str | None, tokenizer: Any) -> GenRMClient:
+    """The client for these settings in the running loop: fapo's endpoints if any, else verl's router."""
+    urls = settings.judge_endpoints or tuple(
+        u.strip() for u in os.environ.get(ENV_ENDPOINTS, "").split(",") if u.strip()
+    )
+    if urls:
+        key: tuple = ("openai", settings, urls)
+    elif router_address:
+        if tokenizer is None:
+            raise ValueError("verl passed a reward_router_address but no reward_model_tokenizer")
+        key = ("router", settings, router_address, id(tokenizer))
+    else:
+        raise ValueError(
+            "compute_score_fapo needs a GenRM: run it in verl with reward_model.enable=True (verl's router), "
+            f"or give custom_reward_function.reward_kwargs.judge_endpoints / {ENV_ENDPOINTS} (http://host:port/v1, ...)"
+        )
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    if key not in per_loop:
+        per_loop[key] = _make_client(settings, urls, router_address, tokenizer)
+    return per_loop[key]
+
+
+def _make_client(
+    settings: VerlRewardSettings, urls: tuple[str, ...], router_address: str | None, tokenizer: Any
+) -> GenRMClient:
+    if urls:
+        model = settings.judge_model or os.environ.get(ENV_MODEL) or "genrm"
+        api_key = settings.judge_api_key or os.environ.get(ENV_API_KEY) or None
+        endpoints = tuple(Endpoint(url, model=model, api_key=api_key) for url in urls)
+        protocol = None
+    else:
+        endpoints = (Endpoint(f"http://{router_address}"),)
+        protocol = TokenGenerate(tokenizer)
+    config = JudgeConfig(
+        endpoints=endpoints, concurrency=settings.judge_concurrency, timeout=settings.judge_timeout,
+        retries=settings.judge_retries, max_tokens=settings.judge_max_tokens,
+        temperature=settings.judge_temperature,
+    )
+    return GenRMClient(config, protocol)
+
+
+def judge_metrics() -> dict[str, float]:
+    """This process's GenRM counters, summed over its clients: grm/judgements, grm/ok, grm/invalid,
+    grm/errors, grm/flawed, grm/requests, grm/retries, ...; grm/flawed_ratio = flawed / ok."""
+    totals: dict[str, float] = {}
+    for per_loop in list(_clients.values()):
+        for client in per_loop.values():
+            for name, value in client.metrics().items():
+                if not name.startswith("grm/endpoint/") and "latency" not in name and name != "grm/flawed_ratio":
+                    totals[name] = totals.get(name, 0.0) + value
+    ok = totals.get("grm/ok", 0.0)
+    totals["grm/flawed_ratio"] = totals.get("grm/flawed", 0.0) / ok if ok else 0.0
+    return totals
