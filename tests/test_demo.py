@@ -76,7 +76,7 @@ def test_failed_policy_run_names_its_log(tmp_path):
     from fapo.demo.config import DemoConfig
     from fapo.demo.pipeline import run_policy_arms
 
-    config = DemoConfig(seeds=1, policy_rl_steps=1, jobs=2, eval_problems=1, eval_samples=1)
+    config = DemoConfig(seeds=1, policy_rl_steps=4, jobs=2, eval_problems=1, eval_samples=1)
     with pytest.raises(RuntimeError, match=r"log\.txt"):
         run_policy_arms(str(tmp_path / "no-such-policy"), tmp_path / "no-data", tmp_path / "out", [], config)
     assert any("Traceback" in log.read_text() for log in (tmp_path / "out").glob("*/log.txt"))
@@ -97,3 +97,41 @@ def test_judging_summary_is_none_where_the_judge_gave_no_verdict(tmp_path):
     assert summary == {"judged": 5, "judge_flawed_ratio": None, "checker_flawed_ratio": 0.375, "agreement": None,
                        "no_verdict_share": 1.0}
     json.dumps(summary, allow_nan=False)
+
+
+def test_demo_config_arms_seeds_and_schedule():
+    from fapo.demo.config import DemoConfig, demo_config
+
+    config = DemoConfig(seeds=3, seed_base=5)
+    assert config.seed_list == [5, 6, 7] and config.arms == ("grpo", "fapo", "fapo_oracle") and config.trains_genrm
+    assert DemoConfig(judge="oracle").arms == ("grpo", "fapo_oracle") and not DemoConfig(judge="oracle").trains_genrm
+    assert DemoConfig(judge="trained").arms == ("grpo", "fapo")
+    assert demo_config(quick=True).arms == ("grpo", "fapo", "fapo_oracle")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DemoConfig(policy_rl_steps=10)
+    with pytest.raises(ValueError, match="judge must be one of"):
+        DemoConfig(judge="human")
+
+
+def test_checks_table_from_hand_made_numbers():
+    """Every claim of the checks table computed on a tiny report whose outcome is known by hand."""
+    from fapo.demo.report import check_targets
+
+    def arm(acc, flawed, skipped, clip=0.01):
+        return {"accuracy": sum(acc) / len(acc), "flawed_ratio": sum(flawed) / len(flawed), "accuracy_per_seed": acc,
+                "flawed_ratio_per_seed": flawed, "clip_fraction": clip, "skipped": skipped}
+
+    report = {"initial": {"accuracy": 0.60, "flawed_ratio": 0.30},
+              "grpo": arm([0.70, 0.72], [0.45, 0.50], [0.40, 0.40]),
+              "fapo_oracle": arm([0.69, 0.75], [0.20, 0.26], [0.10, 0.25], clip=0.0)}
+    report["diagnostics"] = {a: {"skipped_pair_per_seed": report[a]["skipped"]} for a in ("grpo", "fapo_oracle")}
+    held = {c["claim"]: c["held"] for c in check_targets(report)}
+    assert held["GRPO: accuracy >= 5 points above the warm-start"] is True  # +11
+    assert held["FAPO, oracle judge: accuracy >= 5 points above the warm-start"] is True  # +12
+    assert held["GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start"] is True  # +17.5
+    assert held["FAPO, oracle judge: flawed ratio <= 0.5 x GRPO's in every seed"] is False  # 0.26 > 0.25
+    assert held["FAPO, oracle judge: accuracy >= GRPO's - 2 points in every seed"] is True  # -1, +3
+    assert held["FAPO, oracle judge: per-seed flawed ratios do not overlap GRPO's"] is True  # 0.26 < 0.45
+    shortcut = [c for c in held if "shortcut alone" in c]
+    assert [held[c] for c in shortcut] == [False]  # 0.25 > 0.5 x 0.40
+    assert held["the clip binds (clip fraction > 0 in every arm)"] is False  # the oracle arm's is 0
