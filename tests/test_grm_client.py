@@ -734,3 +734,16 @@ def test_cli_judge_malformed_line_in_a_subprocess(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"{src}:2: invalid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_judge_exits_nonzero_when_no_row_gets_a_verdict(tmp_path, capsys):
+    """Every row 'invalid' (the oracle cannot read these problems) is a failed run, not a result."""
+    from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import load_oracle
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [{"id": i, "problem": "not a testbed problem", "steps": ["a"]} for i in range(3)])
+    with serve_in_thread(load_oracle("testbed")) as server:
+        code = cli_main(["judge", str(src), "-o", str(out), "--endpoint", server.url])
+    assert code == 1 and "no valid verdict in 3 rows (3 invalid, 0 error)" in capsys.readouterr().err
+    assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["invalid"] * 3
