@@ -747,3 +747,14 @@ def test_cli_judge_exits_nonzero_when_no_row_gets_a_verdict(tmp_path, capsys):
         code = cli_main(["judge", str(src), "-o", str(out), "--endpoint", server.url])
     assert code == 1 and "no valid verdict in 3 rows (3 invalid, 0 error)" in capsys.readouterr().err
     assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["invalid"] * 3
+
+
+def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
+    huge = "x" * 1_500_000 + " \\boxed{0}"
+    with ThreadedEndpoint(StandIn(answers=[huge])) as url:
+        capped = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=1024 * 1024))
+        allowed = judge_sync(items(1), config(url, retries=0, timeout=60))
+    assert capped[0].status == "error" and "larger than 1048576 bytes" in capped[0].error
+    assert allowed[0].status == "ok" and allowed[0].verdict == 0
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        config(url, max_response_bytes=10)
