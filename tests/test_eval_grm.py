@@ -143,13 +143,49 @@ def test_cli_predictions_all_null(tmp_path, small_set, capsys):
     preds = _write_rows(tmp_path / "preds.jsonl", [{"id": f"r{i}", "verdict": None} for i in range(5)])
     report_dir = tmp_path / "report"
     code = main(["eval", "grm", "--data", str(small_set), "--predictions", str(preds), "--report-dir", str(report_dir)])
-    assert code == 0
+    assert code == 1  # no valid verdict: the report is written, and the exit status says it means nothing
     report = json.loads((report_dir / "REPORT.json").read_text())
+    assert report["coverage"] == 0.0 and report["judge_status"]["invalid"] == 5
     assert set(report["subsets"]["mini"]) == SUBSET_KEYS
     assert report["subsets"]["mini"]["f1"] == 0.0 and report["average_f1"] == 0.0
     assert FPB_KEYS <= set(report["flawed_positive_bench"]) and report["flawed_positive_bench"]["f1"] == 0.0
     assert (report_dir / "confusion.png").stat().st_size > 1000
-    assert "| mini | 5 |" in (report_dir / "REPORT.md").read_text() and "| mini | 5 |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| mini | 5 |" in (report_dir / "REPORT.md").read_text() and "| mini | 5 |" in captured.out
+    assert "only 0.0% of rows have a valid verdict" in captured.err
+
+
+def test_predictions_matching_no_id_are_refused(tmp_path, small_set, capsys):
+    preds = _write_rows(tmp_path / "preds.jsonl", [{"id": f"other-{i}", "verdict": -1} for i in range(280)])
+    assert main(["eval", "grm", "--data", str(small_set), "--predictions", str(preds)]) == 2
+    assert "none of its 280 predictions has the id of a data row" in capsys.readouterr().err
+
+
+def test_all_error_predictions_fail_and_out_of_range_verdicts_are_counted(tmp_path, small_set, capsys):
+    errors = _write_rows(tmp_path / "errors.jsonl",
+                         [{"id": f"r{i}", "verdict": None, "status": "error"} for i in range(5)])
+    assert main(["eval", "grm", "--data", str(small_set), "--predictions", str(errors), "-o", "-"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["judge_status"] == {"ok": 0, "invalid": 0, "error": 5, "missing": 0}
+    assert "only 0.0% of rows have a valid verdict" in captured.err
+
+    mixed = _write_rows(tmp_path / "mixed.jsonl", [{"id": "r0", "verdict": 99}, {"id": "r1", "verdict": -1},
+                                                   {"id": "r2", "verdict": 1}, {"id": "r3", "verdict": 0}])
+    code = main(["eval", "grm", "--data", str(small_set), "--predictions", str(mixed), "-o", "-"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0 and report["coverage"] == 60.0
+    assert report["judge_status"] == {"ok": 3, "invalid": 1, "error": 0, "missing": 1}
+    assert "WARNING: 40.0% of rows have no valid verdict" in captured.err
+    assert main(["eval", "grm", "--data", str(small_set), "--predictions", str(mixed), "--min-coverage", "0.9"]) == 1
+    assert "below --min-coverage 0.9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--limit", "-5"], ["--limit", "0"], ["--min-coverage", "2"]])
+def test_eval_grm_bad_numbers_are_usage_errors(small_set, capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", *argv])
+    assert exit_info.value.code == 2 and "expected a" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ judges
@@ -236,7 +272,7 @@ def test_scripted_judge_with_wrong_verdicts_scored_by_hand(small_set, tmp_path):
 
 def test_eval_grm_never_imports_torch(tmp_path, small_set, testbed_critic):
     """--judge oracle and --predictions run without torch or transformers (checked in a fresh process)."""
-    preds = _write_rows(tmp_path / "preds.jsonl", [{"id": "r0", "verdict": -1}])
+    preds = _write_rows(tmp_path / "preds.jsonl", [{"id": f"r{i}", "verdict": -1} for i in range(5)])
     script = (
         "import sys\nfrom fapo.cli import main\n"
         f"a = main(['eval', 'grm', '--data', {str(testbed_critic)!r}, '--judge', 'oracle', '--limit', '5'])\n"
@@ -254,6 +290,7 @@ def test_oracle_on_other_problems_fails_every_judgement(small_set, capsys):
     report = json.loads(captured.out)
     assert report["judge_status"] == {"ok": 0, "invalid": 0, "error": 5}
     assert report["subsets"]["mini"]["n_invalid"] == 5 and "every judgement failed" in captured.err
+    assert "not a testbed problem" in captured.err and "server" not in captured.err  # there is none
 
 
 def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_path):
@@ -266,7 +303,7 @@ def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_p
     preds = tmp_path / "preds.jsonl"
     with serve_in_thread(backend, max_batch=8) as server:
         code = main(["eval", "grm", "--data", str(processbench_slice), "--endpoint", server.url, "--max-tokens", "8",
-                     "-o", str(out), "--save-predictions", str(preds)])
+                     "-o", str(out), "--save-predictions", str(preds), "--min-coverage", "0"])
     assert code == 0
     report = json.loads(out.read_text())
     subset = report["subsets"]["gsm8k"]
@@ -280,7 +317,8 @@ def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_p
     assert [r["id"] for r in saved] == [json.loads(line)["id"] for line in processbench_slice.read_text().splitlines()]
     # the saved verdicts re-score to the same report
     again = tmp_path / "again.json"
-    assert main(["eval", "grm", "--data", str(processbench_slice), "--predictions", str(preds), "-o", str(again)]) == 0
+    assert main(["eval", "grm", "--data", str(processbench_slice), "--predictions", str(preds), "-o", str(again),
+                 "--min-coverage", "0"]) == 0
     assert json.loads(again.read_text())["subsets"] == report["subsets"]
 
 

@@ -734,3 +734,27 @@ def test_cli_judge_malformed_line_in_a_subprocess(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"{src}:2: invalid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_judge_exits_nonzero_when_no_row_gets_a_verdict(tmp_path, capsys):
+    """Every row 'invalid' (the oracle cannot read these problems) is a failed run, not a result."""
+    from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import load_oracle
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [{"id": i, "problem": "not a testbed problem", "steps": ["a"]} for i in range(3)])
+    with serve_in_thread(load_oracle("testbed")) as server:
+        code = cli_main(["judge", str(src), "-o", str(out), "--endpoint", server.url])
+    assert code == 1 and "no valid verdict in 3 rows (3 invalid, 0 error)" in capsys.readouterr().err
+    assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["invalid"] * 3
+
+
+def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
+    huge = "x" * 1_500_000 + " \\boxed{0}"
+    with ThreadedEndpoint(StandIn(answers=[huge])) as url:
+        capped = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=1024 * 1024))
+        allowed = judge_sync(items(1), config(url, retries=0, timeout=60))
+    assert capped[0].status == "error" and "larger than 1048576 bytes" in capped[0].error
+    assert allowed[0].status == "ok" and allowed[0].verdict == 0
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        config(url, max_response_bytes=10)

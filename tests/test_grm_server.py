@@ -336,12 +336,22 @@ def test_testbed_oracle_is_served():
     assert status == 200 and body["model"] == "testbed-oracle" and body["choices"][0]["message"]["content"]
 
 
-def test_subprocess_serves_and_stops_on_sigterm(tiny_model_dir):
+def test_subprocess_serves_and_stops_on_sigterm_within_seconds_even_while_generating(tiny_model_dir):
     process = launch_subprocess(["--model", str(tiny_model_dir), "--port", "0"], timeout=120)
     try:
         assert process.url.startswith("http://127.0.0.1:") and process.url.endswith("/v1")
         status, body = chat(process.url, max_tokens=4)
         assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+        with ThreadPoolExecutor(1) as pool:  # greedy, no end token for thousands of steps: minutes of work
+            long = pool.submit(chat, process.url, messages=[{"role": "user", "content": "hi"}], max_tokens=8000,
+                               temperature=0)
+            wait_for(lambda: metrics(process.url)["in_flight"] == 1)
+            time.sleep(0.5)
+            assert metrics(process.url)["in_flight"] == 1 and not long.done()
+            started = time.monotonic()
+            status = process.stop(timeout=20)
+            assert time.monotonic() - started < 8  # interrupted at the next token, not after the whole request
+            assert long.result()[0] == 503
     finally:
         status = process.stop(timeout=20)
     assert status == 0, process.output()

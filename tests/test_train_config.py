@@ -101,3 +101,55 @@ def test_tiny_configs_are_what_the_demo_runs(name, builder):
     shipped = load_config(Path(CONFIGS[0]).parent / name).trl
     demo = getattr(demo_config, builder)(steps=shipped["max_steps"], seed=shipped["seed"])
     assert {k: v for k, v in shipped.items() if k != "output_dir"} == demo
+
+
+BAD_VALUES = [  # (YAML text, the error's start) — each a one-line error naming the key
+    ("max_steps: -5\n", "max_steps must be a whole number >= 1"),
+    ("learning_rate: fast\n", "learning_rate must be a number > 0, got 'fast'"),
+    ("fapo:\n  verify_timeout: 0\n", "fapo.verify_timeout must be a number of seconds > 0, got 0"),
+    ("fapo:\n  judge_timeout: -1\n", "fapo.judge_timeout must be a number of seconds > 0, got -1"),
+    ("fapo:\n  judge: http\n  judge_endpoints: [localhost:8000]\n", "fapo.judge_endpoints: 'localhost:8000' is not a URL"),
+    ("fapo:\n  model: ./no/such/model\n", "fapo.model: directory not found: ./no/such/model"),
+    ("- a\n- b\n", "a training config must be a YAML mapping (key: value lines), got list"),
+    ("fapo:\n  penalty: abc\n", "fapo.penalty must be a number, got 'abc'"),
+    ("fapo:\n  prompt_template: 5\n", "fapo.prompt_template must be a string, got 5"),
+]
+
+
+def test_bad_values_fail_fast_before_trl_is_imported(tmp_path):
+    """Each bad value: exit 2, one line naming the key and what it expects, well under a second, no TRL."""
+    import ast
+    import subprocess
+    import sys
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"problem": "p", "answer": "1"}\n')
+    paths = []
+    for i, (text, _) in enumerate(BAD_VALUES):
+        base = {"fapo": {"model": str(tmp_path), "train_data": str(data)}, "output_dir": str(tmp_path / "out")}
+        path = tmp_path / f"c{i}.yaml"
+        if text.startswith("-"):
+            path.write_text(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+            base["fapo"].update(raw.pop("fapo", {}))
+            path.write_text(yaml.safe_dump({**base, **raw}))
+        paths.append(str(path))
+    script = (
+        "import contextlib, io, sys, time\nfrom fapo.cli import main\n"
+        f"for path in {paths!r}:\n"
+        "    err = io.StringIO()\n    t = time.perf_counter()\n"
+        "    with contextlib.redirect_stderr(err):\n        code = main(['train', 'policy', '--config', path])\n"
+        "    print(code, round(time.perf_counter() - t, 3), repr(err.getvalue()))\n"
+        "print('trl' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "False False", done.stderr
+    for (_, message), line in zip(BAD_VALUES, lines[:-1], strict=True):
+        code, seconds, err = line.split(" ", 2)
+        err = ast.literal_eval(err)
+        assert code == "2" and float(seconds) < 1.0, line
+        assert err.startswith("fapo train: error: " + message) and err.count("\n") == 1, (message, err)

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # text that is not valid Unicode is shown escaped, never a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"fapo {args.verb}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        print(f"fapo {args.verb}: error: the reader of the output went away (broken pipe)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -49,11 +49,16 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--model", default="genrm", help="model name sent to --endpoint servers (default genrm)")
     q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
     q.add_argument("--device", help="device for --model-dir (default: CUDA when available)")
-    q.add_argument("--limit", type=int, help="use only the first N rows of each file")
+    q.add_argument("--limit", type=_positive_int, help="use only the first N rows of each file")
+    q.add_argument("--min-coverage", type=_fraction, default=0.5, metavar="F",
+                   help="exit 1 when fewer than this fraction of rows have a valid verdict (default 0.5; "
+                   "below 1 a warning is printed: rows without one count as wrong, or as 'clean' on "
+                   "FlawedPositiveBench)")
     _judge_client_options(q)
     q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
     q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md and confusion.png here")
-    q.add_argument("--save-predictions", metavar="FILE", help="write the verdicts as {subset, id, verdict, status}")
+    q.add_argument("--save-predictions", metavar="FILE",
+                   help="write the verdicts as {subset, id, verdict, status} ('-': stdout)")
     q.set_defaults(func=run_grm)
 
 
@@ -67,7 +72,7 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--prompt-template", help="user message with {problem} (default: the training default; testbed: '{problem}')")
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="last_boxed: the last \\boxed{} answers; strict: exactly one box, nothing after (as in training)")
-    q.add_argument("--limit", type=int, help="use only the first N problems")
+    q.add_argument("--limit", type=_positive_int, help="use only the first N problems")
     q.add_argument("--k", type=int, default=16, help="samples per problem (default 16)")
     q.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     q.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
@@ -102,6 +107,26 @@ def _register_curves(verbs: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------- shared
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | None, model_name: str) -> Any:
     """The JudgeSpec the arguments describe (None for no judge); CliError on a bad value."""
     from fapo.cli import CliError
@@ -123,31 +148,38 @@ def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | Non
         raise CliError(str(err)) from err
 
 
-def _check_outputs(report_dir: str | None, *paths: str | None) -> None:
-    """Make the report directory; CliError now, before any work, when an output file's directory is missing."""
+def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list[str | None]) -> None:
+    """Make the report directory; CliError now, before any work, for an output file that cannot be
+    written (a directory, a missing directory, one of the inputs) or two outputs on stdout."""
     from fapo.cli import CliError
+    from fapo.io import DataError, check_output_path
 
+    if sum(path == "-" for path in paths) > 1:
+        raise CliError("only one output can go to stdout ('-')")
+    try:
+        for path in paths:
+            check_output_path(path, [i for i in inputs if i])
+    except DataError as err:
+        raise CliError(str(err)) from err
     if report_dir:
         try:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CliError(f"cannot make report directory {report_dir}: {err}") from err
-    for path in paths:
-        if path and path != "-" and not Path(path).resolve().parent.is_dir():
-            raise CliError(f"output directory {Path(path).parent} does not exist")
 
 
-def _emit(report_json: dict[str, Any], markdown: str, output: str | None) -> None:
-    """The markdown on stdout, unless the JSON goes there ('-o -'); the JSON to `output`."""
-    import json
-
+def _emit(report_json: dict[str, Any], markdown: str, output: str | None, stdout_taken: bool = False) -> None:
+    """The markdown on stdout (stderr when another output goes there); the JSON to `output` ('-': stdout)."""
     from fapo.cli import CliError
     from fapo.eval.report import write_json
 
+    print(markdown, end="", file=sys.stderr if output == "-" or stdout_taken else sys.stdout)
     if output == "-":
-        print(json.dumps(report_json, indent=2, ensure_ascii=False))
+        try:
+            write_json("-", report_json)
+        except OSError as err:
+            raise CliError(f"cannot write stdout: {err.strerror or err}") from err
         return
-    print(markdown, end="")
     if output:
         try:
             write_json(output, report_json)
@@ -161,49 +193,64 @@ def _emit(report_json: dict[str, Any], markdown: str, output: str | None) -> Non
 
 def run_grm(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
-    from fapo.eval.critic_data import load_critic_sets, load_predictions
+    from fapo.eval.critic_data import load_critic_sets, read_predictions
     from fapo.eval.grm_bench import evaluate_grm, grm_markdown, judge_critic_rows, write_grm_report
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, args.output, args.save_predictions)
+    _check_outputs(args.report_dir, [args.output, args.save_predictions], [*args.data, args.predictions])
     kind = "endpoint" if args.endpoint else "model_dir" if args.model_dir else "oracle" if args.judge else None
     spec = _judge_spec(args, kind, args.model_dir, args.model)
     try:
         rows = load_critic_sets(args.data, args.limit)
-        judgements, metrics = None, None
+        judgements, metrics, statuses = None, None, None
         if spec is None:
-            verdicts = load_predictions(args.predictions, rows)
+            predictions = read_predictions(args.predictions, rows)
+            verdicts, statuses = predictions.verdicts, predictions.statuses
             source = f"predictions {args.predictions}"
         else:
             verdicts, judgements, metrics = judge_critic_rows(rows, spec, with_gold=not args.no_gold, progress=True)
+            statuses = [j.status for j in judgements]
             source = spec.name
     except (DataError, ValueError) as err:
         raise CliError(str(err)) from err
     except OSError as err:  # e.g. a --model-dir without weights or tokenizer
         raise CliError(f"cannot load the GenRM: {err}") from err
-    report = evaluate_grm(rows, verdicts, source, judgements, metrics)
+    report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses)
     if args.save_predictions:
-        _save_predictions(args.save_predictions, rows, verdicts, judgements)
+        _save_predictions(args.save_predictions, rows, verdicts, statuses)
     if args.report_dir:
         paths = write_grm_report(report, args.report_dir)
         print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
-    _emit(report.to_json(), grm_markdown(report), args.output)
+    _emit(report.to_json(), grm_markdown(report), args.output, stdout_taken=args.save_predictions == "-")
+    return _grm_exit_status(report, judgements, kind, args.min_coverage)
+
+
+def _grm_exit_status(report: Any, judgements: list[Any] | None, kind: str | None, min_coverage: float) -> int:
+    """1, with the reason on stderr, when every judgement failed or coverage is below `min_coverage`."""
     if judgements and all(j.status == "error" for j in judgements):
-        print("fapo eval grm: every judgement failed (is the GenRM server up?)", file=sys.stderr)
+        hint = "is the GenRM server up?" if kind == "endpoint" else f"first error: {judgements[0].error}"
+        print(f"fapo eval grm: every judgement failed ({hint})", file=sys.stderr)
         return 1
+    status = ", ".join(f"{k} {v}" for k, v in report.judge_status.items())
+    if report.coverage < 100 * min_coverage:
+        print(f"fapo eval grm: error: only {report.coverage:.1f}% of rows have a valid verdict ({status}), "
+              f"below --min-coverage {min_coverage:g}; the scores are not meaningful", file=sys.stderr)
+        return 1
+    if report.coverage < 100:
+        print(f"fapo eval grm: WARNING: {100 - report.coverage:.1f}% of rows have no valid verdict ({status}); "
+              "they count as wrong on ProcessBench and as 'clean' on FlawedPositiveBench", file=sys.stderr)
     return 0
 
 
-def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], judgements: list[Any] | None) -> None:
+def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str]) -> None:
     from fapo.cli import CliError
     from fapo.io import write_jsonl
 
-    statuses = [j.status for j in judgements] if judgements else ["ok" if v is not None else "invalid" for v in verdicts]
     try:
         write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
                            for r, v, s in zip(rows, verdicts, statuses, strict=True)))
     except OSError as err:
-        raise CliError(f"cannot write {path}: {err}") from err
+        raise CliError(f"cannot write {'stdout' if path == '-' else path}: {err.strerror or err}") from err
 
 
 # ------------------------------------------------------------------------------------------- policy
@@ -217,7 +264,7 @@ def run_policy(args: argparse.Namespace) -> int:
     from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, load_problems
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, args.output)
+    _check_outputs(args.report_dir, [args.output], [args.data])
     if args.model.startswith(("/", ".", "~")) and not Path(args.model).expanduser().is_dir():
         raise CliError(f"model directory not found: {args.model}")
     kind = args.judge or ("endpoint" if args.endpoint else "model_dir" if args.judge_model_dir else "none")

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 OUTPUT_FIELDS = (
@@ -26,10 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Ask GenRM servers for the earliest wrong step of each solution. Input rows: id, "
         "problem, steps (list of str) or response (split into paragraphs), optional ground_truth. "
         "Output rows: " + ", ".join(OUTPUT_FIELDS) + ". A JSON summary goes to stderr. Exit status 1 "
-        "when every row ends in status 'error' (e.g. no endpoint reachable).",
+        "when no row gets a valid verdict (every row 'invalid' or 'error', e.g. no endpoint reachable).",
     )
     p.add_argument("input", help="JSONL file of solutions to judge")
-    p.add_argument("-o", "--output", required=True, help="JSONL file to write (replaced at the end)")
+    p.add_argument("-o", "--output", required=True,
+                   help="JSONL file to write, replaced only once complete ('-': stdout; never the input file)")
     p.add_argument(
         "--endpoint",
         action="append",
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.grm.client import Endpoint, JudgeConfig
+    from fapo.io import DataError, check_output_path
 
     try:
         endpoints = tuple(Endpoint(url, model=args.model, api_key=args.api_key) for url in args.endpoint)
@@ -73,18 +74,23 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise CliError(str(err)) from err
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise CliError(f"output directory {output.parent} does not exist")
+    try:
+        check_output_path(args.output, [args.input])
+    except DataError as err:
+        raise CliError(str(err)) from err
     ids, items = read_items(args.input)
 
     t0 = time.perf_counter()
     judgements, metrics = _judge_all(items, config)
     wall_s = time.perf_counter() - t0
-    _write_rows(output, ids, judgements)
+    _write_rows(args.output, ids, judgements)
     summary = summarise(judgements, wall_s, metrics)
     print(json.dumps(summary), file=sys.stderr)
-    return 1 if judgements and summary["status"]["error"] == len(judgements) else 0
+    if judgements and summary["status"]["ok"] == 0:
+        print(f"fapo judge: no valid verdict in {len(judgements)} rows "
+              f"({summary['status']['invalid']} invalid, {summary['status']['error']} error)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def read_items(path: str) -> tuple[list[Any], list[Any]]:
@@ -137,7 +143,7 @@ def _judge_all(items: list[Any], config: Any) -> tuple[list[Any], dict[str, floa
     return asyncio.run(judge())
 
 
-def _write_rows(output: Path, ids: list[Any], judgements: list[Any]) -> None:
+def _write_rows(output: str, ids: list[Any], judgements: list[Any]) -> None:
     from fapo.cli import CliError
     from fapo.io import write_jsonl
 
@@ -149,12 +155,10 @@ def _write_rows(output: Path, ids: list[Any], judgements: list[Any]) -> None:
         }
         for row_id, j in zip(ids, judgements, strict=True)
     )
-    tmp = output.with_name(output.name + ".tmp")  # renamed at the end: never a half-written output
     try:
-        write_jsonl(tmp, rows)
-        os.replace(tmp, output)
+        write_jsonl(output, rows)  # replaced at the end: never a half-written output
     except OSError as err:
-        raise CliError(f"cannot write {output}: {err}") from err
+        raise CliError(f"cannot write {'stdout' if output == '-' else output}: {err.strerror or err}") from err
 
 
 def summarise(judgements: list[Any], wall_s: float, metrics: dict[str, float]) -> dict[str, Any]:

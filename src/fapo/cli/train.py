@@ -27,11 +27,13 @@ def run(args: argparse.Namespace) -> int:
     from fapo.train.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config, args.set)
+        if args.max_steps is not None and args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be a whole number >= 1, got {args.max_steps}")
+        config = load_config(args.config, args.set, check_paths=True)
         output = args.output or config.trl.get("output_dir")
         if not output:
             raise ConfigError("no output directory: pass --output or set output_dir in the config")
-        from fapo.train.runner import train_grm, train_policy
+        from fapo.train.runner import train_grm, train_policy  # TRL and torch from here on
 
         train = train_policy if args.what == "policy" else train_grm
         result = train(config, output, max_steps=args.max_steps, resume=args.resume,

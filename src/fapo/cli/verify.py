@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+MAX_TIMEOUT_S = 3600.0
+"""Longest --timeout accepted: a worker is killed after it, so it must be a finite number of seconds."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,12 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and `status` (ok, no_answer, timeout, error) as JSONL; print a JSON summary on stderr.",
     )
     p.add_argument("input", metavar="INPUT.jsonl", help="rows with a string `response` and a `gold` answer")
-    p.add_argument("-o", "--output", metavar="OUT.jsonl", help="where to write the rows (default: stdout)")
+    p.add_argument("-o", "--output", metavar="OUT.jsonl",
+                   help="where to write the rows ('-' or default: stdout); replaced only once complete, "
+                   "never the input file")
     p.add_argument(
         "--workers", type=int, help="math-verify worker processes (default: usable CPUs, at most 8)"
     )
     p.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds of math-verify work per row (default 5)"
+        "--timeout", type=float, default=5.0,
+        help=f"seconds of math-verify work per row (default 5, at most {MAX_TIMEOUT_S:g})"
     )
     p.set_defaults(func=run)
 
@@ -29,14 +35,15 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fapo.cli import CliError
-    from fapo.io import DataError, write_jsonl
+    from fapo.io import DataError, check_output_path, write_jsonl
     from fapo.verify import STATUSES, Verifier
 
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers must be >= 1, got {args.workers}")
-    if not args.timeout > 0:
-        raise CliError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:  # also refuses nan and inf
+        raise CliError(f"--timeout must be > 0 and at most {MAX_TIMEOUT_S:g} seconds, got {args.timeout}")
     try:
+        check_output_path(args.output, [args.input])
         rows, golds = _read_rows(args.input)
     except DataError as err:
         raise CliError(str(err)) from err
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         write_jsonl(args.output or "-", out)
     except OSError as err:
-        raise CliError(f"cannot write {args.output}: {err.strerror or err}") from err
+        where = "stdout" if args.output in (None, "-") else args.output
+        raise CliError(f"cannot write {where}: {err.strerror or err}") from err
     n, correct = len(results), sum(r.correct for r in results)
     summary = {
         "rows": n,

@@ -4,7 +4,8 @@ A data row is `{id, problem, steps, label, final_answer_correct[, ground_truth]}
 format; the testbed's critic files add `ground_truth`). `problem`, `steps` and `label` are required;
 a row without `id` gets `<subset>:<line>`, one without `final_answer_correct` is left out of
 FlawedPositiveBench. A subset's name is its file's stem. A prediction row is `{id, verdict}` as
-`fapo judge` writes it (an optional `subset` field tells equal ids of different files apart).
+`fapo judge` writes it (an optional `subset` field tells equal ids of different files apart; an
+optional `status` "invalid" or "error" is kept).
 Every problem is a `DataError` naming file and line. Owns the formats; scores nothing.
 """
 
@@ -82,17 +83,35 @@ def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> l
     return rows
 
 
-def load_predictions(path: str | Path, rows: Sequence[CriticRow]) -> list[int | None]:
-    """Each row's verdict from a predictions file, in `rows` order.
+PREDICTION_STATUSES = ("ok", "invalid", "error", "missing")
+"""What a predictions file says about a row: a valid verdict; a verdict that is null or out of range
+(or a judge status "invalid"); a judge status "error"; no prediction for the row at all."""
 
-    A row with no prediction, a null verdict, or a verdict outside -1..len(steps)-1 has no valid
-    verdict (None). A verdict that is not an integer or null, an id predicted twice, or an id that
-    is not unique in the data (without a `subset` field to tell them apart) is a DataError.
+
+@dataclass(frozen=True)
+class Predictions:
+    """Each data row's verdict (None: no valid verdict) and its PREDICTION_STATUSES entry, in row order."""
+
+    verdicts: list[int | None]
+    statuses: list[str]
+    unmatched: int
+    """Prediction lines whose id is not a row of the data (e.g. rows left out by --limit)."""
+
+
+def read_predictions(path: str | Path, rows: Sequence[CriticRow]) -> Predictions:
+    """Each row's verdict and status from a predictions file, in `rows` order.
+
+    A verdict outside -1..len(steps)-1, or null, is "invalid" (counted, never dropped); a row the
+    file does not mention is "missing". A verdict that is not an integer or null, an id predicted
+    twice, an id that is not unique in the data (without a `subset` field to tell them apart), or a
+    file none of whose ids is in the data is a DataError.
     """
     by_key = _index_rows(rows)
-    verdicts: dict[tuple[str, str], int | None] = {}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     first_line: dict[tuple[str, str], int] = {}
+    lines = 0
     for lineno, pred in iter_jsonl(path, required=("id", "verdict")):
+        lines += 1
         where = f"{path}:{lineno}"
         verdict = pred["verdict"]
         if verdict is not None and (isinstance(verdict, bool) or not isinstance(verdict, int)):
@@ -103,13 +122,33 @@ def load_predictions(path: str | Path, rows: Sequence[CriticRow]) -> list[int | 
         if key in first_line:
             raise DataError(f"{where}: id {key[1]!r} was already predicted on line {first_line[key]}")
         first_line[key] = lineno
-        verdicts[key] = verdict
-    out: list[int | None] = []
+        found[key] = pred
+    if not found:
+        raise DataError(f"{path}: none of its {lines} predictions has the id of a data row "
+                        f"(data ids look like {rows[0].id!r}); is it the predictions file for this data?")
+    verdicts: list[int | None] = []
+    statuses: list[str] = []
     for row in rows:
-        verdict = verdicts.get((row.subset, row.id))
-        valid = verdict is not None and -1 <= verdict < len(row.steps)
-        out.append(verdict if valid else None)
-    return out
+        verdict, status = _row_verdict(found.get((row.subset, row.id)), len(row.steps))
+        verdicts.append(verdict)
+        statuses.append(status)
+    return Predictions(verdicts, statuses, lines - len(found))
+
+
+def _row_verdict(pred: dict[str, Any] | None, num_steps: int) -> tuple[int | None, str]:
+    if pred is None:
+        return None, "missing"
+    if pred.get("status") == "error":
+        return None, "error"
+    verdict = pred["verdict"]
+    if verdict is None or pred.get("status") == "invalid" or not -1 <= verdict < num_steps:
+        return None, "invalid"
+    return verdict, "ok"
+
+
+def load_predictions(path: str | Path, rows: Sequence[CriticRow]) -> list[int | None]:
+    """Each row's valid verdict (None when it has none) from a predictions file; see `read_predictions`."""
+    return read_predictions(path, rows).verdicts
 
 
 def _index_rows(rows: Sequence[CriticRow]) -> dict[str, list[CriticRow]]:

@@ -28,6 +28,7 @@ from fapo.eval.metrics import (
 )
 from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
 from fapo.grm.client import JudgeItem, Judgement
+from fapo.io import write_text
 
 CONFUSION_COLUMNS = ("-1", "labelled step", "other step", "no verdict")
 """What a verdict said, relative to the label (columns of the confusion counts)."""
@@ -45,8 +46,11 @@ class GrmReport:
     """subset → {"erroneous" | "error-free"} → CONFUSION_COLUMNS → count."""
     source: str = ""
     """Where the verdicts came from (a predictions file, endpoints, a model, an oracle)."""
+    coverage: float = 100.0
+    """Percent of rows with a valid verdict. The others count as wrong on ProcessBench and as "clean"
+    on FlawedPositiveBench, so every score above is only as good as this number."""
     judge_status: dict[str, int] = field(default_factory=dict)
-    """Judgement statuses (ok / invalid / error) when a judge ran; empty for a predictions file."""
+    """Verdict statuses: ok / invalid / error when a judge ran, plus missing for a predictions file."""
     judge_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +61,7 @@ class GrmReport:
             "flawed_positive_bench": asdict(self.flawed_positive_bench),
             "confusion": self.confusion,
             "source": self.source,
+            "coverage": self.coverage,
             "judge_status": self.judge_status,
             "judge_metrics": self.judge_metrics,
         })
@@ -82,10 +87,16 @@ def evaluate_grm(
     source: str = "",
     judgements: Sequence[Judgement] | None = None,
     judge_metrics: dict[str, float] | None = None,
+    statuses: Sequence[str] | None = None,
 ) -> GrmReport:
-    """Score `verdicts` (None = no valid verdict) on `rows`, per subset and on FlawedPositiveBench."""
+    """Score `verdicts` (None = no valid verdict) on `rows`, per subset and on FlawedPositiveBench.
+
+    `statuses` (one per row, e.g. from `read_predictions`) are counted when no `judgements` are given.
+    """
     if len(rows) != len(verdicts):
         raise ValueError(f"{len(rows)} rows but {len(verdicts)} verdicts")
+    if not rows:
+        raise ValueError("no rows to score")
     by_subset: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_subset.setdefault(row.subset, []).append(i)
@@ -97,14 +108,22 @@ def evaluate_grm(
         subsets[name] = processbench_scores(labels, chosen)
         confusion[name] = confusion_counts(labels, chosen)
     fpb = flawed_positive_scores([r.label for r in rows], [r.final_answer_correct for r in rows], verdicts)
-    status = dict(Counter(j.status for j in judgements)) if judgements is not None else {}
+    if judgements is not None:
+        status = Counter(j.status for j in judgements)
+        judge_status = {k: status.get(k, 0) for k in ("ok", "invalid", "error")}
+    elif statuses is not None:
+        status = Counter(statuses)
+        judge_status = {k: status.get(k, 0) for k in ("ok", "invalid", "error", "missing")}
+    else:
+        judge_status = {}
     return GrmReport(
         subsets=subsets,
         average_f1=mean_defined([s.f1 for s in subsets.values()]),
         flawed_positive_bench=fpb,
         confusion=confusion,
         source=source,
-        judge_status={k: status.get(k, 0) for k in ("ok", "invalid", "error")} if status else {},
+        coverage=100.0 * sum(v is not None for v in verdicts) / len(verdicts),
+        judge_status=judge_status,
         judge_metrics=dict(judge_metrics or {}),
     )
 
@@ -139,6 +158,9 @@ def grm_markdown(report: GrmReport) -> str:
     parts = [f"# GenRM evaluation\n\nVerdicts: {report.source or 'given'}."]
     if report.judge_status:
         parts.append("Judge status: " + ", ".join(f"{k} {v}" for k, v in report.judge_status.items()) + ".")
+    parts.append(f"Coverage: {fmt_percent(report.coverage)}% of rows have a valid verdict."
+                 + ("" if report.coverage == 100 else " **The rest count as wrong on ProcessBench and as "
+                    "'clean' on FlawedPositiveBench: these scores are not the GenRM's alone.**"))
     parts += ["## ProcessBench", markdown_table(head, rows),
               "## FlawedPositiveBench (items with a correct final answer; positive = has an error)", fpb_table]
     return "\n\n".join(parts) + "\n"
@@ -152,6 +174,6 @@ def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "REPORT.json", "markdown": out / "REPORT.md", "confusion": out / "confusion.png"}
     write_json(paths["json"], report.to_json())
-    paths["markdown"].write_text(grm_markdown(report), encoding="utf-8")
+    write_text(paths["markdown"], grm_markdown(report))
     plot_grm_confusion(report.confusion, report.flawed_positive_bench, paths["confusion"])
     return paths

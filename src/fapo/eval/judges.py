@@ -86,10 +86,14 @@ def _served_model(spec: JudgeSpec) -> Iterator[str]:
     """Serve `spec.model_dir` in a thread of this process; yields its base URL."""
     from fapo.grm.hf_backend import TransformersBackend
     from fapo.grm.launch import serve_in_thread
+    from fapo.grm.server import ServerConfig
 
     backend = TransformersBackend.load(spec.model_dir, device=spec.device)
-    max_tokens = int(spec.client.get("max_tokens", JudgeConfig.max_tokens))
-    with serve_in_thread(backend, max_tokens_limit=max(max_tokens, 1), default_max_tokens=max(max_tokens, 1)) as server:
+    max_tokens = max(int(spec.client.get("max_tokens", JudgeConfig.max_tokens)), 1)
+    votes = max(int(spec.client.get("votes", JudgeConfig.votes)), 1)
+    budget = max(ServerConfig.max_request_tokens, max_tokens * votes)
+    with serve_in_thread(backend, max_tokens_limit=max_tokens, default_max_tokens=max_tokens,
+                         max_request_tokens=budget) as server:
         yield server.url
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fapo.eval.policy import PolicyReport
 from fapo.eval.report import fmt_number, fmt_percent, markdown_table, write_json
-from fapo.io import write_jsonl
+from fapo.io import write_jsonl, write_text
 
 
 def policy_markdown(report: PolicyReport) -> str:
@@ -60,7 +60,7 @@ def write_policy_report(report: PolicyReport, report_dir: str | Path) -> dict[st
          "num_steps": r.num_steps, "response": r.text}
         for r in report.rollouts
     ))
-    paths["markdown"].write_text(policy_markdown(report), encoding="utf-8")
+    write_text(paths["markdown"], policy_markdown(report))
     paths["pass_at_k"] = plot_pass_at_k(s.pass_at, s.maj_at_k, report.config.sampling.k, out / "pass_at_k.png")
     paths["outcomes"] = plot_outcomes(s.outcomes, out / "outcomes.png")
     lengths = {"correct": [r.num_tokens for r in report.rollouts if r.correct],

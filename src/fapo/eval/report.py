@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from fapo.io import write_text
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
@@ -25,12 +26,15 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as indented JSON, replacing `path` only once the whole file is written."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write `obj` as indented JSON, replacing `path` only once the whole file is written (a link is
+    followed; text that is not valid Unicode stays \\u-escaped)."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, indent=2)
+    write_text(path, text + "\n")
+    return Path(path)
 
 
 def fmt_percent(value: float | None) -> str:

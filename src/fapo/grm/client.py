@@ -92,7 +92,8 @@ class GenRMClient:
             # Idle connections are dropped after 4 s, before uvicorn's (vLLM's) 5 s keep-alive closes
             # them server-side: reusing a connection the server is closing fails a POST for no reason.
             self._pools = [
-                ConnectionPool(e.url + self.protocol.route, _auth_header(e), idle_timeout=4.0)
+                ConnectionPool(e.url + self.protocol.route, _auth_header(e), idle_timeout=4.0,
+                               max_response_bytes=self.config.max_response_bytes)
                 for e in self.config.endpoints
             ]
         return self._pools

@@ -13,15 +13,20 @@ row that reaches its own max_tokens is made to end (and is reported "length"), s
 soon as every row is done. `n` choices are n rows of the same prompt. With a seed, choice j draws from
 its own generator seeded `seed + j`, so a seeded request's text does not depend on what else is in its
 batch (up to floating-point effects of padding).
+
+`context_tokens` (the model's position limit) lets the server refuse prompts that do not fit, and
+`interrupt()` ends a running `generate` at its next token (the server calls it when it stops). The
+tokenizer is used under a lock: the server counts prompt tokens in one thread while another generates.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from fapo.grm.backend import Completion, GenerationRequest
 
@@ -121,6 +126,18 @@ def completion_from_ids(
     return Completion(text=decode(ids), finish_reason="length", completion_tokens=len(ids))
 
 
+class _Interrupted(StoppingCriteria):
+    """Stops every row once the backend's interrupt counter has moved past the value it started with."""
+
+    def __init__(self, backend: TransformersBackend, started_at: int) -> None:
+        self.backend = backend
+        self.started_at = started_at
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        stop = self.backend._interrupts != self.started_at
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersBackend:
     """A `CompletionBackend` over a transformers causal LM and its tokenizer (chat template required)."""
 
@@ -133,6 +150,10 @@ class TransformersBackend:
             raise ValueError(f"{model_name}: neither the tokenizer nor the generation config names an eos token")
         if tokenizer.pad_token_id is None:
             raise ValueError(f"{model_name}: the tokenizer has no pad token (load it with fapo.models.load_model)")
+        self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
+        """Most tokens (prompt plus generated) the model can attend over; None when the config does not say."""
+        self._tokenizer_lock = threading.Lock()
+        self._interrupts = 0
 
     @classmethod
     def load(cls, path: str, device: str | None = None, model_name: str | None = None) -> TransformersBackend:
@@ -150,16 +171,23 @@ class TransformersBackend:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+        with self._tokenizer_lock:
+            return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def interrupt(self) -> None:
+        """End any `generate` running now at its next token (rows so far come back as "length")."""
+        self._interrupts += 1
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """One `model.generate` call for the whole batch: request i's n choices are n rows."""
         owners = [i for i, r in enumerate(requests) for _ in range(r.n)]  # (R,) request of each row
         choice_index = [j for r in requests for j in range(r.n)]
-        prompts = [self.render(r.messages) for r in requests]
-        batch = self.tokenizer(
-            [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.model.device)
+        started_at = self._interrupts
+        with self._tokenizer_lock:
+            prompts = [self.render(r.messages) for r in requests]
+            batch = self.tokenizer(
+                [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.model.device)
         prompt_len = batch["input_ids"].shape[1]
         rows = [requests[i] for i in owners]
         sampler = RowSampler(rows, choice_index, prompt_len, min(self.eos_ids), self.model.device)
@@ -169,13 +197,15 @@ class TransformersBackend:
                 **PLAIN_DECODING,
                 max_new_tokens=max(r.max_tokens for r in requests),
                 logits_processor=LogitsProcessorList([sampler]),
+                stopping_criteria=StoppingCriteriaList([_Interrupted(self, started_at)]),
                 eos_token_id=sorted(self.eos_ids),
                 pad_token_id=self.tokenizer.pad_token_id,
             )  # (R, prompt_len + new)
         generated = output[:, prompt_len:].tolist()
         completions: list[list[Completion]] = [[] for _ in requests]
-        for i, ids in zip(owners, generated, strict=True):
-            completions[i].append(completion_from_ids(ids, requests[i].max_tokens, self.eos_ids, self._decode))
+        with self._tokenizer_lock:
+            for i, ids in zip(owners, generated, strict=True):
+                completions[i].append(completion_from_ids(ids, requests[i].max_tokens, self.eos_ids, self._decode))
         return completions
 
     def _decode(self, ids: list[int]) -> str:

@@ -24,6 +24,9 @@ from urllib.parse import quote, urlsplit
 MAX_HEAD_BYTES = 64 * 1024
 """Longest response status line plus headers accepted; anything longer is not an HTTP server talking."""
 
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Default bound on the bytes of one response (head, framing and body): more is an HttpProtocolError."""
+
 _NO_BODY = frozenset({204, 304})
 
 
@@ -51,7 +54,8 @@ class ConnectionPool:
     A pool lives in one event loop.
     """
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None, idle_timeout: float = 4.0) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None, idle_timeout: float = 4.0,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
@@ -75,6 +79,7 @@ class ConnectionPool:
         lines = [f"POST {target} HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items()), "Content-Length: "]
         self._head = "\r\n".join(lines).encode("latin-1")  # the request's head up to the body's length
         self.idle_timeout = idle_timeout
+        self.max_response_bytes = max_response_bytes
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._closed = False
@@ -120,7 +125,7 @@ class ConnectionPool:
         if self._closed:
             raise ConnectionError("the connection pool is closed")
         connecting = loop.create_connection(
-            lambda: _Connection(self._open), self._host, self._port, ssl=self._ssl
+            lambda: _Connection(self._open, self.max_response_bytes), self._host, self._port, ssl=self._ssl
         )
         _, conn = await asyncio.wait_for(connecting, max(0.0, deadline - loop.time()))
         if self._closed:  # closed while connecting
@@ -137,8 +142,10 @@ def _expire(response: asyncio.Future[Response], timeout: float) -> None:
 class _Connection(asyncio.Protocol):
     """One connection: sends a request, then frames its response as the bytes arrive."""
 
-    def __init__(self, registry: set[_Connection]) -> None:
+    def __init__(self, registry: set[_Connection], max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self._registry = registry
+        self._max_bytes = max_response_bytes
+        self._received = 0  # bytes of the current response so far
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._response: asyncio.Future[Response] | None = None
@@ -162,6 +169,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None and self._response is None
         self._response = response = asyncio.get_running_loop().create_future()
         self.reusable = False
+        self._received = 0
         self._transport.write(request)
         return response
 
@@ -176,6 +184,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         response = self._response
         if response is None or response.done():  # bytes nobody asked for (or after a timeout)
+            self.abort()
+            return
+        self._received += len(data)
+        if self._received > self._max_bytes:  # never buffer an unbounded answer
+            response.set_exception(HttpProtocolError(f"the response is larger than {self._max_bytes} bytes"))
             self.abort()
             return
         self._buffer += data

@@ -1,10 +1,12 @@
 """A small OpenAI-compatible chat-completions server over a `CompletionBackend`, with dynamic batching.
 
-Owns: HTTP (aiohttp.web), request validation and limits (API key → 401, body size → 413, malformed
-request → 400, full queue → 429), dynamic batching (up to `max_batch` requests, or until the oldest has
-waited `max_wait_ms`; one `backend.generate` call per batch, in a worker thread so the event loop stays
-responsive), `/metrics`, and three ways to run a server: `serve` (the CLI's foreground loop, stops on
-SIGINT/SIGTERM), `serve_in_thread` (in-process) and `launch_subprocess` (a `fapo serve-grm` child).
+Owns: HTTP (aiohttp.web) and the limits that keep one client from tying the server up — API key
+(401), body size (413), malformed JSON or fields (400, `fapo.grm.chat_api`), a prompt longer than the
+model's context (400 with the token counts), `max_tokens × n` per request (400), a full queue (429 with
+Retry-After), too many connections (503), a request head or body that does not arrive in time
+(connection closed, 408) — plus `/metrics` and three ways to run a server: `serve` (the CLI's
+foreground loop, stops within a bounded time on SIGINT/SIGTERM), `serve_in_thread` (in-process) and
+`launch_subprocess` (a `fapo serve-grm` child). Batching lives in `fapo.grm.batcher`.
 
 Must not: generate text (backends do: `fapo.grm.hf_backend`, the testbed's oracle), import torch or the
 testbed unless asked, or be the production path. It is for CPUs, tests and the demo; production GenRMs
@@ -16,13 +18,13 @@ The `model` field of a request is not checked: one server serves one model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import importlib
 import json
 import logging
 import signal
 import time
-import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from typing import Any
 from aiohttp import web
 
 from fapo.grm.backend import Completion, CompletionBackend, GenerationRequest
+from fapo.grm.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
+from fapo.grm.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,11 @@ LISTENING_PREFIX = "fapo serve-grm listening on "
 ORACLES: dict[str, str] = {"testbed": "fapo.testbed.oracle:OracleBackend"}
 """Programmatic judges `--oracle NAME` can serve: name → "module:attribute" (imported only when asked)."""
 
-_UNSUPPORTED_FIELDS = ("stream", "stop", "logprobs", "top_logprobs", "tools", "response_format")
+RETRY_AFTER_S = 1
+"""Seconds a 429 or 503 answer tells the client to wait (`Retry-After`)."""
+
+STOP_TIMEOUT_S = 5.0
+"""After SIGINT/SIGTERM, how long `serve` waits for an interrupted generation to return."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class ServerConfig:
     max_wait_ms: float = 10.0
     """Longest the oldest waiting request waits for others to join its batch."""
     max_queue: int = 256
-    """Most requests waiting for a batch (the one being generated not counted); one more answers 429."""
+    """Most requests waiting for a batch (those being generated not counted); one more answers 429."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body in bytes; a larger one answers 413."""
     api_key: str | None = None
@@ -69,12 +77,28 @@ class ServerConfig:
     """Largest max_tokens a request may ask for; more answers 400."""
     max_n: int = 16
     """Most choices (`n`) per request; more answers 400."""
+    max_request_tokens: int = 32768
+    """Largest `max_tokens × n` of one request; more answers 400."""
+    long_request_tokens: int = 4096
+    """Requests whose `max_tokens × n` exceeds this are batched and generated in a lane of their own,
+    so that short requests never wait behind them."""
+    max_connections: int = 512
+    """Most open client connections; one more is answered 503 and closed."""
+    header_timeout_s: float = 10.0
+    """Seconds a connection may stay without a complete request head (new or idle keep-alive) before
+    it is closed."""
+    body_timeout_s: float = 30.0
+    """Seconds to receive a request's whole body once its head has arrived; slower answers 408."""
 
     def __post_init__(self) -> None:
-        positive = ("max_batch", "max_queue", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "max_n")
+        positive = ("max_batch", "max_queue", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "max_n",
+                    "max_request_tokens", "long_request_tokens", "max_connections")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0 (0: never wait for a fuller batch), got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
@@ -86,105 +110,12 @@ class ServerConfig:
             raise ValueError("api_key must not be empty; leave it unset to disable authentication")
 
 
-class RequestError(Exception):
-    """A request the server answers with an HTTP error status and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-def parse_chat_request(body: Any, config: ServerConfig) -> GenerationRequest:
-    """Validate an OpenAI chat-completions body; raise RequestError(400, why) when it is not usable."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "the request body must be a JSON object")
-    for name in _UNSUPPORTED_FIELDS:
-        if body.get(name):
-            raise RequestError(400, f"'{name}' is not supported by this server")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                raise RequestError(400, f"messages[{i}].{key} must be a string")
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    max_tokens = _int_field("max_tokens", max_tokens, config.default_max_tokens, 1, config.max_tokens_limit)
-    temperature = _number_field("temperature", body.get("temperature"), 1.0, 0.0, 100.0)
-    top_p = _number_field("top_p", body.get("top_p"), 1.0, 0.0, 1.0)
-    if top_p == 0:
-        raise RequestError(400, "'top_p' must be in (0, 1]")
-    n = _int_field("n", body.get("n"), 1, 1, config.max_n)
-    seed = body.get("seed")
-    if seed is not None:
-        seed = _int_field("seed", seed, 0, 0, 2**63 - 1 - config.max_n)
-    return GenerationRequest(
-        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
-    )
-
-
-def _int_field(name: str, value: Any, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(400, f"'{name}' must be an integer, got {json.dumps(value)[:40]}")
-    if not low <= value <= high:
-        raise RequestError(400, f"'{name}' must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _number_field(name: str, value: Any, default: float, low: float, high: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(400, f"'{name}' must be a number, got {json.dumps(value)[:40]}")
-    if not low <= value <= high:  # also rejects NaN
-        raise RequestError(400, f"'{name}' must be in [{low}, {high}], got {value}")
-    return float(value)
-
-
-def chat_response(model: str, completions: list[Completion], prompt_tokens: int) -> dict[str, Any]:
-    """The OpenAI `chat.completion` object for one request's choices."""
-    completion_tokens = sum(c.completion_tokens for c in completions)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
-            for i, c in enumerate(completions)
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
 def _error(status: int, message: str) -> web.Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
-
-
-# ---------------------------------------------------------------------------------------------- server
-
-
-@dataclass
-class _Pending:
-    request: GenerationRequest
-    future: asyncio.Future  # result: (completions, prompt_tokens) or a RequestError
-    enqueued: float  # loop.time()
+    response = web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+    if status in (429, 503):
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 @dataclass
@@ -192,11 +123,10 @@ class _Metrics:
     requests: int = 0
     completed: int = 0
     errors: int = 0
-    batches: int = 0
-    batched_requests: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
-    rejected: dict[str, int] = field(default_factory=lambda: {"400": 0, "401": 0, "413": 0, "429": 0})
+    rejected: dict[str, int] = field(
+        default_factory=lambda: {"400": 0, "401": 0, "408": 0, "413": 0, "429": 0, "503": 0})
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
 
@@ -207,33 +137,37 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _generate_batch(backend: CompletionBackend, requests: list[GenerationRequest]) -> list[tuple[list[Completion], int]]:
-    """Worker-thread side of a batch: one generate call, shape checks, prompt token counts."""
-    results = backend.generate(requests)
-    if len(results) != len(requests):
-        raise RuntimeError(f"backend returned {len(results)} results for {len(requests)} requests")
-    for request, choices in zip(requests, results, strict=True):
-        if len(choices) != request.n:
-            raise RuntimeError(f"backend returned {len(choices)} choices where n={request.n}")
-    return [(choices, backend.count_prompt_tokens(r.messages)) for r, choices in zip(requests, results, strict=True)]
+class _Refusal(asyncio.Protocol):
+    """A connection over `max_connections`: answered 503 and closed at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        body = json.dumps({"error": {"message": f"too many connections (limit {self.limit}); retry later",
+                                     "type": "server_error", "code": 503}}).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: {RETRY_AFTER_S}\r\nConnection: close\r\n\r\n")
+        transport.write(head.encode() + body)  # type: ignore[attr-defined]  # a stream transport
+        transport.close()
 
 
 class GrmServer:
-    """The aiohttp application, the waiting queue and the batcher for one backend."""
+    """The aiohttp application, the lanes (short and long requests) and the limits for one backend."""
 
     def __init__(self, backend: CompletionBackend, config: ServerConfig) -> None:
         self.backend = backend
         self.config = config
         self.model_name = config.served_model_name or backend.model_name
+        self.context_tokens: int | None = getattr(backend, "context_tokens", None)
         self.metrics = _Metrics()
+        self.counters = LaneCounters()
         self.url: str | None = None
-        self._waiting: deque[_Pending] = deque()
-        self._running: list[_Pending] = []
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fapo-grm-generate")
-        self._wakeup: asyncio.Event | None = None
-        self._batcher: asyncio.Task | None = None
+        self._lanes: dict[str, Lane] = {}
+        self._counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fapo-grm-tokens")
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
         self.app = web.Application(client_max_size=config.max_body_bytes)
         self.app.add_routes([
             web.post("/v1/chat/completions", self._chat),
@@ -243,103 +177,128 @@ class GrmServer:
         ])
 
     async def start(self) -> str:
-        """Bind, start the batcher, and return the base URL (`http://HOST:PORT/v1`)."""
-        self._wakeup = asyncio.Event()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        """Bind, start the lanes, and return the base URL (`http://HOST:PORT/v1`)."""
+        cfg = self.config
+        # aiohttp's keep-alive timer also runs from a connection's start: it closes a connection that has
+        # not delivered a complete request head within header_timeout_s (new, or idle after a response).
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0,
+                                     keepalive_timeout=cfg.header_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(self._accept, cfg.host, cfg.port, reuse_address=True)
         except OSError:
             await self._runner.cleanup()
             raise
-        port = self._runner.addresses[0][1]
-        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        port = self._listener.sockets[0].getsockname()[1]
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.url = f"http://{host}:{port}/v1"
-        self._batcher = asyncio.create_task(self._batch_loop(), name="fapo-grm-batcher")
+        for name in ("short", "long"):
+            self._lanes[name] = Lane(name, self.backend, cfg.max_batch, cfg.max_wait_ms, self.counters)
+            self._lanes[name].start()
         return self.url
 
+    def _accept(self) -> asyncio.Protocol:
+        assert self._runner is not None and self._runner.server is not None
+        if len(self._runner.server.connections) >= self.config.max_connections:
+            self.metrics.rejected["503"] += 1
+            return _Refusal(self.config.max_connections)
+        return self._runner.server()
+
     async def stop(self) -> None:
-        """Answer everything pending with 503, stop the batcher and close the listener."""
+        """Answer everything pending with 503, interrupt generation, close the listener and connections."""
         self._closing = True
-        for pending in [*self._waiting, *self._running]:
-            _resolve(pending, RequestError(503, "the server is shutting down"))
-        self._waiting.clear()
-        if self._batcher is not None:
-            self._batcher.cancel()
-            await asyncio.gather(self._batcher, return_exceptions=True)
+        interrupt = getattr(self.backend, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+        for lane in self._lanes.values():
+            await lane.stop(RequestError(503, "the server is shutting down"))
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._counting.shutdown(wait=False, cancel_futures=True)
 
-    # ------------------------------------------------------------------------------------ batching
-
-    async def _batch_loop(self) -> None:
+    async def wait_generation_ended(self, timeout: float) -> bool:
+        """After `stop`: wait up to `timeout` s for every lane's generation thread to finish its batch,
+        interrupting again meanwhile (a batch may have started after the first interrupt); whether it did."""
         loop = asyncio.get_running_loop()
-        max_wait = self.config.max_wait_ms / 1000
-        while True:
-            while not self._waiting:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            deadline = self._waiting[0].enqueued + max_wait
-            while len(self._waiting) < self.config.max_batch and (remaining := deadline - loop.time()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            count = min(self.config.max_batch, len(self._waiting))
-            self._running = [self._waiting.popleft() for _ in range(count)]
-            await self._run_batch(self._running)
-            self._running = []
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        self.metrics.batches += 1
-        self.metrics.batched_requests += len(batch)
-        requests = [p.request for p in batch]
-        loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(self._executor, _generate_batch, self.backend, requests)
-        except Exception as err:  # a backend failure answers 500 to each request of the batch, and is counted
-            log.exception("backend failed on a batch of %d requests", len(batch))
-            for pending in batch:
-                _resolve(pending, RequestError(500, f"generation failed: {type(err).__name__}: {err}"))
-            return
-        for pending, result in zip(batch, results, strict=True):
-            _resolve(pending, result)
+        deadline = loop.time() + timeout
+        interrupt = getattr(self.backend, "interrupt", None)
+        while any(lane.submitted for lane in self._lanes.values()):
+            if loop.time() >= deadline:
+                return False
+            if interrupt is not None:
+                interrupt()
+            await asyncio.sleep(0.05)
+        return True
 
     # ------------------------------------------------------------------------------------ handlers
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         self.metrics.requests += 1
         try:
-            self._check_api_key(request)
-            body = await self._read_json(request)
-            generation = parse_chat_request(body, self.config)
-            pending = self._enqueue(generation)
+            return await self._answer_chat(request, started)
         except RequestError as err:
-            return self._reject(err)
+            response = self._reject(err)
+            if err.status == 408:  # the rest of the body may never come: answer, then close the connection
+                await response.prepare(request)
+                await response.write_eof()
+                if request.transport is not None:
+                    request.transport.close()
+            return response
+        except Exception as err:  # a bug, not a bad request: a JSON 500, logged and counted
+            log.exception("unexpected error while answering a chat request")
+            self.metrics.errors += 1
+            return _error(500, f"internal error: {type(err).__name__}")
+
+    async def _answer_chat(self, request: web.Request, started: float) -> web.Response:
+        self._check_api_key(request)
+        if self._closing:
+            raise RequestError(503, "the server is shutting down")
+        generation = parse_chat_request(await self._read_json(request), self.config)
+        generation, prompt_tokens = await self._fit_context(generation)
+        pending = self._enqueue(generation, request)
         outcome = await pending.future
         if isinstance(outcome, RequestError):
-            self.metrics.errors += 1
+            if outcome.status != CLIENT_GONE:
+                self.metrics.errors += 1
             return _error(outcome.status, outcome.message)
-        completions, prompt_tokens = outcome
+        completions: list[Completion] = outcome
         self.metrics.completed += 1
         self.metrics.prompt_tokens += prompt_tokens
         self.metrics.generated_tokens += sum(c.completion_tokens for c in completions)
         self.metrics.latencies.append(time.perf_counter() - started)
         return web.json_response(chat_response(self.model_name, completions, prompt_tokens))
 
-    def _enqueue(self, generation: GenerationRequest) -> _Pending:
+    async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
+        """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
+        max_tokens cut to the room left when prompt plus max_tokens would not."""
+        loop = asyncio.get_running_loop()
+        prompt_tokens = await loop.run_in_executor(self._counting, self.backend.count_prompt_tokens,
+                                                   generation.messages)
+        context = self.context_tokens
+        if context is None:
+            return generation, prompt_tokens
+        if prompt_tokens >= context:
+            raise RequestError(400, f"the prompt has {prompt_tokens} tokens; this model's context is {context} "
+                                    f"tokens (prompt plus at least one generated token)")
+        room = context - prompt_tokens
+        if generation.max_tokens > room:
+            generation = dataclasses.replace(generation, max_tokens=room)
+        return generation, prompt_tokens
+
+    def _enqueue(self, generation: GenerationRequest, request: web.Request) -> Pending:
         if self._closing:
             raise RequestError(503, "the server is shutting down")
-        if len(self._waiting) >= self.config.max_queue:
+        waiting = sum(len(lane.waiting) for lane in self._lanes.values())
+        if waiting >= self.config.max_queue:
             raise RequestError(429, f"the queue is full ({self.config.max_queue} requests waiting); retry later")
+        long = generation.max_tokens * generation.n > self.config.long_request_tokens
         loop = asyncio.get_running_loop()
-        pending = _Pending(generation, loop.create_future(), loop.time())
-        self._waiting.append(pending)
-        self._wakeup.set()
+        pending = Pending(generation, loop.create_future(), loop.time(), lambda: _client_gone(request))
+        self._lanes["long" if long else "short"].add(pending)
         return pending
 
     def _check_api_key(self, request: web.Request) -> None:
@@ -355,13 +314,19 @@ class GrmServer:
         if request.content_length is not None and request.content_length > limit:
             raise RequestError(413, f"the request body is larger than {limit} bytes")
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
         except web.HTTPRequestEntityTooLarge as err:
             raise RequestError(413, f"the request body is larger than {limit} bytes") from err
+        except asyncio.TimeoutError as err:
+            raise RequestError(408, f"the request body did not arrive within {self.config.body_timeout_s:g} s") from err
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RequestError(400, f"the request body is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise RequestError(400, "the request body is not usable JSON: nested too deeply") from err
+        except ValueError as err:  # e.g. an integer with more digits than Python converts
+            raise RequestError(400, f"the request body is not usable JSON: {err}") from err
 
     def _reject(self, err: RequestError) -> web.Response:
         key = str(err.status)
@@ -389,34 +354,42 @@ class GrmServer:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters since start; latency is request arrival → response, over the last 4096 requests."""
-        m = self.metrics
+        m, c = self.metrics, self.counters
         latencies = list(m.latencies)
+        lanes = self._lanes.values()
         return {
             "model": self.model_name,
             "requests": m.requests,
             "completed": m.completed,
             "errors": m.errors,
             "rejected": dict(m.rejected),
-            "batches": m.batches,
-            "mean_batch_size": m.batched_requests / m.batches if m.batches else 0.0,
-            "queue_depth": len(self._waiting),
-            "in_flight": len(self._running),
+            "dropped_disconnected": c.dropped_disconnected,
+            "batches": c.batches,
+            "mean_batch_size": c.batched_requests / c.batches if c.batches else 0.0,
+            "queue_depth": sum(len(lane.waiting) for lane in lanes),
+            "in_flight": sum(len(lane.running) for lane in lanes),
+            "connections": len(self._runner.server.connections) if self._runner and self._runner.server else 0,
             "prompt_tokens": m.prompt_tokens,
             "generated_tokens": m.generated_tokens,
             "latency_s": {"p50": _percentile(latencies, 0.50), "p95": _percentile(latencies, 0.95)},
         }
 
 
-def _resolve(pending: _Pending, outcome: Any) -> None:
-    if not pending.future.done():
-        pending.future.set_result(outcome)
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # ---------------------------------------------------------------------------------------------- running
 
 
-async def serve(backend: CompletionBackend, config: ServerConfig) -> None:
-    """Run until SIGINT/SIGTERM; print `LISTENING_PREFIX + url` once connections are accepted."""
+async def serve(backend: CompletionBackend, config: ServerConfig, stop_timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Run until SIGINT/SIGTERM; print `LISTENING_PREFIX + url` once connections are accepted.
+
+    On a signal: pending requests are answered 503, generation is interrupted (backends with an
+    `interrupt()` stop at the next token), and the return value says whether generation ended within
+    `stop_timeout_s` — when False, the caller should exit without waiting for the generation thread.
+    """
     server = GrmServer(backend, config)
     url = await server.start()
     print(f"{LISTENING_PREFIX}{url}", flush=True)
@@ -430,6 +403,7 @@ async def serve(backend: CompletionBackend, config: ServerConfig) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()
+    return await server.wait_generation_ended(stop_timeout_s)
 
 
 def load_oracle(name: str) -> CompletionBackend:

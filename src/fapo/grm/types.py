@@ -72,6 +72,8 @@ class JudgeConfig:
     """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
     backoff_max: float = 5.0
     """Cap on one retry delay (also on a server's Retry-After)."""
+    max_response_bytes: int = 16 * 1024 * 1024
+    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error."""
 
     def __post_init__(self) -> None:
         endpoints = self.endpoints
@@ -98,6 +100,7 @@ class JudgeConfig:
             f"tie_break must be 'flawed' or 'clean': {self.tie_break!r}",
         )
         _check(self.cache_size >= 0, "cache_size must be >= 0 (0 turns the cache off)")
+        _check(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
         _check(self.breaker_failures >= 1, "breaker_failures must be >= 1")
         _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
         _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")

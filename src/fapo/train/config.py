@@ -1,15 +1,19 @@
 """Training configs: YAML whose top-level keys are TRL's GRPOConfig fields plus a `fapo:` section.
 
-Unknown keys are errors that name the key and the closest valid one. `--set key=value` overrides
-(dotted for the fapo section: `fapo.penalty=0`) are applied before validation. Imports TRL only
-when a GRPOConfig is built, so reading and validating a config stays light.
+Unknown keys are errors that name the key and the closest valid one; a value of the wrong type or
+out of range is an error naming the key and what it expects. `--set key=value` overrides (dotted for
+the fapo section: `fapo.penalty=0`) are applied before validation. Every value check runs before TRL
+is imported (only the check for unknown TRL keys and building a GRPOConfig import it), so a bad config
+fails in well under a second.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +126,103 @@ class FapoSettings:
             raise ConfigError("fapo.prompt_template must contain {problem}")
         if self.overlong_buffer < 0 or self.judge_votes < 1 or self.judge_concurrency < 1:
             raise ConfigError("fapo.overlong_buffer must be >= 0, judge_votes and judge_concurrency >= 1")
+        for name, low, what in _FAPO_RANGES:
+            value = getattr(self, name)
+            if value is not None and not (value >= low if low is not None else value > 0):
+                raise ConfigError(f"fapo.{name} must be {what}, got {value!r}")
+        for url in self.judge_endpoints:
+            if not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?(/\S*)?", url):
+                raise ConfigError(f"fapo.judge_endpoints: {url!r} is not a URL like http://host:8000/v1")
+
+
+_FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
+    ("verify_timeout", None, "a number of seconds > 0"),
+    ("judge_timeout", None, "a number of seconds > 0"),
+    ("judge_retries", 0, "a whole number >= 0"),
+    ("judge_max_tokens", 1, "a whole number >= 1"),
+    ("judge_temperature", 0, "a number >= 0"),
+    ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
+    ("verify_workers", 1, "a whole number >= 1, or null"),
+    ("torch_threads", 1, "a whole number >= 1, or null"),
+)
+"""fapo fields with a lower bound: (name, inclusive bound or None for "> 0", what the message asks for)."""
+
+
+def _describe(expected: Any) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    args = typing.get_args(expected)
+    if type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + ", or null"
+    if typing.get_origin(expected) is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    return names.get(expected, str(expected))
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    args = typing.get_args(expected)
+    if type(None) in args:
+        return value is None or any(_matches(value, a) for a in args if a is not type(None))
+    if typing.get_origin(expected) is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, expected)
+
+
+def _check_fapo_types(fapo_raw: dict[str, Any]) -> None:
+    hints = typing.get_type_hints(FapoSettings)
+    for key, value in fapo_raw.items():
+        if not _matches(value, hints[key]):
+            raise ConfigError(f"fapo.{key} must be {_describe(hints[key])}, got {value!r}")
+
+
+_TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
+    "max_steps": (int, lambda v: v >= 1 or v == -1, "a whole number >= 1 (or -1: train num_train_epochs)"),
+    "learning_rate": (float, lambda v: v > 0, "a number > 0"),
+    "num_train_epochs": (float, lambda v: v > 0, "a number > 0"),
+    "per_device_train_batch_size": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "gradient_accumulation_steps": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "num_generations": (int, lambda v: v >= 2, "a whole number >= 2 (GRPO compares rollouts in a group)"),
+    "max_completion_length": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "max_prompt_length": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
+    "temperature": (float, lambda v: v > 0, "a number > 0"),
+    "top_p": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "beta": (float, lambda v: v >= 0, "a number >= 0"),
+    "epsilon": (float, lambda v: v >= 0, "a number >= 0"),
+    "epsilon_high": (float | None, lambda v: v is None or v >= 0, "a number >= 0, or null"),
+    "warmup_steps": (int, lambda v: v >= 0, "a whole number >= 0"),
+    "warmup_ratio": (float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "max_grad_norm": (float, lambda v: v >= 0, "a number >= 0"),
+    "logging_steps": (float, lambda v: v > 0, "a number > 0"),
+    "save_steps": (float, lambda v: v > 0, "a number > 0"),
+    "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
+    "steps_per_generation": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
+    "generation_batch_size": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
+    "output_dir": (str | None, lambda v: True, "a directory path"),
+}
+"""TRL keys checked here, before TRL is imported: (type, range check, what the message asks for)."""
+
+
+def _check_trl_values(trl_keys: dict[str, Any]) -> None:
+    for key, (expected, in_range, what) in _TRL_CHECKS.items():
+        if key in trl_keys and not (_matches(trl_keys[key], expected) and in_range(trl_keys[key])):
+            raise ConfigError(f"{key} must be {what}, got {trl_keys[key]!r}")
+
+
+def check_local_paths(settings: FapoSettings) -> None:
+    """ConfigError when `fapo.model` looks like a local directory that is missing, or `fapo.train_data`
+    is not a file. Hub names (`org/name`) are left to the loader."""
+    model = settings.model
+    if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"fapo.model: directory not found: {model}")
+    data = settings.train_data
+    if not Path(data).expanduser().is_file():
+        raise ConfigError(f"fapo.train_data: file not found: {data}")
 
 
 @dataclass(frozen=True)
@@ -164,36 +265,46 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def parse_config(raw: dict[str, Any]) -> TrainConfig:
-    """Validate a raw config dict (as read from YAML) into a TrainConfig."""
-    if not isinstance(raw, dict):
-        raise ConfigError("a training config must be a YAML mapping")
+def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
+    """Validate a raw config dict (as read from YAML) into a TrainConfig; with `check_paths`, also that
+    the model directory and the training data exist (`check_local_paths`)."""
+    _check_mapping(raw)
     fapo_raw = raw.get("fapo") or {}
     if not isinstance(fapo_raw, dict):
-        raise ConfigError("the fapo: section must be a mapping")
+        raise ConfigError(f"the fapo: section must be a mapping (key: value lines), got {type(fapo_raw).__name__}")
     fapo_fields = [f.name for f in dataclasses.fields(FapoSettings)]
     for key in fapo_raw:
         if key not in fapo_fields:
             raise ConfigError(f"unknown key fapo.{key}{_closest(key, fapo_fields)}")
+    _check_fapo_types(fapo_raw)
     trl_keys = {k: v for k, v in raw.items() if k != "fapo"}
-    valid = _grpo_field_names()
-    for key in trl_keys:
-        if key not in valid:
-            hint = _closest(key, valid + ["fapo"])
-            raise ConfigError(f"unknown key {key!r}: not a TRL GRPOConfig field{hint}")
+    _check_trl_values(trl_keys)
     try:
         settings = FapoSettings(**fapo_raw)
     except TypeError as err:
         raise ConfigError(str(err)) from err
+    if check_paths:
+        check_local_paths(settings)
+    valid = _grpo_field_names()  # imports TRL: last, once every value has been checked
+    for key in trl_keys:
+        if key not in valid:
+            hint = _closest(key, valid + ["fapo"])
+            raise ConfigError(f"unknown key {key!r}: not a TRL GRPOConfig field{hint}")
     return TrainConfig(trl=trl_keys, fapo=settings)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML training config, apply overrides, validate."""
+def load_config(path: str | Path, overrides: list[str] | None = None, check_paths: bool = False) -> TrainConfig:
+    """Read a YAML training config, apply overrides, validate (`parse_config`)."""
     try:
         raw = _load_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    return parse_config(apply_overrides(raw, overrides or []))
+    _check_mapping(raw)
+    return parse_config(apply_overrides(raw, overrides or []), check_paths)
+
+
+def _check_mapping(raw: Any) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a training config must be a YAML mapping (key: value lines), got {type(raw).__name__}")

@@ -1,0 +1,201 @@
+"""Output files: checked before work, written whole or not at all, through links, `-` for stdout, any input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import policy_case
+from fapo.cli import main
+from fapo.grm.launch import serve_in_thread
+from fapo.grm.server import load_oracle
+from fapo.io import DataError, check_output_path, read_jsonl, write_jsonl, write_text
+
+LONE_SURROGATE = '"x\\ud800y"'  # valid JSON, not valid Unicode
+BOXED_SURROGATE = '"x\\ud800 so \\\\boxed{2}"'  # the same, in an answer the fast path checks
+
+
+@pytest.fixture(scope="module")
+def oracle_url():
+    with serve_in_thread(load_oracle("testbed")) as server:
+        yield server.url
+
+
+def _judge_input(path: Path, ids: list[str] | None = None) -> Path:
+    problem, gold, solutions = policy_case()
+    ids = ids or ['"clean"', '"skip"']
+    lines = [f'{{"id": {row_id}, "problem": {json.dumps(problem)}, "response": {json.dumps(solution)}, '
+             f'"ground_truth": "{gold}"}}' for row_id, solution in zip(ids, solutions.values())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _verify_input(path: Path, response: str = BOXED_SURROGATE) -> Path:
+    path.write_text('{"id": 1, "response": "so \\\\boxed{2}", "gold": "2"}\n'
+                    f'{{"id": 2, "response": {response}, "gold": "2"}}\n', encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------ the writer
+
+
+def test_write_text_replaces_a_links_target_and_keeps_the_link(tmp_path):
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    os.chmod(target, 0o640)
+    link.symlink_to(target.name)
+    write_jsonl(link, [{"a": 1}])
+    assert link.is_symlink() and read_jsonl(target) == [{"a": 1}]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)  # the file's mode is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "target.jsonl"]  # no temporary left
+
+
+def test_a_row_that_cannot_be_written_leaves_the_old_file(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("kept\n")
+    with pytest.raises(TypeError):
+        write_jsonl(out, [{"a": 1}, {"b": object()}])
+    assert out.read_text() == "kept\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_lone_surrogates_stay_escaped_and_read_back_the_same(tmp_path):
+    row = json.loads('{"id": ' + LONE_SURROGATE + ', "text": "é"}')
+    write_jsonl(tmp_path / "o.jsonl", [row])
+    assert read_jsonl(tmp_path / "o.jsonl") == [row]
+    write_text(tmp_path / "t.md", "a \ud800 b")  # markdown: shown escaped
+    assert (tmp_path / "t.md").read_text() == "a \\ud800 b"
+
+
+def test_check_output_path_refuses_before_work(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("{}\n")
+    (tmp_path / "alias.jsonl").symlink_to(src)
+    check_output_path("-", [src])
+    check_output_path(tmp_path / "new.jsonl", [src])
+    for path, message in [(tmp_path, "is a directory"), (tmp_path / "no" / "o.jsonl", "does not exist"),
+                          (src, "is also an input"), (tmp_path / "alias.jsonl", "is also an input")]:
+        with pytest.raises(DataError, match=message):
+            check_output_path(path, [src])
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+def test_verify_with_a_lone_surrogate_writes_every_row(tmp_path, capsys):
+    src, out = _verify_input(tmp_path / "s.jsonl"), tmp_path / "o.jsonl"
+    assert main(["verify", str(src), "-o", str(out), "--workers", "1"]) == 0
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == [1, 2] and rows[1]["response"] == "x\ud800 so \\boxed{2}"
+    assert rows[1]["correct"] is True
+
+
+def test_verify_refuses_to_write_over_its_input(tmp_path, capsys):
+    src = _verify_input(tmp_path / "s.jsonl")
+    before = src.read_bytes()
+    assert main(["verify", str(src), "-o", str(src)]) == 2
+    assert "is also an input" in capsys.readouterr().err and src.read_bytes() == before
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "1e9"])
+def test_verify_timeout_must_be_a_finite_positive_number(tmp_path, capsys, timeout):
+    assert main(["verify", str(_verify_input(tmp_path / "s.jsonl")), "--timeout", timeout]) == 2
+    assert "--timeout must be > 0" in capsys.readouterr().err
+
+
+def test_verify_into_a_closed_pipe_says_so(tmp_path):
+    src = str(_verify_input(tmp_path / "s.jsonl", '"\\\\boxed{1}"'))
+    code = ("import sys, os\nr, w = os.pipe()\nos.close(r)\nos.dup2(w, 1)\nfrom fapo.cli import main\n"
+            f"sys.exit(main(['verify', {src!r}, '--workers', '1']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "cannot write stdout: Broken pipe" in done.stderr and "None" not in done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# ------------------------------------------------------------------------------------ judge
+
+
+def test_judge_writes_through_a_link(tmp_path, oracle_url, capsys):
+    src = _judge_input(tmp_path / "in.jsonl")
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(target)  # dangling until written
+    assert main(["judge", str(src), "-o", str(link), "--endpoint", oracle_url]) == 0
+    assert link.is_symlink() and [r["status"] for r in read_jsonl(target)] == ["ok", "ok"]
+
+
+def test_judge_dash_and_dev_stdout_mean_stdout(tmp_path, oracle_url, capsys):
+    src = _judge_input(tmp_path / "in.jsonl")
+    assert main(["judge", str(src), "-o", "-", "--endpoint", oracle_url]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["clean", "skip"]
+    assert not (Path.cwd() / "-").exists()
+    done = subprocess.run([sys.executable, "-m", "fapo.cli", "judge", str(src), "-o", "/dev/stdout",
+                           "--endpoint", oracle_url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["verdict"] for line in done.stdout.splitlines()] == [-1, 0]  # the skip is step 0
+    assert os.path.islink("/dev/stdout")
+
+
+def test_judge_with_a_lone_surrogate_id_writes_every_row(tmp_path, oracle_url, capsys):
+    src = _judge_input(tmp_path / "in.jsonl", [LONE_SURROGATE, '"b"'])
+    out = tmp_path / "out.jsonl"
+    assert main(["judge", str(src), "-o", str(out), "--endpoint", oracle_url]) == 0
+    assert [r["id"] for r in read_jsonl(out)] == ["x\ud800y", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+
+
+@pytest.mark.parametrize("output, message", [(".", "is a directory"), ("in.jsonl", "is also an input"),
+                                             ("missing/o.jsonl", "does not exist")])
+def test_judge_checks_its_output_before_any_work(tmp_path, capsys, output, message):
+    src = _judge_input(tmp_path / "in.jsonl")
+    before = src.read_bytes()
+    # no server at this URL: a check after the work would first spend the retries on it
+    code = main(["judge", str(src), "-o", str(tmp_path / output), "--endpoint", "http://127.0.0.1:1/v1"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "grm/requests" not in err
+    assert src.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------ eval grm
+
+
+def _critic_rows(path: Path, ids: list[str]) -> Path:
+    problem, _, _ = policy_case()
+    lines = [f'{{"id": {row_id}, "problem": {json.dumps(problem)}, "steps": ["a", "b"], "label": -1, '
+             f'"final_answer_correct": true}}' for row_id in ids]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_eval_grm_saves_every_prediction_with_a_lone_surrogate_id(tmp_path, capsys):
+    data = _critic_rows(tmp_path / "set.jsonl", [LONE_SURROGATE, '"b"', '"c"'])
+    preds, report = tmp_path / "p.jsonl", tmp_path / "r.json"
+    code = main(["eval", "grm", "--data", str(data), "--judge", "oracle", "--save-predictions", str(preds),
+                 "-o", str(report), "--min-coverage", "0"])
+    assert code == 0
+    assert [r["id"] for r in read_jsonl(preds)] == ["x\ud800y", "b", "c"]
+    assert json.loads(report.read_text())["judge_status"]["ok"] + json.loads(report.read_text())["judge_status"][
+        "invalid"] == 3
+
+
+@pytest.mark.parametrize("flag", ["-o", "--save-predictions"])
+def test_eval_grm_checks_outputs_before_any_work(tmp_path, capsys, flag):
+    data = _critic_rows(tmp_path / "set.jsonl", ['"a"'])
+    for output, message in [(tmp_path, "is a directory"), (data, "is also an input")]:
+        code = main(["eval", "grm", "--data", str(data), "--endpoint", "http://127.0.0.1:1/v1", flag, str(output)])
+        assert code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_eval_grm_predictions_to_stdout(tmp_path, capsys):
+    data = _critic_rows(tmp_path / "set.jsonl", ['"a"', '"b"'])
+    code = main(["eval", "grm", "--data", str(data), "--judge", "oracle", "--save-predictions", "-",
+                 "--min-coverage", "0"])
+    captured = capsys.readouterr()
+    assert code == 0 and [json.loads(line)["id"] for line in captured.out.splitlines()] == ["a", "b"]
+    assert "# GenRM evaluation" in captured.err  # the markdown moves out of the way
+    assert main(["eval", "grm", "--data", str(data), "--judge", "oracle", "--save-predictions", "-", "-o", "-"]) == 2
