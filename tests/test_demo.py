@@ -64,7 +64,7 @@ def test_quick_demo_end_to_end(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO, oracle judge |" in markdown and "## Checks" in markdown
     assert "While judging FAPO's rollouts" in markdown and "P(correct | skipped)" in markdown
-    for png in ("accuracy_flawed.png", "length.png", "grm_reward.png"):
+    for png in ("accuracy_flawed.png", "flaw_classes.png", "length.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown
     assert markdown.index("accuracy_flawed.png") < markdown.index("| arm |"), "the curves are the first picture"

@@ -165,8 +165,8 @@ def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> 
 
 
 def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -> list[str]:
-    """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; response length;
-    the GenRM's RL reward (when a GenRM was trained)."""
+    """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; the main classes of
+    flawed positive per arm; response length; the GenRM's RL reward (when a GenRM was trained)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,6 +190,22 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -
     fig.tight_layout()
     fig.savefig(out / "accuracy_flawed.png", dpi=110)
     written.append("accuracy_flawed.png")
+    plt.close(fig)
+
+    reasons = ("skipped_pair", "wrong_arithmetic", "merged_steps")
+    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for reason, color in zip(reasons, ("tab:purple", "tab:orange", "tab:gray")):
+            steps, mean, std = _series(runs, arm, f"monitor/reason/{reason}")
+            ax.plot(steps, mean, color=color, label=reason.replace("_", " "))
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=color, alpha=0.2)
+        ax.set(title=f"{LABELS[arm]}: flawed positives by class", xlabel="optimizer step",
+               ylabel="share of correct training rollouts")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "flaw_classes.png", dpi=110)
+    written.append("flaw_classes.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
