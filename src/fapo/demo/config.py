@@ -41,6 +41,8 @@ def tiny_grm_trl(steps: int, seed: int) -> dict[str, Any]:
 
 
 JUDGES = ("both", "trained", "oracle")
+ARM_JUDGE = {"fapo": "trained", "fapo_oracle": "oracle"}
+"""Each FAPO arm's judge: the RL-trained tiny GenRM, or the step checker."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,18 @@ class DemoConfig:
         return list(range(self.seed_base, self.seed_base + self.seeds))
 
     @property
+    def judges(self) -> tuple[str, ...]:
+        """The judges FAPO runs with: "trained" and/or "oracle"."""
+        return ("trained", "oracle") if self.judge == "both" else (self.judge,)
+
+    @property
     def arms(self) -> tuple[str, ...]:
-        """The RL arms: "grpo", then "fapo" (trained GenRM) and/or "fapo_oracle" as `judge` says."""
-        return ("grpo",) + {"trained": ("fapo",), "oracle": ("fapo_oracle",), "both": ("fapo", "fapo_oracle")}[self.judge]
+        """The RL arms: "grpo", then one FAPO arm per judge (see ARM_JUDGE)."""
+        return ("grpo",) + tuple(arm for arm, judge in ARM_JUDGE.items() if judge in self.judges)
 
     @property
     def trains_genrm(self) -> bool:
-        return self.judge != "oracle"
+        return "trained" in self.judges
 
 
 QUICK = DemoConfig(

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fapo.demo.config import POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
+from fapo.demo.config import ARM_JUDGE, POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
 
 console = Console(stderr=True)
 STAGES = 6
@@ -72,10 +72,9 @@ def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[dict[str, list[s
 
     sources = {"trained": (["--model", grm_dir, "--device", "cpu", "--threads", "1"], config.workers),
                "oracle": (["--oracle", "testbed"], 1)}
-    needed = {"trained": ("trained",), "oracle": ("oracle",), "both": ("trained", "oracle")}[config.judge]
     workers: dict[str, list[Any]] = {}
     try:
-        for judge in needed:
+        for judge in config.judges:
             source, count = sources[judge]
             workers[judge] = []
             for _ in range(count):
@@ -99,9 +98,6 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
 
 
-JUDGE_OF_ARM = {"fapo": "trained", "fapo_oracle": "oracle"}
-
-
 def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Path, urls: dict[str, list[str]],
               config: DemoConfig) -> dict[str, Any]:
     """One policy RL run: "grpo" (λ = 0, no judge), "fapo" (λ, the served GenRM) or "fapo_oracle" (λ, the served
@@ -113,8 +109,8 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
                             "monitor_oracle": "testbed", "judge_max_tokens": 192, "judge_timeout": 30.0,
                             "torch_threads": 1}
-    if arm in JUDGE_OF_ARM:
-        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls[JUDGE_OF_ARM[arm]])
+    if arm in ARM_JUDGE:
+        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls[ARM_JUDGE[arm]])
     else:
         fapo.update(penalty=0.0, judge="none")
     result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)

@@ -136,8 +136,7 @@ def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float | int | N
                for r in _records(Path(run["output_dir"]) / "metrics.jsonl") if "loss" in r]
 
     def mean(key: str) -> float | None:
-        values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
-        return statistics.fmean(values) if values else None
+        return _mean_or_none([r.get(key) for r in records])
 
     judged = int(sum(r.get("grm/judged") or 0 for r in records))
     not_ok = sum((r.get("grm/invalid") or 0) + (r.get("grm/errors") or 0) for r in records)
