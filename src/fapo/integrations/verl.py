@@ -239,7 +239,12 @@ def _client(settings: VerlRewardSettings, router_address: str | None, tokenizer:
             "compute_score_fapo needs a GenRM: run it in verl with reward_model.enable=True (verl's router), "
             f"or give custom_reward_function.reward_kwargs.judge_endpoints / {ENV_ENDPOINTS} (http://host:port/v1, ...)"
         )
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.get(loop)
+    if per_loop is None:
+        per_loop = _clients[loop] = {}
+        # when the loop is gone its clients' counters move to the process totals, so they never go backwards
+        weakref.finalize(loop, _retire, per_loop)
     if key not in per_loop:
         per_loop[key] = _make_client(settings, urls, router_address, tokenizer)
     return per_loop[key]
@@ -264,15 +269,27 @@ def _make_client(
     return GenRMClient(config, protocol)
 
 
+_retired: dict[str, float] = {}
+"""Counters of the clients whose event loop is gone."""
+
+
+def _add_counters(totals: dict[str, float], clients) -> None:
+    for client in clients:
+        for name, value in client.metrics().items():
+            if not name.startswith("grm/endpoint/") and "latency" not in name and name != "grm/flawed_ratio":
+                totals[name] = totals.get(name, 0.0) + value
+
+
+def _retire(per_loop: dict[tuple, GenRMClient]) -> None:
+    _add_counters(_retired, per_loop.values())
+
+
 def judge_metrics() -> dict[str, float]:
     """This process's GenRM counters, summed over its clients: grm/judgements, grm/ok, grm/invalid,
     grm/errors, grm/flawed, grm/requests, grm/retries, ...; grm/flawed_ratio = flawed / ok."""
-    totals: dict[str, float] = {}
+    totals = dict(_retired)
     for per_loop in list(_clients.values()):
-        for client in per_loop.values():
-            for name, value in client.metrics().items():
-                if not name.startswith("grm/endpoint/") and "latency" not in name and name != "grm/flawed_ratio":
-                    totals[name] = totals.get(name, 0.0) + value
+        _add_counters(totals, per_loop.values())
     ok = totals.get("grm/ok", 0.0)
     totals["grm/flawed_ratio"] = totals.get("grm/flawed", 0.0) / ok if ok else 0.0
     return totals
