@@ -211,8 +211,8 @@ def test_plumbing_oracle_scores_100_on_the_labels_it_made(testbed_critic, tmp_pa
 def test_plumbing_predictions_written_by_fapo_judge(testbed_critic, tmp_path):
     """Plumbing only (the oracle judges its own labels): `fapo judge` against an oracle server writes
     predictions that `eval grm --predictions` reads."""
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
 
     judged = tmp_path / "judged.jsonl"
     with serve_in_thread(load_oracle("testbed")) as server:
@@ -240,7 +240,7 @@ class ScriptedJudge:
     def generate(self, requests):
         import re
 
-        from fapo.grm.backend import Completion
+        from fapo.serving.backend import Completion
 
         replies = [self.REPLIES[re.search(r"problem (\d)", r.messages[-1]["content"]).group(1)] for r in requests]
         return [[Completion(text, "stop", 5)] * r.n for text, r in zip(replies, requests, strict=True)]
@@ -251,7 +251,7 @@ class ScriptedJudge:
 
 def test_scripted_judge_with_wrong_verdicts_scored_by_hand(small_set, tmp_path):
     """The whole `eval grm --endpoint` path on a real loopback server, with metrics computed by hand."""
-    from fapo.grm.launch import serve_in_thread
+    from fapo.serving.launch import serve_in_thread
 
     out = tmp_path / "r.json"
     with serve_in_thread(ScriptedJudge(), max_wait_ms=0) as server:
@@ -295,8 +295,8 @@ def test_oracle_on_other_problems_fails_every_judgement(small_set, capsys):
 
 def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_path):
     """A ProcessBench slice judged by a tiny random model served over loopback: garbage verdicts, a sound report."""
-    from fapo.grm.hf_backend import TransformersBackend
-    from fapo.grm.launch import serve_in_thread
+    from fapo.serving.hf_backend import TransformersBackend
+    from fapo.serving.launch import serve_in_thread
 
     backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
     out = tmp_path / "r.json"

@@ -82,8 +82,8 @@ def test_verify_samples_counts_answers_as_training_does():
 
 def test_eval_policy_judged_over_http(memorised_policy_dir, tmp_path, capsys):
     """Sample 8 answers, verify, and judge the correct ones with the oracle behind a real GenRM server."""
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
 
     data = tmp_path / "problems.jsonl"
     data.write_text(json.dumps({"id": "p0", "problem": POLICY_PROBLEM, "answer": POLICY_ANSWER}) + "\n")

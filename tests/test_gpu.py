@@ -19,8 +19,8 @@ ON_GPU = {"use_cpu": False, "bf16": True}
 
 
 def test_backend_defaults_to_cuda_in_bf16_and_samples_per_row(tiny_model_dir):
-    from fapo.grm.backend import GenerationRequest
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.backend import GenerationRequest
+    from fapo.serving.hf_backend import TransformersBackend
 
     backend = TransformersBackend.load(str(tiny_model_dir))
     assert backend.model.device.type == "cuda" and backend.model.dtype == torch.bfloat16
@@ -41,7 +41,7 @@ def test_backend_defaults_to_cuda_in_bf16_and_samples_per_row(tiny_model_dir):
 
 def test_serve_grm_defaults_to_cuda_and_judges_over_http(tiny_model_dir):
     from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem, judge_sync
-    from fapo.grm.launch import launch_subprocess
+    from fapo.serving.launch import launch_subprocess
 
     with launch_subprocess(["--model", str(tiny_model_dir), "--port", "0", "--max-batch", "16"]) as server:
         config = JudgeConfig(endpoints=(Endpoint(server.url, "tiny"),), concurrency=16, max_tokens=8,
@@ -66,14 +66,14 @@ class DeviceLog(TrainerCallback):
 
 
 def test_policy_training_on_cuda_with_the_oracle_over_http(memorised_policy_dir, tmp_path):
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
     from fapo.train.runner import train_policy
 
     data = write_policy_data(tmp_path / "train.jsonl")
     seen = DeviceLog()
     with serve_in_thread(load_oracle("testbed")) as server:
-        config = policy_config(memorised_policy_dir, data, ON_GPU, judge="http", judge_endpoints=[server.url])
+        config = policy_config(memorised_policy_dir, data, ON_GPU, oracle=None, judge={"endpoints": [server.url]})
         result = train_policy(config, tmp_path / "run", callbacks=[seen])
     assert seen.devices == ["cuda"] * result.global_step
     metrics = _assert_trained(result, memorised_policy_dir)

@@ -738,8 +738,8 @@ def test_cli_judge_malformed_line_in_a_subprocess(tmp_path):
 
 def test_cli_judge_exits_nonzero_when_no_row_gets_a_verdict(tmp_path, capsys):
     """Every row 'invalid' (the oracle cannot read these problems) is a failed run, not a result."""
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, [{"id": i, "problem": "not a testbed problem", "steps": ["a"]} for i in range(3)])

@@ -6,8 +6,8 @@ from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem, judge_sync
 
 
 def test_client_spreads_judgements_over_two_real_model_servers(tiny_model_dir):
-    from fapo.grm.hf_backend import TransformersBackend
-    from fapo.grm.launch import serve_in_thread
+    from fapo.serving.hf_backend import TransformersBackend
+    from fapo.serving.launch import serve_in_thread
 
     servers = [serve_in_thread(TransformersBackend.load(str(tiny_model_dir), device="cpu"), max_batch=8,
                                max_wait_ms=20) for _ in range(2)]

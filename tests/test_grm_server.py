@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fapo.grm.backend import Completion, GenerationRequest
-from fapo.grm.launch import ServerStartError, launch_subprocess, serve_in_thread
-from fapo.grm.server import ServerConfig, parse_chat_request
+from fapo.serving.backend import Completion, GenerationRequest
+from fapo.serving.launch import ServerStartError, launch_subprocess, serve_in_thread
+from fapo.serving.server import ServerConfig, parse_chat_request
 
 HELLO = [{"role": "user", "content": "Start with 3. Add 4. What is the result?"}]
 
@@ -72,7 +72,7 @@ class StubBackend:
 
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_model_dir):
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.hf_backend import TransformersBackend
 
     return TransformersBackend.load(str(tiny_model_dir), device="cpu", model_name="tiny-grm")
 
@@ -108,8 +108,8 @@ def test_chat_completion_returns_text_and_usage(tiny_backend):
 def test_a_checkpoints_generation_config_does_not_change_decoding(tiny_backend, tiny_model_dir):
     """Processors a checkpoint's generation_config asks for (repetition penalty, n-gram bans, ...) stay off:
     only the request's own sampling settings shape the text, as in TRL's rollouts."""
-    from fapo.grm.backend import GenerationRequest
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.backend import GenerationRequest
+    from fapo.serving.hf_backend import TransformersBackend
 
     shipped = TransformersBackend.load(str(tiny_model_dir), device="cpu", model_name="tiny-grm")
     shipped.model.generation_config.update(repetition_penalty=50.0, no_repeat_ngram_size=1, min_new_tokens=12,
@@ -161,7 +161,7 @@ def test_concurrent_requests_are_batched_with_per_request_parameters(tiny_backen
 
 
 def test_finish_reason_and_token_count_from_ids():
-    from fapo.grm.hf_backend import completion_from_ids
+    from fapo.serving.hf_backend import completion_from_ids
 
     decode = lambda ids: " ".join(map(str, ids))  # noqa: E731
     eos = {2, 9}
@@ -179,7 +179,7 @@ def test_finish_reason_and_token_count_from_ids():
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     import torch
 
-    from fapo.grm.hf_backend import keep_top_p
+    from fapo.serving.hf_backend import keep_top_p
 
     probs = torch.tensor([[0.1, 0.5, 0.3, 0.1], [0.1, 0.5, 0.3, 0.1]])
     kept = keep_top_p(probs, torch.tensor([0.7, 0.4]))
@@ -310,12 +310,12 @@ def test_config_errors_say_how_to_fix():
 
 
 def test_cli_rejects_unknown_or_missing_oracle(monkeypatch, capsys):
+    from fapo import oracles
     from fapo.cli import main
-    from fapo.grm import server
 
     assert main(["serve-grm", "--oracle", "nosuch"]) == 2
     assert "unknown oracle 'nosuch'" in capsys.readouterr().err
-    monkeypatch.setitem(server.ORACLES, "ghost", "fapo.no_such_module:Oracle")
+    monkeypatch.setitem(oracles.ORACLES, "ghost", "fapo.no_such_module")
     assert main(["serve-grm", "--oracle", "ghost"]) == 2
     assert "fapo.no_such_module, which is not installed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -329,7 +329,7 @@ def test_subprocess_that_fails_to_start_reports_its_output():
 
 def test_testbed_oracle_is_served():
     pytest.importorskip("fapo.testbed.oracle")
-    from fapo.grm.server import load_oracle
+    from fapo.serving.server import load_oracle
 
     with serve_in_thread(load_oracle("testbed")) as server:
         status, body = chat(server.url)

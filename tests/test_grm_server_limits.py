@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fapo.grm.backend import Completion, GenerationRequest
-from fapo.grm.launch import launch_subprocess, serve_in_thread
+from fapo.serving.backend import Completion, GenerationRequest
+from fapo.serving.launch import launch_subprocess, serve_in_thread
 from test_grm_server import HELLO, StubBackend, call, chat, metrics, wait_for
 
 
@@ -65,7 +65,7 @@ HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: applicat
 
 
 def test_a_prompt_longer_than_the_context_answers_400_with_the_counts(tiny_model_dir):
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.hf_backend import TransformersBackend
 
     backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
     assert backend.context_tokens == 4096

@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from conftest import policy_case
-from fapo.grm.launch import serve_in_thread
 from fapo.integrations.verl import (
     NO_ANSWER,
     compute_score_baseline,
@@ -20,6 +19,7 @@ from fapo.integrations.verl import (
     compute_score_genrm,
     judge_metrics,
 )
+from fapo.serving.launch import serve_in_thread
 from fapo.testbed.oracle import OracleBackend, oracle_reply
 from verl_standins import GenerateStandIn, boxed_reply
 

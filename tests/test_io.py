@@ -12,9 +12,9 @@ import pytest
 
 from conftest import policy_case
 from fapo.cli import main
-from fapo.grm.launch import serve_in_thread
-from fapo.grm.server import load_oracle
 from fapo.io import DataError, check_output_path, read_jsonl, write_jsonl, write_text
+from fapo.serving.launch import serve_in_thread
+from fapo.serving.server import load_oracle
 
 LONE_SURROGATE = '"x\\ud800y"'  # valid JSON, not valid Unicode
 BOXED_SURROGATE = '"x\\ud800 so \\\\boxed{2}"'  # the same, in an answer the fast path checks

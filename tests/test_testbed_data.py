@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fapo.grm.backend import GenerationRequest
 from fapo.grm.prompt import grm_messages, parse_verdict
 from fapo.io import read_jsonl
+from fapo.serving.backend import GenerationRequest
 from fapo.steps import split_steps
 from fapo.testbed.checker import earliest_error
 from fapo.testbed.data import FILES, GenerateConfig, generate
@@ -129,7 +129,7 @@ def test_oracle_serves_thousands_of_requests_per_second(data_dir):
 
 def test_oracle_over_http_agrees_with_the_checker_on_every_row(data_dir):
     from fapo.grm.client import JudgeConfig, JudgeItem, judge_sync
-    from fapo.grm.launch import serve_in_thread
+    from fapo.serving.launch import serve_in_thread
 
     rows = _critic_rows(data_dir)
     items = [JudgeItem(r["problem"], tuple(r["steps"]), r["ground_truth"]) for r in rows]

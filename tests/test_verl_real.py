@@ -26,8 +26,8 @@ from verl.experimental.reward_loop.reward_manager.dapo import DAPORewardManager 
 from verl.trainer.ppo.reward import get_custom_reward_fn  # noqa: E402
 from verl.utils.reward_score.math_dapo import last_boxed_only_string, normalize_final_answer, remove_boxed  # noqa: E402
 
-from fapo.grm.launch import serve_in_thread  # noqa: E402
 from fapo.integrations.verl import compute_score_baseline, compute_score_fapo, compute_score_genrm  # noqa: E402
+from fapo.serving.launch import serve_in_thread  # noqa: E402
 from verl_standins import FixedReplyBackend, GenerateStandIn  # noqa: E402
 
 MAX_RESPONSE = 1024

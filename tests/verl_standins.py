@@ -69,7 +69,7 @@ class FixedReplyBackend:
         self.reply = reply
 
     def generate(self, requests: list) -> list:
-        from fapo.grm.backend import Completion
+        from fapo.serving.backend import Completion
 
         return [[Completion(self.reply(r.messages[-1]["content"]), "stop", 8)] * r.n for r in requests]
 

@@ -1,7 +1,7 @@
 """`fapo serve-grm (--model DIR | --oracle NAME)`: a local OpenAI-compatible GenRM server.
 
 For CPUs, tests and the demo; production GenRMs run on vLLM or SGLang (`vllm serve MODEL`), which
-`fapo judge` and the trainer reach the same way. Server logic lives in `fapo.grm.server`.
+`fapo judge` and the trainer reach the same way. Server logic lives in `fapo.serving.server`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from fapo.cli import CliError
-    from fapo.grm.server import ServerConfig, serve
+    from fapo.serving.server import ServerConfig, serve
 
     try:
         config = ServerConfig(
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _oracle_backend(name: str):
     from fapo.cli import CliError
-    from fapo.grm.server import load_oracle
+    from fapo.serving.server import load_oracle
 
     try:
         return load_oracle(name)
@@ -99,7 +99,7 @@ def _model_backend(path: str, device: str | None, threads: int | None = None):
     import torch
 
     from fapo.cli import CliError
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.hf_backend import TransformersBackend
 
     if threads is not None:
         if threads < 1:

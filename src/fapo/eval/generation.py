@@ -2,7 +2,7 @@
 
 `sample_completions` returns, for each chat prompt, k `Sample`s (text, generated tokens, whether the
 length limit cut it). The transformers path reuses the local GenRM server's backend
-(`fapo.grm.hf_backend.TransformersBackend`: chat template, left padding, one `generate` call per
+(`fapo.serving.hf_backend.TransformersBackend`: chat template, left padding, one `generate` call per
 batch, per-row temperature / top-p); vLLM is used when it is installed and CUDA is present.
 torch, transformers and vLLM are imported only here and only when called. Knows nothing about
 answers or judging.
@@ -108,8 +108,8 @@ def _sample_transformers(
     import torch
     from tqdm.auto import tqdm
 
-    from fapo.grm.backend import GenerationRequest
-    from fapo.grm.hf_backend import TransformersBackend
+    from fapo.serving.backend import GenerationRequest
+    from fapo.serving.hf_backend import TransformersBackend
 
     backend = TransformersBackend.load(model_dir, device=config.device)
     torch.manual_seed(config.seed)  # one global stream: reproducible for the same batching

@@ -1,6 +1,7 @@
-"""The generative reward model (GenRM): prompt and verdict protocol, async client, local server.
+"""The GenRM judging protocol: prompt and verdict parsing, judge types, the async OpenAI-compatible
+client (N endpoints, least-outstanding routing, retries, circuit breaker, cache, metrics), the in-process
+judge, and the one place a judge is built from settings (`fapo.grm.judge`).
 
-`fapo.grm.prompt` is pure; `fapo.grm.client` speaks HTTP and never imports torch;
-`fapo.grm.server` wraps a transformers model for CPUs, tests and the demo (its wire format in
-`fapo.grm.chat_api`, its batching in `fapo.grm.batcher`).
+Never imports torch and never serves a model: local model serving is `fapo.serving`, and the judge speaks
+HTTP to any OpenAI-compatible server the same way.
 """

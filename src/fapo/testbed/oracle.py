@@ -1,6 +1,6 @@
 """The oracle judge: the step checker answering as a GenRM.
 
-`OracleBackend` implements `fapo.grm.backend.CompletionBackend`, so `fapo serve-grm --oracle testbed`
+`OracleBackend` implements `fapo.serving.backend.CompletionBackend`, so `fapo serve-grm --oracle testbed`
 serves it through the same HTTP path and client as a model: it reads the GenRM prompt built by
 `fapo.grm.prompt.build_grm_prompt` (problem text and `<paragraph_i>` steps), runs the checker and
 answers with the checker's critique ending in `\\boxed{k}`. A request that is not a testbed GenRM
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 
-from fapo.grm.backend import Completion, GenerationRequest
+from fapo.serving.backend import Completion, GenerationRequest
 from fapo.steps import split_steps
 from fapo.testbed.checker import critique, earliest_error
+from fapo.testbed.diagnose import monitor_metrics  # noqa: F401 (this oracle's batch diagnostics, see fapo.oracles)
 from fapo.testbed.task import Problem, parse_problem
 
 MODEL_NAME = "testbed-oracle"

@@ -5,7 +5,7 @@ A `Lane` gathers waiting requests into batches of up to `max_batch` (or until th
 loop stays responsive. The server keeps two lanes, short and long requests, so that a request asking
 for a few tokens never waits behind one asking for thousands. Requests whose client has disconnected
 are dropped before they reach the backend. Must not know about HTTP beyond "is this client still
-there" (`fapo.grm.server` owns requests and responses) or generate text (backends do).
+there" (`fapo.serving.server` owns requests and responses) or generate text (backends do).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from fapo.grm.backend import Completion, CompletionBackend, GenerationRequest
-from fapo.grm.chat_api import RequestError
+from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest
+from fapo.serving.chat_api import RequestError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Start local GenRM servers for tests, the demo and benchmarks: in a thread of this process
 (`serve_in_thread`) or as `fapo serve-grm` child processes (`launch_subprocess`), each ready only
-once /health answers. Knows nothing about requests or batching (`fapo.grm.server` does).
+once /health answers. Knows nothing about requests or batching (`fapo.serving.server` does).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fapo.grm.backend import CompletionBackend
-from fapo.grm.server import LISTENING_PREFIX, GrmServer, ServerConfig
+from fapo.serving.backend import CompletionBackend
+from fapo.serving.server import LISTENING_PREFIX, GrmServer, ServerConfig
 
 
 class ServerStartError(RuntimeError):

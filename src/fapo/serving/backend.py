@@ -1,7 +1,7 @@
 """What the local GenRM server asks of whatever produces completions.
 
-The server (`fapo.grm.server`) owns HTTP, batching and limits; a backend owns text generation.
-Two backends exist: a transformers causal LM (`fapo.grm.server`) and the testbed's oracle
+The server (`fapo.serving.server`) owns HTTP, batching and limits; a backend owns text generation.
+Two backends exist: a transformers causal LM (`fapo.serving.hf_backend`) and the testbed's oracle
 (`fapo.testbed.oracle`), which computes the verdict with a program. Neither knows about HTTP.
 """
 

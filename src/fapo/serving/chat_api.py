@@ -2,7 +2,7 @@
 
 Owns what a request body may hold (`parse_chat_request` raises `RequestError(400, why)`) and the shape
 of a `chat.completion` answer. Must not know about queues, batching or HTTP handling
-(`fapo.grm.server` does) or generate anything.
+(`fapo.serving.server` does) or generate anything.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import time
 import uuid
 from typing import Any, Protocol
 
-from fapo.grm.backend import Completion, GenerationRequest
+from fapo.serving.backend import Completion, GenerationRequest
 
 _UNSUPPORTED_FIELDS = ("stream", "stop", "logprobs", "top_logprobs", "tools", "response_format")
 
 
 class ChatLimits(Protocol):
-    """The limits `parse_chat_request` applies (a `fapo.grm.server.ServerConfig` has them)."""
+    """The limits `parse_chat_request` applies (a `fapo.serving.server.ServerConfig` has them)."""
 
     default_max_tokens: int
     max_tokens_limit: int

@@ -1,14 +1,15 @@
 """A small OpenAI-compatible chat-completions server over a `CompletionBackend`, with dynamic batching.
 
 Owns: HTTP (aiohttp.web) and the limits that keep one client from tying the server up — API key
-(401), body size (413), malformed JSON or fields (400, `fapo.grm.chat_api`), a prompt longer than the
+(401), body size (413), malformed JSON or fields (400, `fapo.serving.chat_api`), a prompt longer than the
 model's context (400 with the token counts), `max_tokens × n` per request (400), a full queue (429 with
 Retry-After), too many connections (503), a request head or body that does not arrive in time
-(connection closed, 408) — plus `/metrics` and three ways to run a server: `serve` (the CLI's
-foreground loop, stops within a bounded time on SIGINT/SIGTERM), `serve_in_thread` (in-process) and
-`launch_subprocess` (a `fapo serve-grm` child). Batching lives in `fapo.grm.batcher`.
+(connection closed, 408) — plus `/metrics` and `serve`, the CLI's foreground loop (stops within a
+bounded time on SIGINT/SIGTERM). Batching lives in `fapo.serving.batcher`, the wire format in
+`fapo.serving.chat_api`, the other ways to start a server (`serve_in_thread`, `launch_subprocess`) in
+`fapo.serving.launch`, and the registry of oracles `--oracle NAME` serves in `fapo.oracles`.
 
-Must not: generate text (backends do: `fapo.grm.hf_backend`, the testbed's oracle), import torch or the
+Must not: generate text (backends do: `fapo.serving.hf_backend`, the testbed's oracle), import torch or the
 testbed unless asked, or be the production path. It is for CPUs, tests and the demo; production GenRMs
 run on vLLM or SGLang behind `fapo.grm.client`, which speaks to both the same way.
 
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-import importlib
 import json
 import logging
+import math
 import signal
 import time
 from collections import deque
@@ -32,17 +33,16 @@ from typing import Any
 
 from aiohttp import web
 
-from fapo.grm.backend import Completion, CompletionBackend, GenerationRequest
-from fapo.grm.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
-from fapo.grm.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
+from fapo.metrics import percentile
+from fapo.oracles import oracle_part
+from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest
+from fapo.serving.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
+from fapo.serving.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
 LISTENING_PREFIX = "fapo serve-grm listening on "
 """Start of the line `serve` prints once it accepts connections; the URL follows."""
-
-ORACLES: dict[str, str] = {"testbed": "fapo.testbed.oracle:OracleBackend"}
-"""Programmatic judges `--oracle NAME` can serve: name → "module:attribute" (imported only when asked)."""
 
 RETRY_AFTER_S = 1
 """Seconds a 429 or 503 answer tells the client to wait (`Retry-After`)."""
@@ -131,10 +131,9 @@ class _Metrics:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """`fapo.metrics.percentile`, None (JSON null) when there are no values."""
+    value = percentile(values, q)
+    return None if math.isnan(value) else value
 
 
 class _Refusal(asyncio.Protocol):
@@ -407,19 +406,8 @@ async def serve(backend: CompletionBackend, config: ServerConfig, stop_timeout_s
 
 
 def load_oracle(name: str) -> CompletionBackend:
-    """Build the oracle backend registered as `name` in ORACLES, importing its module only now.
+    """The `OracleBackend` of the oracle registered as `name` (`fapo.oracles`), importing its module only now.
 
     Raises ValueError for an unknown name and ImportError, saying which module, when it is missing.
     """
-    if name not in ORACLES:
-        raise ValueError(f"unknown oracle {name!r}; known: {', '.join(sorted(ORACLES))}")
-    module_name, attribute = ORACLES[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and (module_name + ".").startswith(err.name + "."):
-            raise ImportError(f"oracle {name!r} needs module {module_name}, which is not installed") from err
-        raise
-    return getattr(module, attribute)()
-
-
+    return oracle_part(name, "OracleBackend")()

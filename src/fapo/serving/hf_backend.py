@@ -1,8 +1,9 @@
-"""`TransformersBackend`: the local GenRM server's text generation over a transformers causal LM.
+"""`TransformersBackend`: text generation over a transformers causal LM, for the local GenRM server and for
+policy sampling in evaluation (`fapo.eval.generation`).
 
 Owns: chat templating (add_generation_prompt=True), left-padded batches, ONE `model.generate` call
 per batch, per-row sampling parameters, finish reasons and token counts. Must not: know about HTTP,
-queues or limits (`fapo.grm.server` does), or pretend to be fast — production GenRMs run on
+queues or limits (`fapo.serving.server` does), or pretend to be fast — production GenRMs run on
 vLLM/SGLang; this is for CPUs, tests and the demo.
 
 Requests in one batch may ask for different temperatures, top-p, max_tokens and seeds. Instead of one
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from fapo.grm.backend import Completion, GenerationRequest
+from fapo.serving.backend import Completion, GenerationRequest
 
 # Every generation setting that makes transformers add a logits processor or change the search, at its
 # neutral value. Passed to each `generate` call, they override a checkpoint's generation_config (e.g. the
