@@ -1,6 +1,6 @@
 """`fapo judge INPUT.jsonl -o OUT.jsonl --endpoint URL ...`: judge solutions with GenRM servers.
 
-Reads rows, hands them to `fapo.grm.client`, writes one result row per input row and a JSON
+Reads rows, hands them to the judge `fapo.grm.judge.make_judge` builds, writes one result row per input row and a JSON
 summary on stderr. Holds no judging logic; never imports torch.
 """
 
@@ -16,6 +16,23 @@ from typing import Any
 OUTPUT_FIELDS = (
     "id", "verdict", "flawed", "status", "critique", "endpoint", "attempts", "latency_s", "error",
 )  # fmt: skip
+
+
+CLIENT_OPTIONS = (
+    ("--concurrency", int, "requests in flight at once"),
+    ("--timeout", float, "seconds per HTTP attempt"),
+    ("--retries", int, "retries after the first attempt"),
+    ("--max-tokens", int, "critique length bound"),
+    ("--temperature", float, "sampling temperature (0: greedy)"),
+    ("--top-p", float, "nucleus sampling mass"),
+    ("--votes", int, "samples per solution, majority verdict"),
+    ("--cache-size", int, "judgements kept in the client's cache (0: off)"),
+    ("--breaker-failures", int, "consecutive failures that take an endpoint out"),
+    ("--breaker-cooldown", float, "seconds before an endpoint taken out is probed again"),
+    ("--backoff-base", float, "first retry delay in seconds (doubles per retry)"),
+    ("--backoff-max", float, "cap on one retry delay in seconds"),
+)
+"""`fapo.grm.types.JudgeConfig` fields as flags; an option left out keeps the JudgeConfig default (one source)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,35 +60,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("FAPO_GRM_API_KEY"),
         help="bearer token (default $FAPO_GRM_API_KEY)",
     )
-    p.add_argument("--concurrency", type=int, default=64, help="requests in flight at once (default 64)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP attempt (default 60)")
-    p.add_argument("--retries", type=int, default=3, help="retries after the first attempt (default 3)")
-    p.add_argument("--max-tokens", type=int, default=2048, help="critique length bound (default 2048)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0, greedy)")
-    p.add_argument("--votes", type=int, default=1, help="samples per solution, majority verdict (default 1)")
-    p.add_argument(
-        "--tie-break", choices=("flawed", "clean"), default="flawed", help="tied votes go this way"
-    )
+    for flag, kind, what in CLIENT_OPTIONS:
+        p.add_argument(flag, type=kind, default=None, help=f"{what} (default: JudgeConfig's)")
+    p.add_argument("--tie-break", choices=("flawed", "clean"), default=None,
+                   help="tied votes go this way (default: JudgeConfig's, flawed)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
-    from fapo.grm.client import Endpoint, JudgeConfig
+    from fapo.grm.types import JudgeConfig
     from fapo.io import DataError, check_output_path
 
+    names = [flag[2:].replace("-", "_") for flag, _, _ in CLIENT_OPTIONS] + ["tie_break"]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
-        endpoints = tuple(Endpoint(url, model=args.model, api_key=args.api_key) for url in args.endpoint)
-        config = JudgeConfig(
-            endpoints=endpoints,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            retries=args.retries,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            votes=args.votes,
-            tie_break=args.tie_break,
-        )
+        config = JudgeConfig(endpoints=tuple(args.endpoint), model=args.model, api_key=args.api_key, **given)
     except ValueError as err:
         raise CliError(str(err)) from err
     try:
@@ -112,7 +116,7 @@ def read_items(path: str) -> tuple[list[Any], list[Any]]:
 def _item(row: dict[str, Any], where: str) -> Any:
     """One input row as a JudgeItem: `steps`, else `response` split into paragraphs."""
     from fapo.cli import CliError
-    from fapo.grm.client import JudgeItem
+    from fapo.grm.types import JudgeItem
     from fapo.steps import split_steps
 
     if not isinstance(row["problem"], str):
@@ -131,16 +135,9 @@ def _item(row: dict[str, Any], where: str) -> Any:
 
 
 def _judge_all(items: list[Any], config: Any) -> tuple[list[Any], dict[str, float]]:
-    import asyncio
+    from fapo.grm.judge import judge_and_collect_sync, make_judge
 
-    from fapo.grm.client import GenRMClient
-
-    async def judge() -> tuple[list[Any], dict[str, float]]:
-        async with GenRMClient(config) as client:
-            judgements = await client.judge_many(items, progress=True)
-            return judgements, client.metrics()
-
-    return asyncio.run(judge())
+    return judge_and_collect_sync(lambda: make_judge(config), items, progress=True)
 
 
 def _write_rows(output: str, ids: list[Any], judgements: list[Any]) -> None:

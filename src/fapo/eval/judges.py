@@ -2,21 +2,22 @@
 
 `JudgeSpec` names the judge; `judge_items` runs it over `JudgeItem`s and returns one `Judgement`
 each (order kept) plus the judge's metrics. Endpoints go through `fapo.grm.client`; a model
-directory is served in-process by `fapo.grm.server` over loopback and judged through the same
-client (so evaluation measures what training would get); an oracle is `fapo.grm.local.LocalJudge`.
+directory is served in-process by `fapo.serving.server` over loopback and judged through the same
+client (so evaluation measures what training would get); an oracle is `fapo.grm.local.LocalJudge`. Every
+judge is built by `fapo.grm.judge.make_judge` and run by `judge_and_collect_sync`, as training and the CLI do.
 torch and transformers are imported only for a model directory. Knows nothing about benchmarks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from fapo.grm.client import Endpoint, GenRMClient, JudgeConfig, JudgeItem, Judgement
-from fapo.grm.local import ORACLES
+from fapo.grm.judge import Judge, judge_and_collect_sync, make_judge
+from fapo.grm.types import JudgeConfig, JudgeItem, Judgement
+from fapo.oracles import ORACLES
 
 JudgeKind = Literal["endpoint", "model_dir", "oracle"]
 
@@ -36,7 +37,7 @@ class JudgeSpec:
     model_dir: str | None = None
     """A transformers model directory when kind is "model_dir"."""
     oracle: str = "testbed"
-    """Oracle name (`fapo.grm.local.ORACLES`) when kind is "oracle"."""
+    """Oracle name (`fapo.oracles.ORACLES`) when kind is "oracle"."""
     verdict_fn: Callable[[str, list[str]], int | None] | None = None
     """When kind is "oracle": a verdict function (problem, steps) -> earliest wrong step, -1, or None
     (no verdict), used instead of the named oracle — e.g. a programmatic checker for your own task."""
@@ -73,20 +74,20 @@ class JudgeSpec:
 
 def judge_config(spec: JudgeSpec, urls: Sequence[str]) -> JudgeConfig:
     """The client config for `urls`; raises ValueError (with the fix) on a bad client field."""
-    unknown = sorted(set(spec.client) - {f.name for f in fields(JudgeConfig)} - {"endpoints"})
+    own = {"endpoints", "model", "api_key"}
+    unknown = sorted(set(spec.client) - {f.name for f in fields(JudgeConfig)} - own)
     if unknown:
-        known = ", ".join(f.name for f in fields(JudgeConfig) if f.name != "endpoints")
+        known = ", ".join(f.name for f in fields(JudgeConfig) if f.name not in own)
         raise ValueError(f"unknown client field(s) {', '.join(unknown)}; JudgeConfig has: {known}")
-    endpoints = tuple(Endpoint(url, model=spec.model, api_key=spec.api_key) for url in urls)
-    return JudgeConfig(endpoints=endpoints, **spec.client)
+    return JudgeConfig(endpoints=tuple(urls), model=spec.model, api_key=spec.api_key, **spec.client)
 
 
 @contextlib.contextmanager
 def _served_model(spec: JudgeSpec) -> Iterator[str]:
     """Serve `spec.model_dir` in a thread of this process; yields its base URL."""
-    from fapo.grm.hf_backend import TransformersBackend
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import ServerConfig
+    from fapo.serving.hf_backend import TransformersBackend
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import ServerConfig
 
     backend = TransformersBackend.load(spec.model_dir, device=spec.device)
     max_tokens = max(int(spec.client.get("max_tokens", JudgeConfig.max_tokens)), 1)
@@ -97,16 +98,13 @@ def _served_model(spec: JudgeSpec) -> Iterator[str]:
         yield server.url
 
 
-@contextlib.asynccontextmanager
-async def open_judge(spec: JudgeSpec, urls: Sequence[str] = ()) -> AsyncIterator[Any]:
-    """An object with `judge_many(items, progress)` and `metrics()`, closed on exit."""
+def build_judge(spec: JudgeSpec, urls: Sequence[str] = ()) -> Judge:
+    """The judge `spec` names (`fapo.grm.judge.make_judge`); `urls` replace its endpoints (a served model dir)."""
     if spec.kind == "oracle":
-        from fapo.grm.local import LocalJudge, resolve_oracle
-
-        yield LocalJudge(spec.verdict_fn or resolve_oracle(spec.oracle), name=spec.name)
-        return
-    async with GenRMClient(judge_config(spec, urls or spec.endpoints)) as client:
-        yield client
+        if spec.verdict_fn is not None:
+            return make_judge(verdict_fn=spec.verdict_fn, name=spec.name)
+        return make_judge(oracle=spec.oracle, name=spec.name)
+    return make_judge(judge_config(spec, urls or spec.endpoints))
 
 
 def judge_items(
@@ -123,10 +121,4 @@ def judge_items(
         urls: Sequence[str] = ()
         if spec.kind == "model_dir":
             urls = (stack.enter_context(_served_model(spec)),)
-
-        async def run() -> tuple[list[Judgement], dict[str, float]]:
-            async with open_judge(spec, urls) as judge:
-                judgements = await judge.judge_many(list(items), progress=progress)
-                return judgements, judge.metrics()
-
-        return asyncio.run(run())
+        return judge_and_collect_sync(lambda: build_judge(spec, urls), items, progress)

@@ -31,6 +31,7 @@ from fapo.grm.prompt import grm_messages, parse_verdict
 from fapo.grm.protocols import ChatCompletions, RequestProtocol
 from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement, majority_verdict  # noqa: F401 (public here too)
+from fapo.metrics import ratio
 
 
 @dataclass(slots=True)
@@ -292,14 +293,15 @@ class GenRMClient:
         """Counters since the client was made, namespaced for the trainer's logger.
 
         Judgements: grm/judgements, grm/ok, grm/invalid, grm/errors, grm/flawed, grm/flawed_ratio
-        (flawed / ok), grm/latency_p50|p95 (uncached, seconds). HTTP: grm/requests,
+        (flawed / ok), grm/latency_p50|p95 (uncached, seconds); ratios and percentiles over nothing are NaN
+        (`fapo.metrics`). HTTP: grm/requests,
         grm/request_errors, grm/retries, grm/fail_fast (no healthy endpoint), grm/in_flight,
         grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
         in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
         in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
         """
         m = {k: float(v) for k, v in self._counts.items()}
-        m["grm/flawed_ratio"] = m["grm/flawed"] / m["grm/ok"] if m["grm/ok"] else 0.0
+        m["grm/flawed_ratio"] = ratio(m["grm/flawed"], m["grm/ok"])
         m["grm/latency_p50"], m["grm/latency_p95"] = percentiles(self._latencies, (0.50, 0.95))
         m["grm/cache_size"] = float(len(self._cache))
         m["grm/in_flight"] = float(sum(s.in_flight for s in self._router.states))
@@ -379,11 +381,6 @@ class _Progress:
 
 def judge_sync(items: Sequence[JudgeItem], config: JudgeConfig, progress: bool = False) -> list[Judgement]:
     """Judge `items` from synchronous code (scripts, notebooks without a running loop)."""
-    if asyncio._get_running_loop() is not None:  # public low-level API despite the underscore
-        raise RuntimeError("judge_sync cannot run inside an event loop; await GenRMClient.judge_many instead")
+    from fapo.grm.judge import judge_and_collect_sync
 
-    async def run() -> list[Judgement]:
-        async with GenRMClient(config) as client:
-            return await client.judge_many(items, progress=progress)
-
-    return asyncio.run(run())
+    return judge_and_collect_sync(lambda: GenRMClient(config), items, progress)[0]

@@ -2,42 +2,18 @@
 
 It wraps a verdict function `(problem, steps) -> int | None` — the testbed's step checker, say — so
 experiments can separate "FAPO with a perfect judge" from "FAPO with a learned judge" without a
-server. Named oracles are resolved lazily, so general code never imports the testbed.
+server. Named oracles are resolved by `fapo.grm.judge.make_judge` through `fapo.oracles`.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Sequence
 
-from fapo.grm.client import JudgeItem, Judgement
-
-ORACLES: dict[str, str] = {"testbed": "fapo.testbed.oracle:oracle_verdict"}
-"""Oracle name → "module:function" of a verdict function (problem, steps) -> int | None."""
-
-MONITORS: dict[str, str] = {"testbed": "fapo.testbed.diagnose:monitor_metrics"}
-"""Oracle name → "module:function" of its batch diagnostics (problems, completions, correct) -> {key: value},
-logged under `monitor/` during training next to the oracle's flawed ratio."""
+from fapo.grm.types import JudgeItem, Judgement
 
 VerdictFn = Callable[[str, list[str]], "int | None"]
-
-
-def _resolve(registry: dict[str, str], name: str, what: str):
-    if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(registry)}")
-    module, _, attr = registry[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def resolve_oracle(name: str) -> VerdictFn:
-    """The verdict function registered under `name` (ValueError naming the choices otherwise)."""
-    return _resolve(ORACLES, name, "oracle")
-
-
-def resolve_monitor_metrics(name: str) -> Callable[..., dict[str, float]] | None:
-    """The batch diagnostics registered for oracle `name`, or None if it has none."""
-    return _resolve(MONITORS, name, "oracle") if name in MONITORS else None
+"""(problem, steps) -> earliest wrong step, -1 for none, or None for no verdict."""
 
 
 class LocalJudge:

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from fapo.metrics import percentile
+
 LATENCY_WINDOW = 1024
 """Latency percentiles are computed over each endpoint's most recent LATENCY_WINDOW requests."""
 
@@ -159,9 +161,5 @@ class Router:
 
 
 def percentiles(values: Collection[float], qs: tuple[float, ...]) -> tuple[float, ...]:
-    """Nearest-rank percentiles (q in [0, 1]) of `values`; 0.0 for each q when empty."""
-    if not values:
-        return tuple(0.0 for _ in qs)
-    ordered = sorted(values)
-    last = len(ordered) - 1
-    return tuple(ordered[min(last, max(0, round(q * last)))] for q in qs)
+    """`fapo.metrics.percentile` for each q (NaN each when empty: the empty-case convention)."""
+    return tuple(percentile(values, q) for q in qs)

@@ -6,6 +6,7 @@ Plain data and pure functions shared by the HTTP client (`fapo.grm.client`), the
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ class JudgeConfig:
     """How the client talks to the GenRM endpoints. Field names match `configs/*.yaml`."""
 
     endpoints: tuple[Endpoint, ...]
-    """The servers to spread requests over; plain URL strings are accepted and wrapped in `Endpoint`."""
+    """The servers to spread requests over. A plain URL string becomes `Endpoint(url, model, api_key)` with
+    the two fields below; a mapping `{url, model, api_key}` becomes that Endpoint."""
+    model: str = "genrm"
+    """Model name sent to endpoints given as URL strings (vLLM: the served model name)."""
+    api_key: str | None = None
+    """Bearer token for endpoints given as URL strings, if they need one."""
     concurrency: int = 64
     """Most HTTP requests in flight at once, over all endpoints (each holds one open connection)."""
     timeout: float = 60.0
@@ -79,7 +85,7 @@ class JudgeConfig:
         endpoints = self.endpoints
         if isinstance(endpoints, (str, Endpoint)):
             endpoints = (endpoints,)
-        endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in endpoints)
+        endpoints = tuple(self._endpoint(e) for e in endpoints)
         if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
             raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
         object.__setattr__(self, "endpoints", endpoints)
@@ -105,6 +111,24 @@ class JudgeConfig:
         _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
         _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")
         _check(self.backoff_max >= self.backoff_base, "backoff_max must be >= backoff_base")
+
+
+    def _endpoint(self, spec: object) -> object:
+        if isinstance(spec, str):
+            return Endpoint(spec, self.model, self.api_key)
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"url", "model", "api_key"})
+            _check(not unknown and "url" in spec, f"an endpoint mapping has keys url, model, api_key: {spec!r}")
+            return Endpoint(spec["url"], spec.get("model", self.model), spec.get("api_key", self.api_key))
+        return spec
+
+    def safe_dict(self) -> dict[str, object]:
+        """The settings as plain data with every API key replaced by "***" (for run records and logs)."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["endpoints"] = [{"url": e.url, "model": e.model, "api_key": "***" if e.api_key else None}
+                            for e in self.endpoints]
+        out["api_key"] = "***" if self.api_key else None
+        return out
 
 
 def _check(ok: bool, message: str) -> None:

@@ -41,10 +41,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fapo.grm.client import GenRMClient
+from fapo.grm.judge import Judge, make_judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.protocols import TokenGenerate
-from fapo.grm.types import Endpoint, JudgeConfig, Judgement
+from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement
+from fapo.metrics import ratio
 from fapo.rewards import fapo_reward, grm_reward
 from fapo.steps import split_steps
 from fapo.verify import VerifyResult, verify_batch
@@ -71,16 +72,10 @@ class VerlRewardSettings:
     """The served model name on those servers (default: `FAPO_JUDGE_MODEL`, else "genrm")."""
     judge_api_key: str | None = None
     """Bearer token for those servers (default: `FAPO_JUDGE_API_KEY`)."""
-    judge_timeout: float = 600.0
-    """Seconds one GenRM attempt may take; FAPO-GenRM-4B critiques run to thousands of tokens."""
-    judge_retries: int = 2
-    """Attempts after the first (on another endpoint when there is one) before "error"."""
-    judge_max_tokens: int = 16384
-    """Longest critique, in tokens (the recipe's `max_new_tokens`)."""
-    judge_temperature: float = 0.0
-    """GenRM sampling temperature; 0 gives reproducible verdicts (the recipe used the server's default)."""
-    judge_concurrency: int = 256
-    """Most GenRM requests in flight at once from one reward worker."""
+    judge_client: tuple[tuple[str, Any], ...] = ()
+    """Every other `JudgeConfig` field, given as `judge_<field>` in reward_kwargs (judge_timeout, judge_retries,
+    judge_max_tokens, judge_temperature, judge_concurrency, judge_votes, judge_tie_break, ...); `_settings`
+    collects them here. Defaults: `JudgeConfig`'s, except those in `VERL_JUDGE_DEFAULTS`."""
     judge_with_gold: bool = True
     """Show the GenRM the gold answer (the recipe and FAPO-Critic do)."""
     step_split: str = "paragraph"
@@ -97,9 +92,23 @@ class VerlRewardSettings:
             raise ValueError(f"penalty (λ) must be >= 0, got {self.penalty}")
         if not self.verify_timeout > 0:
             raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+        self.judge_config(("http://127.0.0.1:1/v1",))  # a bad judge_* value fails here, naming the field
+
+    def judge_config(self, endpoints: tuple[Endpoint | str, ...]) -> JudgeConfig:
+        """The client settings for `endpoints` (URL strings get `judge_model` and `judge_api_key`)."""
+        model = self.judge_model or os.environ.get(ENV_MODEL) or "genrm"
+        api_key = self.judge_api_key or os.environ.get(ENV_API_KEY) or None
+        return JudgeConfig(endpoints=endpoints, model=model, api_key=api_key,
+                           **{**VERL_JUDGE_DEFAULTS, **dict(self.judge_client)})
 
 
-SETTINGS = tuple(f.name for f in fields(VerlRewardSettings))
+VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "max_tokens": 16384, "concurrency": 256}
+"""Where verl's defaults differ from `JudgeConfig`'s: FAPO-GenRM-4B critiques run to thousands of tokens
+(16384 is the recipe's `max_new_tokens`), and one reward worker judges a whole batch at once."""
+
+_CLIENT_FIELDS = tuple(f.name for f in fields(JudgeConfig) if f.name not in ("endpoints", "model", "api_key"))
+SETTINGS = tuple(f.name for f in fields(VerlRewardSettings) if f.name != "judge_client") + tuple(
+    "judge_" + name for name in _CLIENT_FIELDS)
 
 
 def _settings(kwargs: Mapping[str, Any], function: str) -> VerlRewardSettings:
@@ -108,7 +117,10 @@ def _settings(kwargs: Mapping[str, Any], function: str) -> VerlRewardSettings:
     if unknown:
         raise TypeError(f"{function}() got unexpected keyword argument(s) {unknown}; "
                         f"fapo's settings (custom_reward_function.reward_kwargs) are {list(SETTINGS)}")
-    return VerlRewardSettings(**{k: v for k, v in kwargs.items() if k in SETTINGS})
+    client = tuple(sorted((k.removeprefix("judge_"), v) for k, v in kwargs.items()
+                          if k in SETTINGS and k.removeprefix("judge_") in _CLIENT_FIELDS))
+    plain = {k: v for k, v in kwargs.items() if k in SETTINGS and k.removeprefix("judge_") not in _CLIENT_FIELDS}
+    return VerlRewardSettings(**plain, judge_client=client)
 
 
 async def _verify(solution_str: str, ground_truth: Any, timeout: float) -> VerifyResult:
@@ -152,9 +164,10 @@ async def compute_score_fapo(
     result = await _verify(solution_str, ground_truth, settings.verify_timeout)
     judgement: Judgement | None = None
     if result.correct and info.get("split") != "test":
-        client = _client(settings, reward_router_address, reward_model_tokenizer)
+        judge = _client(settings, reward_router_address, reward_model_tokenizer)
         gold = str(ground_truth) if settings.judge_with_gold else None
-        judgement = await client.judge(_question(info), split_steps(solution_str, settings.step_split), gold)
+        item = JudgeItem(_question(info), tuple(split_steps(solution_str, settings.step_split)), gold)
+        judgement = (await judge.judge_many([item]))[0]
     flawed = judgement.flawed if judgement is not None and judgement.status == "ok" else None
     return {
         "score": fapo_reward(result.correct, flawed, settings.penalty),
@@ -220,10 +233,10 @@ def _total_steps(extra_info: Mapping[str, Any] | None) -> int:
 # ---------------------------------------------------------------------------------------------------
 # One GenRM client per event loop and judge configuration (a client's connections live in one loop).
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, GenRMClient]] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, Judge]] = weakref.WeakKeyDictionary()
 
 
-def _client(settings: VerlRewardSettings, router_address: str | None, tokenizer: Any) -> GenRMClient:
+def _client(settings: VerlRewardSettings, router_address: str | None, tokenizer: Any) -> Judge:
     """The client for these settings in the running loop: fapo's endpoints if any, else verl's router."""
     urls = settings.judge_endpoints or tuple(
         u.strip() for u in os.environ.get(ENV_ENDPOINTS, "").split(",") if u.strip()
@@ -252,21 +265,11 @@ def _client(settings: VerlRewardSettings, router_address: str | None, tokenizer:
 
 def _make_client(
     settings: VerlRewardSettings, urls: tuple[str, ...], router_address: str | None, tokenizer: Any
-) -> GenRMClient:
+) -> Judge:
+    """The judge `fapo.grm.judge.make_judge` builds: fapo's client to `urls`, or to verl's router's /generate."""
     if urls:
-        model = settings.judge_model or os.environ.get(ENV_MODEL) or "genrm"
-        api_key = settings.judge_api_key or os.environ.get(ENV_API_KEY) or None
-        endpoints = tuple(Endpoint(url, model=model, api_key=api_key) for url in urls)
-        protocol = None
-    else:
-        endpoints = (Endpoint(f"http://{router_address}"),)
-        protocol = TokenGenerate(tokenizer)
-    config = JudgeConfig(
-        endpoints=endpoints, concurrency=settings.judge_concurrency, timeout=settings.judge_timeout,
-        retries=settings.judge_retries, max_tokens=settings.judge_max_tokens,
-        temperature=settings.judge_temperature,
-    )
-    return GenRMClient(config, protocol)
+        return make_judge(settings.judge_config(urls))
+    return make_judge(settings.judge_config((Endpoint(f"http://{router_address}"),)), protocol=TokenGenerate(tokenizer))
 
 
 _retired: dict[str, float] = {}
@@ -280,16 +283,16 @@ def _add_counters(totals: dict[str, float], clients) -> None:
                 totals[name] = totals.get(name, 0.0) + value
 
 
-def _retire(per_loop: dict[tuple, GenRMClient]) -> None:
+def _retire(per_loop: dict[tuple, Judge]) -> None:
     _add_counters(_retired, per_loop.values())
 
 
 def judge_metrics() -> dict[str, float]:
     """This process's GenRM counters, summed over its clients: grm/judgements, grm/ok, grm/invalid,
-    grm/errors, grm/flawed, grm/requests, grm/retries, ...; grm/flawed_ratio = flawed / ok."""
+    grm/errors, grm/flawed, grm/requests, grm/retries, ...; grm/flawed_ratio = flawed / ok (NaN before any ok
+    verdict: `fapo.metrics`' empty-case convention)."""
     totals = dict(_retired)
     for per_loop in list(_clients.values()):
         _add_counters(totals, per_loop.values())
-    ok = totals.get("grm/ok", 0.0)
-    totals["grm/flawed_ratio"] = totals.get("grm/flawed", 0.0) / ok if ok else 0.0
+    totals["grm/flawed_ratio"] = ratio(totals.get("grm/flawed", 0.0), totals.get("grm/ok", 0.0))
     return totals
