@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from fapo.demo.config import tiny_policy_trl
-from fapo.grm.launch import launch_subprocess
+from fapo.serving.launch import launch_subprocess
 from fapo.train.config import parse_config
 from fapo.train.runner import train_policy
 
@@ -29,9 +29,9 @@ from fapo.train.runner import train_policy
 def run_arm(arm: str, policy: str, data: Path, urls: list[str], steps: int, seed: int, out: Path,
             device: str = "cpu") -> dict:
     fapo = {"model": policy, "train_data": str(data / "policy_train.jsonl"), "prompt_template": "{problem}",
-            "answer_format": "strict", "verify_workers": 1, "judge_max_tokens": 192}
-    fapo.update({"judge": "http", "judge_endpoints": urls, "penalty": 1.0} if arm == "fapo"
-                else {"judge": "none", "penalty": 0.0})
+            "answer_format": "strict", "verify_workers": 1}
+    fapo.update({"judge": {"endpoints": urls, "max_tokens": 192}, "penalty": 1.0} if arm == "fapo"
+                else {"penalty": 0.0})
     trl = {**tiny_policy_trl(steps, seed), "use_cpu": device == "cpu"}
     result = train_policy(parse_config({**trl, "fapo": fapo}), out)
     records = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines()]

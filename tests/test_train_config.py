@@ -53,7 +53,8 @@ def test_paper_recipe_values(name):
 def test_the_grpo_baseline_differs_from_fapo_only_in_the_reward():
     fapo = load_config(CONFIGS[0].parent / "qwen2.5-math-7b-fapo.yaml")
     grpo = load_config(CONFIGS[0].parent / "qwen2.5-math-7b-grpo.yaml")
-    assert fapo.fapo.judge == "http" and grpo.fapo.judge == "none"
+    assert fapo.fapo.judge_kind == "http" and grpo.fapo.judge_kind == "none"
+    assert fapo.fapo.judge.model == "FAPO-GenRM-4B" and len(fapo.fapo.judge.endpoints) == 4
     assert grpo.trl == {**fapo.trl, "output_dir": grpo.trl["output_dir"]}
     assert {k: v for k, v in vars(grpo.fapo).items() if k not in ("penalty", "judge")} == \
         {k: v for k, v in vars(fapo.fapo).items() if k not in ("penalty", "judge")}
@@ -65,8 +66,13 @@ def test_the_grpo_baseline_differs_from_fapo_only_in_the_reward():
         ({"learnig_rate": 1e-6, "fapo": {"model": "m", "train_data": "d"}}, "did you mean 'learning_rate'"),
         ({"fapo": {"model": "m", "train_data": "d", "penalti": 1}}, "did you mean 'penalty'"),
         ({"fapo": {"train_data": "d"}}, "fapo.model is required"),
-        ({"fapo": {"model": "m", "train_data": "d", "judge": "gpt"}}, "fapo.judge must be"),
-        ({"fapo": {"model": "m", "train_data": "d", "judge": "http"}}, "judge_endpoints"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": "gpt"}}, "fapo.judge must be a mapping"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": {"model": "g"}}}, "fapo.judge needs endpoints"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": {"endpoints": ["http://a/v1"], "tie_brake": "clean"}}},
+         "unknown key fapo.judge.tie_brake .did you mean 'tie_break'"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge": {"endpoints": ["http://a/v1"]}, "oracle": "testbed"}},
+         "exclude each other"),
+        ({"fapo": {"model": "m", "train_data": "d", "judge_endpoints": ["http://a/v1"]}}, "fapo.judge_endpoints is now fapo.judge.endpoints"),
         ({"fapo": {"model": "m", "train_data": "d", "penalty": -1}}, "penalty"),
     ],
 )
@@ -78,9 +84,14 @@ def test_bad_configs_say_how_to_fix(raw, message):
 def test_set_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 1.0e-6\nfapo:\n  model: m\n  train_data: d\n")
-    config = load_config(path, ["learning_rate=3e-4", "fapo.penalty=0", "fapo.judge_endpoints=[http://a/v1]"])
+    config = load_config(path, ["learning_rate=3e-4", "fapo.penalty=0", "fapo.judge.endpoints=[http://a/v1]",
+                                "fapo.judge.tie_break=clean", "fapo.judge.top_p=0.9", "fapo.judge.breaker_failures=2",
+                                "fapo.judge.backoff_max=1.5"])
     assert config.trl["learning_rate"] == 3e-4
-    assert config.fapo.penalty == 0 and config.fapo.judge_endpoints == ["http://a/v1"]
+    judge = config.fapo.judge
+    assert config.fapo.penalty == 0 and [e.url for e in judge.endpoints] == ["http://a/v1"]
+    assert (judge.tie_break, judge.top_p, judge.breaker_failures, judge.backoff_max) == ("clean", 0.9, 2, 1.5)
+    assert judge.retries == 3  # every knob left out keeps JudgeConfig's default: one source of defaults
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["penalty"])
 
@@ -107,8 +118,10 @@ BAD_VALUES = [  # (YAML text, the error's start) — each a one-line error namin
     ("max_steps: -5\n", "max_steps must be a whole number >= 1"),
     ("learning_rate: fast\n", "learning_rate must be a number > 0, got 'fast'"),
     ("fapo:\n  verify_timeout: 0\n", "fapo.verify_timeout must be a number of seconds > 0, got 0"),
-    ("fapo:\n  judge_timeout: -1\n", "fapo.judge_timeout must be a number of seconds > 0, got -1"),
-    ("fapo:\n  judge: http\n  judge_endpoints: [localhost:8000]\n", "fapo.judge_endpoints: 'localhost:8000' is not a URL"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    timeout: -1\n", "fapo.judge: timeout must be > 0 seconds"),
+    ("fapo:\n  judge:\n    endpoints: [localhost:8000]\n", "fapo.judge: endpoint url 'localhost:8000' must look like"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    tie_break: maybe\n", "fapo.judge: tie_break must be"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    votes: two\n", "fapo.judge.votes must be a whole number"),
     ("fapo:\n  model: ./no/such/model\n", "fapo.model: directory not found: ./no/such/model"),
     ("- a\n- b\n", "a training config must be a YAML mapping (key: value lines), got list"),
     ("fapo:\n  penalty: abc\n", "fapo.penalty must be a number, got 'abc'"),

@@ -31,7 +31,7 @@ def test_sigkill_then_resume(memorised_policy_dir, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({**TRL_TINY, "max_steps": 5, "save_steps": 1, "fapo": {
         "model": str(memorised_policy_dir), "train_data": str(data), "prompt_template": "{problem}",
-        "judge": "oracle", "answer_format": "strict", "verify_workers": 1}}))
+        "oracle": "testbed", "answer_format": "strict", "verify_workers": 1}}))
     out = tmp_path / "run"
     proc = _launch(config, out)
     deadline = time.monotonic() + 300

@@ -68,7 +68,7 @@ def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig)
 def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[dict[str, list[str]]]:
     """`fapo serve-grm` worker processes; yields their URLs by judge: "trained" (`config.workers` processes
     serving the trained GenRM) and "oracle" (one process serving the step checker), as `config.judge` needs."""
-    from fapo.grm.launch import launch_subprocess
+    from fapo.serving.launch import launch_subprocess
 
     sources = {"trained": (["--model", grm_dir, "--device", "cpu", "--threads", "1"], config.workers),
                "oracle": (["--oracle", "testbed"], 1)}
@@ -107,12 +107,11 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
 
     fapo: dict[str, Any] = {"model": policy_dir, "train_data": str(data_dir / "policy_train.jsonl"),
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
-                            "monitor_oracle": "testbed", "judge_max_tokens": 192, "judge_timeout": 30.0,
-                            "torch_threads": 1}
+                            "monitor_oracle": "testbed", "torch_threads": 1}
     if arm in ARM_JUDGE:
-        fapo.update(penalty=config.penalty, judge="http", judge_endpoints=urls[ARM_JUDGE[arm]])
+        fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], "max_tokens": 192, "timeout": 30.0})
     else:
-        fapo.update(penalty=0.0, judge="none")
+        fapo.update(penalty=0.0)
     result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)
     return {"arm": arm, "seed": seed, "output_dir": result.output_dir, "final_model_dir": result.final_model_dir}
 

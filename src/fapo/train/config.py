@@ -2,7 +2,7 @@
 
 Unknown keys are errors that name the key and the closest valid one; a value of the wrong type or
 out of range is an error naming the key and what it expects. `--set key=value` overrides (dotted for
-the fapo section: `fapo.penalty=0`) are applied before validation. Every value check runs before TRL
+the fapo section: `fapo.penalty=0`, `fapo.judge.tie_break=clean`) are applied before validation. Every value check runs before TRL
 is imported (only the check for unknown TRL keys and building a GRPOConfig import it), so a bad config
 fails in well under a second.
 """
@@ -14,12 +14,13 @@ import difflib
 import math
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fapo.grm.types import JudgeConfig
 from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
 
 
@@ -61,31 +62,18 @@ class FapoSettings:
     """Use only the first N rows of the training data (None: all)."""
     penalty: float = 1.0
     """λ: reward taken off a verified-correct rollout the GenRM calls flawed. 0 = the GRPO baseline."""
-    judge: str = "none"
-    """Who judges correct rollouts: "none" (GRPO), "oracle" (in-process, see `oracle`) or "http" (GenRM servers)."""
-    oracle: str = "testbed"
-    """Name of the in-process oracle when judge = "oracle"."""
+    judge: JudgeConfig | None = None
+    """The GenRM client (`fapo.grm.types.JudgeConfig`, every field settable: `endpoints`, `model`, `api_key`,
+    `concurrency`, `timeout`, `retries`, `max_tokens`, `temperature`, `top_p`, `votes`, `tie_break`,
+    `cache_size`, `breaker_failures`, `breaker_cooldown`, `backoff_base`, `backoff_max`,
+    `max_response_bytes`). Set: verified-correct rollouts are judged by these GenRM servers (our serve-grm,
+    vLLM or SGLang). Leave out `judge` and `oracle` for GRPO (or FAPO without a judge)."""
+    oracle: str | None = None
+    """An in-process programmatic judge (`fapo.oracles`, e.g. "testbed": the testbed's step checker) instead
+    of GenRM servers; not together with `judge`."""
     monitor_oracle: str | None = None
     """An in-process oracle that only measures (never changes a reward): logs `monitor/flawed_ratio`,
     the true flawed-positive ratio, for GRPO and FAPO runs alike (the testbed's checker: "testbed")."""
-    judge_endpoints: list[str] = field(default_factory=list)
-    """GenRM base URLs (http://host:port/v1) when judge = "http": our serve-grm, vLLM or SGLang."""
-    judge_model: str = "genrm"
-    """Model name sent to the GenRM endpoints."""
-    judge_api_key: str | None = None
-    """Bearer token for the GenRM endpoints, if they need one."""
-    judge_concurrency: int = 64
-    """Most judge requests in flight at once."""
-    judge_timeout: float = 60.0
-    """Seconds before one judge request is abandoned (and retried elsewhere)."""
-    judge_retries: int = 3
-    """Retries per judgement before it counts as an error (no penalty)."""
-    judge_max_tokens: int = 2048
-    """Most tokens a critique may have."""
-    judge_temperature: float = 0.0
-    """GenRM sampling temperature (0 = greedy)."""
-    judge_votes: int = 1
-    """Critiques sampled per rollout; the majority verdict counts (ties count as flawed)."""
     judge_with_gold: bool = True
     """Show the GenRM the gold answer (the FAPO-Critic prompt does)."""
     step_split: str = "paragraph"
@@ -114,33 +102,36 @@ class FapoSettings:
             raise ConfigError("fapo.model is required: a local model directory or a hub name")
         if not self.train_data:
             raise ConfigError("fapo.train_data is required: a .jsonl, .json or .parquet file")
-        if self.judge not in ("none", "oracle", "http"):
-            raise ConfigError(f'fapo.judge must be "none", "oracle" or "http", got {self.judge!r}')
-        if self.judge == "http" and not self.judge_endpoints:
-            raise ConfigError('fapo.judge = "http" needs fapo.judge_endpoints: a list of http://host:port/v1 URLs')
+        if self.judge is not None and self.oracle is not None:
+            raise ConfigError("fapo.judge (GenRM servers) and fapo.oracle (an in-process judge) exclude each other: "
+                              "keep one")
         if self.penalty < 0:
             raise ConfigError(f"fapo.penalty (λ) must be >= 0, got {self.penalty}")
         if self.answer_format not in ("last_boxed", "strict"):
             raise ConfigError(f'fapo.answer_format must be "last_boxed" or "strict", got {self.answer_format!r}')
         if "{problem}" not in self.prompt_template:
             raise ConfigError("fapo.prompt_template must contain {problem}")
-        if self.overlong_buffer < 0 or self.judge_votes < 1 or self.judge_concurrency < 1:
-            raise ConfigError("fapo.overlong_buffer must be >= 0, judge_votes and judge_concurrency >= 1")
+        if self.overlong_buffer < 0:
+            raise ConfigError(f"fapo.overlong_buffer must be >= 0, got {self.overlong_buffer}")
         for name, low, what in _FAPO_RANGES:
             value = getattr(self, name)
             if value is not None and not (value >= low if low is not None else value > 0):
                 raise ConfigError(f"fapo.{name} must be {what}, got {value!r}")
-        for url in self.judge_endpoints:
-            if not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?(/\S*)?", url):
-                raise ConfigError(f"fapo.judge_endpoints: {url!r} is not a URL like http://host:8000/v1")
+
+    @property
+    def judge_kind(self) -> str:
+        """Who judges verified-correct rollouts: "http" (GenRM servers), "oracle" (in-process) or "none"."""
+        return "http" if self.judge is not None else "oracle" if self.oracle is not None else "none"
+
+    def record(self) -> dict[str, Any]:
+        """The settings as plain data for the run record, API keys masked."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["judge"] = self.judge.safe_dict() if self.judge is not None else None
+        return out
 
 
 _FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
     ("verify_timeout", None, "a number of seconds > 0"),
-    ("judge_timeout", None, "a number of seconds > 0"),
-    ("judge_retries", 0, "a whole number >= 0"),
-    ("judge_max_tokens", 1, "a whole number >= 1"),
-    ("judge_temperature", 0, "a number >= 0"),
     ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
     ("verify_workers", 1, "a whole number >= 1, or null"),
     ("torch_threads", 1, "a whole number >= 1, or null"),
@@ -176,8 +167,40 @@ def _matches(value: Any, expected: Any) -> bool:
 def _check_fapo_types(fapo_raw: dict[str, Any]) -> None:
     hints = typing.get_type_hints(FapoSettings)
     for key, value in fapo_raw.items():
-        if not _matches(value, hints[key]):
+        if key != "judge" and not _matches(value, hints[key]):
             raise ConfigError(f"fapo.{key} must be {_describe(hints[key])}, got {value!r}")
+
+
+MOVED_KEYS = {f"judge_{name}": f"judge.{name}" for name in (
+    "endpoints", "model", "api_key", "concurrency", "timeout", "retries", "max_tokens", "temperature", "votes")}
+"""Flat keys of earlier configs → their place in the `fapo.judge` section (an error names the new key)."""
+
+
+def _judge_config(raw: Any) -> JudgeConfig | None:
+    """The `fapo.judge` section as a JudgeConfig (None when absent); ConfigError naming the key otherwise."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"fapo.judge must be a mapping of GenRM client settings (endpoints: [...], model: ..., "
+                          f"...), got {raw!r}; for an in-process judge write fapo.oracle: testbed, for none leave "
+                          "fapo.judge out")
+    hints = typing.get_type_hints(JudgeConfig)
+    names = [f.name for f in dataclasses.fields(JudgeConfig)]
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"unknown key fapo.judge.{key}{_closest(key, names)}")
+        if key == "endpoints":
+            if not isinstance(value, list) or not value or not all(isinstance(v, (str, dict)) for v in value):
+                raise ConfigError(f"fapo.judge.endpoints must be a non-empty list of URLs like http://host:8000/v1, "
+                                  f"got {value!r}")
+        elif key != "tie_break" and not _matches(value, hints[key]):
+            raise ConfigError(f"fapo.judge.{key} must be {_describe(hints[key])}, got {value!r}")
+    if "endpoints" not in raw:
+        raise ConfigError("fapo.judge needs endpoints: a list of GenRM base URLs like http://host:8000/v1")
+    try:
+        return JudgeConfig(**{**raw, "endpoints": tuple(raw["endpoints"])})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"fapo.judge: {err}") from err
 
 
 _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
@@ -251,14 +274,21 @@ def _grpo_field_names() -> list[str]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key=value` overrides (value parsed as YAML; `fapo.x` targets the fapo section)."""
-    out = {**raw, "fapo": dict(raw.get("fapo") or {})}
+    """Apply `key=value` overrides (value parsed as YAML; `fapo.x` targets the fapo section, `fapo.judge.x`
+    the judge's)."""
+    fapo = dict(raw.get("fapo") or {}) if isinstance(raw.get("fapo") or {}, dict) else raw.get("fapo")
+    if isinstance(fapo, dict) and isinstance(fapo.get("judge"), dict):
+        fapo["judge"] = dict(fapo["judge"])
+    out = {**raw, "fapo": fapo}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         parsed = _load_yaml(value) if value else None
-        if key.startswith("fapo."):
+        if key.startswith("fapo.judge.") and isinstance(out["fapo"], dict):
+            judge = out["fapo"].get("judge")
+            out["fapo"]["judge"] = {**(judge if isinstance(judge, dict) else {}), key[len("fapo.judge.") :]: parsed}
+        elif key.startswith("fapo.") and isinstance(out["fapo"], dict):
             out["fapo"][key[len("fapo.") :]] = parsed
         else:
             out[key] = parsed
@@ -274,13 +304,15 @@ def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
         raise ConfigError(f"the fapo: section must be a mapping (key: value lines), got {type(fapo_raw).__name__}")
     fapo_fields = [f.name for f in dataclasses.fields(FapoSettings)]
     for key in fapo_raw:
+        if key in MOVED_KEYS:
+            raise ConfigError(f"fapo.{key} is now fapo.{MOVED_KEYS[key]} (the judge's settings are one section)")
         if key not in fapo_fields:
             raise ConfigError(f"unknown key fapo.{key}{_closest(key, fapo_fields)}")
     _check_fapo_types(fapo_raw)
     trl_keys = {k: v for k, v in raw.items() if k != "fapo"}
     _check_trl_values(trl_keys)
     try:
-        settings = FapoSettings(**fapo_raw)
+        settings = FapoSettings(**{**fapo_raw, "judge": _judge_config(fapo_raw.get("judge"))})
     except TypeError as err:
         raise ConfigError(str(err)) from err
     if check_paths:

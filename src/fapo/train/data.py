@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from fapo.grm.prompt import count_prompt_steps, grm_messages
+from fapo.io import DataError, iter_jsonl
 from fapo.policy_prompt import gold_answer, render_prompt
 from fapo.train.config import ConfigError, FapoSettings
 
 
 def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a .jsonl / .json (array) / .parquet file; malformed input raises ConfigError with file:line."""
+    """Rows of a .jsonl (`fapo.io.iter_jsonl`) / .json (array) / .parquet file; malformed input raises ConfigError
+    with file:line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
@@ -35,19 +37,13 @@ def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
             raise ConfigError(f"{path}: expected a JSON array of rows")
     else:
         rows = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"{path}:{lineno}: malformed JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise ConfigError(f"{path}:{lineno}: expected a JSON object")
+        try:
+            for _, row in iter_jsonl(path):
                 rows.append(row)
                 if limit is not None and len(rows) >= limit:
                     break
+        except DataError as err:
+            raise ConfigError(str(err)) from err
     return rows[:limit] if limit is not None else rows
 
 

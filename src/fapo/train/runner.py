@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fapo.train.config import ConfigError, FapoSettings, TrainConfig
+
+if TYPE_CHECKING:
+    from fapo.grm.judge import Judge
 
 
 @dataclass(frozen=True)
@@ -43,41 +46,34 @@ def _trainer_class():
     return FapoGRPOTrainer
 
 
-def build_judge_factory(settings: FapoSettings):
-    """A zero-argument factory for the configured judge (created lazily on TRL's event loop), or None."""
-    if settings.judge == "none":
+def build_judge_factory(settings: FapoSettings) -> Callable[[], Judge] | None:
+    """A zero-argument factory for the configured judge (`fapo.grm.judge.make_judge`, created lazily on TRL's
+    event loop), or None without one. An unknown oracle is a ConfigError now, not at the first batch."""
+    from fapo.grm.judge import make_judge, resolve_oracle
+
+    if settings.judge is not None:
+        config = settings.judge
+        return lambda: make_judge(config)
+    if settings.oracle is None:
         return None
-    if settings.judge == "oracle":
-        from fapo.grm.local import LocalJudge, resolve_oracle
-
-        try:
-            verdict_fn = resolve_oracle(settings.oracle)
-        except (ValueError, ImportError) as err:
-            raise ConfigError(f"fapo.oracle: {err}") from err
-        return lambda: LocalJudge(verdict_fn, name=f"oracle:{settings.oracle}")
-    from fapo.grm.client import Endpoint, GenRMClient, JudgeConfig
-
-    config = JudgeConfig(
-        endpoints=tuple(Endpoint(url, settings.judge_model, settings.judge_api_key) for url in settings.judge_endpoints),
-        concurrency=settings.judge_concurrency,
-        timeout=settings.judge_timeout,
-        retries=settings.judge_retries,
-        max_tokens=settings.judge_max_tokens,
-        temperature=settings.judge_temperature,
-        votes=settings.judge_votes,
-    )
-    return lambda: GenRMClient(config)
+    try:
+        resolve_oracle(settings.oracle)
+    except (ValueError, ImportError, AttributeError) as err:
+        raise ConfigError(f"fapo.oracle: {err}") from err
+    return lambda: make_judge(oracle=settings.oracle)
 
 
 def _resolve_monitor(settings: FapoSettings):
     """The monitor oracle's verdict function and its batch diagnostics (each None when absent)."""
     if settings.monitor_oracle is None:
         return None, None
-    from fapo.grm.local import resolve_monitor_metrics, resolve_oracle
+    from fapo.grm.judge import resolve_oracle
+    from fapo.oracles import has_oracle_part, oracle_part
 
+    name = settings.monitor_oracle
     try:
-        return resolve_oracle(settings.monitor_oracle), resolve_monitor_metrics(settings.monitor_oracle)
-    except (ValueError, ImportError) as err:
+        return resolve_oracle(name), oracle_part(name, "monitor_metrics") if has_oracle_part(name, "monitor_metrics") else None
+    except (ValueError, ImportError, AttributeError) as err:
         raise ConfigError(f"fapo.monitor_oracle: {err}") from err
 
 
@@ -156,7 +152,7 @@ def _set_threads(settings: FapoSettings) -> None:
 
 def _write_run_config(config: TrainConfig, output_dir: Path, kind: str) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = {"kind": kind, "trl": config.trl, "fapo": asdict(config.fapo)}
+    record = {"kind": kind, "trl": config.trl, "fapo": config.fapo.record()}
     (output_dir / "fapo_config.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
@@ -169,15 +165,30 @@ def _reward_funcs_with_overlong(reward_funcs: list[Any], settings: FapoSettings,
     return reward_funcs
 
 
-def _build_and_run(config: TrainConfig, output_dir: Path, kind: str, rows: list[dict[str, Any]], args, tokenizer,
-                   reward_funcs: list[Any], resume: bool, callbacks: Sequence[Any], on_close=None) -> TrainResult:
+@dataclass
+class RunPlan:
+    """What one training run needs besides its config: TRL's arguments, data, tokenizer and reward functions."""
+
+    kind: str
+    """"policy" or "grm" (written to fapo_config.json)."""
+    args: Any
+    """TRL's GRPOConfig."""
+    rows: list[dict[str, Any]]
+    tokenizer: Any
+    reward_funcs: list[Any]
+    on_close: Callable[[], Any] | None = None
+    """Coroutine function run on TRL's event loop when training ends (closes the judge)."""
+    callbacks: Sequence[Any] = field(default_factory=tuple)
+
+
+def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume: bool) -> TrainResult:
     from datasets import Dataset
 
-    _write_run_config(config, output_dir, kind)
+    _write_run_config(config, output_dir, plan.kind)
     _set_threads(config.fapo)
-    trainer = _trainer_class()(model=config.fapo.model, reward_funcs=reward_funcs, args=args,
-                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    return _run(trainer, output_dir, resume, on_close=on_close, callbacks=callbacks)
+    trainer = _trainer_class()(model=config.fapo.model, reward_funcs=plan.reward_funcs, args=plan.args,
+                               train_dataset=Dataset.from_list(plan.rows), processing_class=plan.tokenizer)
+    return _run(trainer, output_dir, resume, on_close=plan.on_close, callbacks=plan.callbacks)
 
 
 def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
@@ -205,8 +216,8 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         monitor_metrics=monitor_metrics,
     )
     reward_funcs = _reward_funcs_with_overlong([make_policy_reward_func(state)], settings, args)
-    return _build_and_run(config, output_dir, "policy", rows, args, tokenizer, reward_funcs, resume, callbacks,
-                          on_close=state.close)
+    plan = RunPlan("policy", args, rows, tokenizer, reward_funcs, on_close=state.close, callbacks=callbacks)
+    return _build_and_run(config, output_dir, plan, resume)
 
 
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
@@ -223,4 +234,5 @@ def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None
     tokenizer = _load_tokenizer(settings.model)
     grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
     reward_funcs = _reward_funcs_with_overlong([grm_reward_func], settings, args)
-    return _build_and_run(config, output_dir, "grm", rows, args, tokenizer, reward_funcs, resume, callbacks)
+    return _build_and_run(config, output_dir, RunPlan("grm", args, rows, tokenizer, reward_funcs, callbacks=callbacks),
+                          resume)
