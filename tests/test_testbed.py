@@ -231,7 +231,8 @@ def test_flaw_rates_parse_and_validate():
         ("The answer is \\boxed{12}", True, None),  # cut at the length limit: no answer
         ("The answer is \\boxed{12}}}}}", False, None),  # padding after the box
         ("\\boxed{12} then \\boxed{12}", False, None),  # two boxes
-        ("The answer is \\boxed{12}.", False, None),  # anything after the box
+        ("The answer is \\boxed{12}.", False, "12"),  # a closer (`.`, `$`, `\\]`) after the box: the one strict rule
+        ("The answer is \\boxed{12}. Or 13.", False, None),  # text after the box
         ("The answer is 12", False, None),
         ("The answer is \\boxed{12", False, None),
     ],

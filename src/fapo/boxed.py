@@ -49,17 +49,25 @@ def count_boxed(text: str) -> int:
     return sum(text.count(cmd) for cmd in _BOX_COMMANDS)
 
 
-def is_single_final_box(text: str) -> bool:
-    """Exactly one box command, and nothing after its closing brace but whitespace, `.`, `$` or `\\]`.
+def single_final_box(text: str) -> str | None:
+    """The content of the text's only `\\boxed{...}` when nothing follows it but whitespace, `.`, `$` or `\\]`
+    (the closers of `$\\boxed{5}$.` and `\\[\\boxed{5}\\]`); else None.
 
-    The strict answer rule for RL on tasks where a lenient rule invites reward hacking (a policy
-    that learns to pad with `}}}}` after a right box).
+    The strict answer rule for RL (`fapo.outcome`), where a lenient rule invites reward hacking: a policy
+    that learns to pad with `}}}}` after a right box, to keep writing after its answer, or to box several.
     """
     if count_boxed(text) != 1:
-        return False
+        return None
     content = last_boxed(text)
     if content is None:
-        return False
+        return None
     box = "\\boxed{" + content + "}"
     at = text.rfind(box)
-    return at >= 0 and not text[at + len(box) :].strip().strip(".$").replace("\\]", "").strip()
+    if at < 0 or text[at + len(box) :].strip().strip(".$").replace("\\]", "").strip():
+        return None
+    return content
+
+
+def is_single_final_box(text: str) -> bool:
+    """Whether `single_final_box` finds an answer."""
+    return single_final_box(text) is not None

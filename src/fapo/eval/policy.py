@@ -5,9 +5,9 @@
                              judge=JudgeSpec("endpoint", ("http://127.0.0.1:8000/v1",)))
     report.scores.avg_at_k, report.scores.flawed_among_correct
 
-A rollout is correct as training counts it (`fapo.train.reward_funcs`): `fapo.verify` finds its final
-answer equivalent to the gold, it was not cut at max_tokens, and with answer_format "strict" it has
-exactly one `\\boxed{}` with nothing after it. Only correct rollouts go to the judge (DESIGN.md §1.1),
+A rollout is correct as training counts it: `fapo.outcome.rollout_outcomes` (the one rule: not cut at
+max_tokens, with answer_format "strict" exactly one `\\boxed{}` with nothing after it but a closer, and `fapo.verify`
+finds its final answer equivalent to the gold). Only correct rollouts go to the judge (DESIGN.md §1.1),
 and a judge failure is counted, never read as "clean" or "flawed". `score_rollouts` is the pure
 part, testable without a model. Must not train.
 """
@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from fapo.eval.generation import Sample, SamplingConfig, sample_completions
 from fapo.eval.judges import JudgeSpec, judge_items
-from fapo.eval.metrics import majority_index, pass_at_k, percent
 from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, EvalProblem, check_template, render_prompt
 from fapo.eval.report import rounded
+from fapo.metrics import majority_index, pass_at_k, percent
 
 OUTCOMES = ("clean correct", "flawed correct", "correct, no verdict", "wrong", "no answer")
 """Rollout outcome groups, in report order. "correct, no verdict": the judge failed or was not asked."""
@@ -39,8 +39,8 @@ class PolicyEvalConfig:
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """User message around each problem; `{problem}` is replaced (the testbed's policy uses "{problem}")."""
     answer_format: Literal["last_boxed", "strict"] = "last_boxed"
-    """"last_boxed": the last \\boxed{} is the answer. "strict": exactly one \\boxed{}, nothing after it
-    (the training setting of the same name; the testbed trains with "strict")."""
+    """The `fapo.outcome` answer rule: "last_boxed" (the last \\boxed{} is the answer) or "strict" (exactly one
+    \\boxed{}, nothing after it but whitespace, `.`, `$` or `\\]`; the training setting of the same name; the testbed's rule)."""
     judge_with_gold: bool = True
     """Show the gold answer to the GenRM (the FAPO critic prompt does)."""
     verify_timeout: float = 5.0
@@ -71,7 +71,7 @@ class Rollout:
     verify_status: str
     """`fapo.verify`'s status: "ok", "no_answer", "timeout" or "error"."""
     answer_counted: bool
-    """The answer rule accepted the response: not truncated and, with "strict", one final box."""
+    """The answer rule accepted the response (`fapo.outcome.RolloutOutcome.answer_counted`)."""
     verdict: int | None = None
     """The judge's earliest wrong step (-1: none); None when not judged or the judge failed."""
     judge_status: str | None = None
@@ -133,7 +133,7 @@ def score_rollouts(rollouts: Sequence[Rollout], judged: bool) -> PolicyScores:
     `judged` says whether a judge was asked about the correct rollouts; without one the flaw rates
     are None.
     """
-    from fapo.verify import normalize_answer
+    from fapo.answers import normalize_answer
 
     groups: dict[int, list[Rollout]] = defaultdict(list)
     for r in rollouts:
@@ -197,19 +197,16 @@ class PolicyReport:
 
 def verify_samples(problems: Sequence[EvalProblem], samples: Sequence[Sequence[Sample]],
                    answer_format: str = "last_boxed", timeout: float = 5.0) -> list[Rollout]:
-    """Rollouts (unjudged) for each problem's samples, checked with `fapo.verify` and the answer rule."""
-    from fapo.boxed import is_single_final_box
+    """Rollouts (unjudged) for each problem's samples, scored by `fapo.outcome.rollout_outcomes`."""
+    from fapo.outcome import rollout_outcomes
     from fapo.steps import split_steps
-    from fapo.verify import verify_batch
 
     flat = [(i, j, s) for i, group in enumerate(samples) for j, s in enumerate(group)]
-    results = verify_batch([s.text for _, _, s in flat], [problems[i].answer for i, _, _ in flat], timeout=timeout)
-    rollouts = []
-    for (i, j, s), res in zip(flat, results, strict=True):
-        counted = not s.truncated and (answer_format != "strict" or is_single_final_box(s.text))
-        rollouts.append(Rollout(i, j, s.text, s.num_tokens, s.truncated, len(split_steps(s.text)),
-                                res.correct and counted, res.pred, res.status, counted))
-    return rollouts
+    outcomes = rollout_outcomes([s.text for _, _, s in flat], [problems[i].answer for i, _, _ in flat],
+                                [s.truncated for _, _, s in flat], answer_format, timeout=timeout)  # type: ignore[arg-type]
+    return [Rollout(i, j, s.text, s.num_tokens, s.truncated, len(split_steps(s.text)), o.correct, o.pred,
+                    o.verify_status, o.answer_counted)
+            for (i, j, s), o in zip(flat, outcomes, strict=True)]
 
 
 def judge_rollouts(rollouts: Sequence[Rollout], problems: Sequence[EvalProblem], judge: JudgeSpec,
@@ -217,7 +214,7 @@ def judge_rollouts(rollouts: Sequence[Rollout], problems: Sequence[EvalProblem],
     """Ask the judge about the correct rollouts; the rest are returned unchanged."""
     from dataclasses import replace
 
-    from fapo.grm.client import JudgeItem
+    from fapo.grm.types import JudgeItem
     from fapo.steps import split_steps
 
     asked = [i for i, r in enumerate(rollouts) if r.correct]
