@@ -7,7 +7,8 @@ from math import comb
 
 import pytest
 
-from fapo.eval.metrics import (
+from fapo.eval.policy import Rollout, pass_at_ks, score_rollouts
+from fapo.metrics import (
     flawed_positive_scores,
     harmonic_mean,
     majority_index,
@@ -15,7 +16,6 @@ from fapo.eval.metrics import (
     pass_at_k,
     processbench_scores,
 )
-from fapo.eval.policy import Rollout, pass_at_ks, score_rollouts
 
 # ------------------------------------------------------------------------------------ ProcessBench
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import policy_case
-from fapo.grm.local import LocalJudge, resolve_oracle
+from fapo.grm.judge import resolve_oracle
+from fapo.grm.local import LocalJudge
 from fapo.train.config import parse_config
 from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
 
@@ -28,7 +29,7 @@ def write_policy_data(path: Path) -> Path:
 
 
 def policy_config(model: Path, data: Path, trl: dict | None = None, **fapo):
-    fapo_section = {"model": str(model), "train_data": str(data), "prompt_template": "{problem}", "judge": "oracle",
+    fapo_section = {"model": str(model), "train_data": str(data), "prompt_template": "{problem}", "oracle": "testbed",
                     "answer_format": "strict", "verify_workers": 1, **fapo}
     return parse_config({**TRL_TINY, **(trl or {}), "fapo": fapo_section})
 
@@ -75,7 +76,7 @@ def test_grpo_and_fapo_differ_only_in_the_reward_of_flawed_positives(tmp_path):
 
 def test_monitor_oracle_measures_without_changing_rewards(tmp_path):
     completions = [[{"role": "assistant", "content": c}] for c in (CLEAN, SKIP, SKIP, WRONG)]
-    settings = policy_config(tmp_path, tmp_path, penalty=0.0, judge="none", monitor_oracle="testbed").fapo
+    settings = policy_config(tmp_path, tmp_path, penalty=0.0, oracle=None, monitor_oracle="testbed").fapo
     state = PolicyRewardState(settings, 40, frozenset({3}), None, JsonlAppender(None),
                               monitor=resolve_oracle("testbed"))
     metrics: dict[str, float] = {}
@@ -87,7 +88,7 @@ def test_monitor_oracle_measures_without_changing_rewards(tmp_path):
 
 
 def test_truncated_completion_is_no_answer(tmp_path):
-    settings = policy_config(tmp_path, tmp_path, judge="none").fapo
+    settings = policy_config(tmp_path, tmp_path, oracle=None).fapo
     state = PolicyRewardState(settings, 3, frozenset({99}), None, JsonlAppender(None))
     completions = [[{"role": "assistant", "content": CLEAN}]] * 2
     rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3], [1, 2, 99]], [POLICY_PROBLEM] * 2,
@@ -110,18 +111,26 @@ def _assert_trained(result, model_before: Path, expect_judged: bool = True) -> l
 
 
 def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_path):
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
 
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
-        config = policy_config(memorised_policy_dir, data, judge="http", judge_endpoints=[server.url],
+        config = policy_config(memorised_policy_dir, data, oracle=None, judge={"endpoints": [server.url]},
                                overlong_buffer=8)
         from fapo.train.runner import train_policy
 
         result = train_policy(config, tmp_path / "run")
     metrics = _assert_trained(result, memorised_policy_dir)
     assert any(m.get("grm/flawed_ratio") is not None for m in metrics)
+    # one logging path: the client's cumulative counters, per-endpoint health and the verifier's stats each step
+    steps = [m for m in metrics if "loss" in m]
+    for key in ("grm/client/judgements", "grm/client/requests", "grm/client/healthy_endpoints",
+                "grm/client/endpoint/0/healthy", "grm/client/endpoint/0/requests", "verify/total/items",
+                "verify/total/timeouts", "verify/total/worker_restarts"):
+        assert all(key in m for m in steps), key
+    assert all(m["grm/client/endpoint/0/healthy"] == 1.0 for m in steps)
+    assert steps[-1]["grm/client/requests"] > 0 and steps[-1]["verify/total/items"] >= steps[0]["verify/total/items"] > 0
     assert all("rewards/soft_overlong_punishment_reward/mean" in m for m in metrics if "loss" in m)  # DAPO term
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert critiques and all(c["status"] == "ok" and "\\boxed{" in c["critique"] for c in critiques)
@@ -131,8 +140,8 @@ def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_pat
 def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_path):
     from transformers import TrainerCallback
 
-    from fapo.grm.launch import serve_in_thread
-    from fapo.grm.server import load_oracle
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
     from fapo.train.runner import train_policy
 
     server = serve_in_thread(load_oracle("testbed"))
@@ -143,14 +152,16 @@ def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_
                 server.stop()
 
     data = write_policy_data(tmp_path / "train.jsonl")
-    config = policy_config(memorised_policy_dir, data, {"max_steps": 3, "save_steps": 10}, judge="http",
-                           judge_endpoints=[server.url], judge_timeout=2.0, judge_retries=1)
+    config = policy_config(memorised_policy_dir, data, {"max_steps": 3, "save_steps": 10}, oracle=None,
+                           judge={"endpoints": [server.url], "timeout": 2.0, "retries": 1})
     result = train_policy(config, tmp_path / "run", callbacks=[KillJudgeAfterFirstStep()])
     server.stop()
     assert result.global_step == 3
     metrics = [m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
     after = metrics[1:]
     assert sum(m["grm/errors"] for m in after) > 0
+    assert metrics[0]["grm/client/endpoint/0/healthy"] == 1.0
+    assert metrics[-1]["grm/client/request_errors"] > metrics[0]["grm/client/request_errors"]  # the outage, logged
     # every judgement after the outage is an error (no verdict) or a verdict cached before it
     assert all(m["grm/errors"] + m["grm/cached"] == m["grm/judged"] for m in after)
     for m in after:  # a penalty only where a (cached) verdict said flawed; errors cost nothing
@@ -217,7 +228,7 @@ def test_train_policy_cli_prints_the_schedule_and_the_clip_binds(memorised_polic
     trl = {**TRL_TINY, "per_device_train_batch_size": 8, "steps_per_generation": 4, "max_steps": 4,
            "save_steps": 100, "learning_rate": 3e-3}
     fapo = {"model": str(memorised_policy_dir), "train_data": str(write_policy_data(tmp_path / "train.jsonl")),
-            "prompt_template": "{problem}", "judge": "oracle", "answer_format": "strict", "verify_workers": 1}
+            "prompt_template": "{problem}", "oracle": "testbed", "answer_format": "strict", "verify_workers": 1}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**trl, "fapo": fapo}))
     assert main(["train", "policy", "--config", str(config), "--output", str(tmp_path / "run")]) == 0

@@ -1,4 +1,11 @@
-"""Evaluation metrics as pure functions: ProcessBench, FlawedPositiveBench, pass@k, maj@k.
+"""Metrics as pure functions, for training logs, evaluation and the testbed alike: the empty-case
+convention, one percentile, ProcessBench, FlawedPositiveBench, pass@k, maj@k.
+
+The empty-case convention. A ratio, mean or percentile over nothing is undefined: `ratio`, `mean` and
+`percentile` return NaN, and logged metrics (metrics.jsonl, TRL's loggers, `GenRMClient.metrics()`) carry
+that NaN, never a 0.0 that reads like a measurement (`grm/flawed_ratio` of a batch with no judged rollout is
+NaN); counts are 0. JSON reports write an undefined score as null (`percent` below returns None). Cumulative
+counters are namespaced apart from per-batch values: `grm/client/...` and `verify/total/...` in training logs.
 
 Definitions (DESIGN.md §1.4; ProcessBench, Zheng et al. 2024; FAPO §4, arXiv 2510.22543), all in
 percent (0–100):
@@ -22,8 +29,30 @@ extracted answer. Imports only the standard library; knows nothing about files, 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import math
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+
+
+def ratio(part: float, whole: float) -> float:
+    """part / whole, NaN when `whole` is 0 (the empty-case convention)."""
+    return part / whole if whole else math.nan
+
+
+def mean(values: Iterable[float]) -> float:
+    """Arithmetic mean, NaN for no values."""
+    values = list(values)
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def percentile(values: Collection[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 1]) of `values`: the sorted value at index round(q · (n - 1)); NaN when
+    empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    return ordered[min(last, max(0, round(q * last)))]
 
 
 @dataclass(frozen=True)
@@ -68,13 +97,19 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-def processbench_scores(labels: Sequence[int], verdicts: Sequence[int | None]) -> SubsetScores:
-    """acc_err, acc_corr and F1 of `verdicts` against earliest-error `labels` (-1 = no error)."""
+def processbench_counts(labels: Sequence[int], verdicts: Sequence[int | None]) -> tuple[int, int, int, int]:
+    """(erroneous items, those whose exact index is named, error-free items, those judged -1)."""
     if len(labels) != len(verdicts):
         raise ValueError(f"{len(labels)} labels but {len(verdicts)} verdicts")
     n_error = sum(label != -1 for label in labels)
     found = sum(label != -1 and verdict == label for label, verdict in zip(labels, verdicts))
     cleared = sum(label == -1 and verdict == -1 for label, verdict in zip(labels, verdicts))
+    return n_error, found, len(labels) - n_error, cleared
+
+
+def processbench_scores(labels: Sequence[int], verdicts: Sequence[int | None]) -> SubsetScores:
+    """acc_err, acc_corr and F1 of `verdicts` against earliest-error `labels` (-1 = no error)."""
+    n_error, found, _, cleared = processbench_counts(labels, verdicts)
     acc_err = percent(found, n_error)
     acc_corr = percent(cleared, len(labels) - n_error)
     f1 = None if acc_err is None or acc_corr is None else harmonic_mean(acc_err, acc_corr)

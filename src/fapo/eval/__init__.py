@@ -18,14 +18,6 @@ from fapo.eval.curves import CURVE_METRICS, RunCurves, read_run, write_curves
 from fapo.eval.generation import Sample, SamplingConfig, sample_completions
 from fapo.eval.grm_bench import GrmReport, evaluate_grm, grm_markdown, judge_critic_rows, write_grm_report
 from fapo.eval.judges import JudgeSpec, judge_items
-from fapo.eval.metrics import (
-    FlawedPositiveScores,
-    SubsetScores,
-    flawed_positive_scores,
-    majority_index,
-    pass_at_k,
-    processbench_scores,
-)
 from fapo.eval.policy import (
     PolicyEvalConfig,
     PolicyReport,
@@ -36,6 +28,14 @@ from fapo.eval.policy import (
 )
 from fapo.eval.policy_report import policy_markdown, write_policy_report
 from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, EvalProblem, load_problems
+from fapo.metrics import (
+    FlawedPositiveScores,
+    SubsetScores,
+    flawed_positive_scores,
+    majority_index,
+    pass_at_k,
+    processbench_scores,
+)
 
 __all__ = [
     "CURVE_METRICS", "DEFAULT_PROMPT_TEMPLATE", "CriticRow", "EvalProblem", "FlawedPositiveScores", "GrmReport",

@@ -5,7 +5,7 @@
     report = evaluate_grm(rows, verdicts, judgements=judgements)
     write_grm_report(report, "reports/grm")      # REPORT.json, REPORT.md, confusion.png
 
-Metric definitions live in `fapo.eval.metrics`; FlawedPositiveBench pools every subset's items with
+Metric definitions live in `fapo.metrics`; FlawedPositiveBench pools every subset's items with
 a correct final answer. Owns the report's shape. Must not train, and does not import torch.
 """
 
@@ -19,16 +19,16 @@ from typing import Any
 
 from fapo.eval.critic_data import CriticRow
 from fapo.eval.judges import JudgeSpec, judge_items
-from fapo.eval.metrics import (
+from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
+from fapo.grm.client import JudgeItem, Judgement
+from fapo.io import write_text
+from fapo.metrics import (
     FlawedPositiveScores,
     SubsetScores,
     flawed_positive_scores,
     mean_defined,
     processbench_scores,
 )
-from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
-from fapo.grm.client import JudgeItem, Judgement
-from fapo.io import write_text
 
 CONFUSION_COLUMNS = ("-1", "labelled step", "other step", "no verdict")
 """What a verdict said, relative to the label (columns of the confusion counts)."""

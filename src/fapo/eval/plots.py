@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fapo.eval.metrics import FlawedPositiveScores
+from fapo.metrics import FlawedPositiveScores
 
 
 def _figure(width: float, height: float, panels: int = 1, rows: int = 1) -> tuple[Any, list[Any]]:

@@ -4,19 +4,21 @@
 strict answer rule + `fapo.verify`, and asks the checker which correct ones are flawed.
 `evaluate_grm` decodes a GenRM greedily on critic rows and scores it the ProcessBench way
 (DESIGN.md §1.4): acc_err, acc_corr, their harmonic mean F1, plus FlawedPositiveBench precision,
-recall and F1 on the rows whose final answer is correct. The general `fapo.eval` does this for any
-task; this module is the testbed's small, self-contained version used after warm-start.
-
-Owns these metrics for testbed data. Must not train.
+recall and F1 on the rows whose final answer is correct. Correctness is `fapo.outcome`'s (through
+`fapo.testbed.answer`), the counting and the empty-case convention `fapo.metrics`' (an undefined ratio
+is NaN); this module is the testbed's small version, decoding with `model.generate` directly, used after
+warm-start. Must not train.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from fapo.grm.prompt import grm_messages, parse_verdict
+from fapo.metrics import flawed_positive_scores, harmonic_mean, processbench_counts, ratio
 from fapo.steps import split_steps
 from fapo.testbed.answer import are_correct
 from fapo.testbed.checker import earliest_error
@@ -55,10 +57,6 @@ class GrmEval:
     """Share of critiques with no valid `\\boxed{k}` (counted as wrong, never as -1)."""
     rows: int
     seconds: float
-
-
-def _harmonic(a: float, b: float) -> float:
-    return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int,
@@ -100,27 +98,27 @@ def evaluate_policy(model: Any, tokenizer: Any, problems: list[str], samples: in
         if ok
     ]
     return PolicyEval(
-        accuracy=sum(correct) / max(len(correct), 1),
-        flawed_positive_ratio=sum(flawed) / max(len(flawed), 1),
-        truncated_share=sum(cut for _, cut in rollouts) / max(len(rollouts), 1),
+        accuracy=ratio(sum(correct), len(correct)),
+        flawed_positive_ratio=ratio(sum(flawed), len(flawed)),
+        truncated_share=ratio(sum(cut for _, cut in rollouts), len(rollouts)),
         rollouts=len(rollouts),
         seconds=time.perf_counter() - start,
     )
 
 
 def score_verdicts(rows: list[dict[str, Any]], verdicts: list[int | None], seconds: float = 0.0) -> GrmEval:
-    """ProcessBench and FlawedPositiveBench metrics of `verdicts` (None = no valid verdict) on `rows`."""
-    erroneous = [(r, v) for r, v in zip(rows, verdicts, strict=True) if r["label"] != -1]
-    clean = [(r, v) for r, v in zip(rows, verdicts, strict=True) if r["label"] == -1]
-    acc_err = sum(v == r["label"] for r, v in erroneous) / max(len(erroneous), 1)
-    acc_corr = sum(v == -1 for _, v in clean) / max(len(clean), 1)
-    positives = [(r["label"] != -1, v is not None and v != -1) for r, v in zip(rows, verdicts, strict=True)
-                 if r["final_answer_correct"]]
-    true_pos = sum(truth and said for truth, said in positives)
-    precision = true_pos / max(sum(said for _, said in positives), 1)
-    recall = true_pos / max(sum(truth for truth, _ in positives), 1)
-    return GrmEval(acc_err, acc_corr, _harmonic(acc_err, acc_corr), precision, recall, _harmonic(precision, recall),
-                   sum(v is None for v in verdicts) / max(len(verdicts), 1), len(rows), seconds)
+    """ProcessBench and FlawedPositiveBench metrics of `verdicts` (None = no valid verdict) on `rows`, as
+    fractions: `fapo.metrics`' counts, NaN for an empty class, precision/recall 0 with nothing to count."""
+    labels = [r["label"] for r in rows]
+    n_error, found, n_clean, cleared = processbench_counts(labels, verdicts)
+    acc_err, acc_corr = ratio(found, n_error), ratio(cleared, n_clean)
+    fpb = flawed_positive_scores(labels, [bool(r["final_answer_correct"]) for r in rows], verdicts)
+    precision = fpb.true_positive / max(fpb.true_positive + fpb.false_positive, 1)
+    recall = fpb.true_positive / max(fpb.true_positive + fpb.false_negative, 1)
+    f1 = math.nan if math.isnan(acc_err) or math.isnan(acc_corr) else harmonic_mean(acc_err, acc_corr)
+    return GrmEval(acc_err, acc_corr, f1, precision, recall,
+                   harmonic_mean(precision, recall), ratio(sum(v is None for v in verdicts), len(verdicts)),
+                   len(rows), seconds)
 
 
 def evaluate_grm(model: Any, tokenizer: Any, rows: list[dict[str, Any]], max_new_tokens: int = 320,

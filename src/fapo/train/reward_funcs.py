@@ -1,10 +1,16 @@
 """FAPO's rewards as TRL reward functions (DESIGN.md §1.1, §1.4).
 
 `make_policy_reward_func` returns an `async def` (TRL 1.16 runs those concurrently on its own
-event loop; it does not detect objects with an async `__call__`): verify every completion in
-worker processes, ask the judge about the verified-correct ones only, return `fapo_reward` per
-completion, log namespaced metrics through TRL's `log_metric`, and write each judged rollout's
-critique to critiques.jsonl. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
+event loop; it does not detect objects with an async `__call__`): decide each completion's outcome
+with `fapo.outcome.rollout_outcomes` (verification in worker processes), ask the judge (a
+`fapo.grm.judge.Judge`) about the correct ones only, return `fapo_reward` per completion, log metrics
+through TRL's `log_metric`, and write each judged rollout's critique to critiques.jsonl.
+
+Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers):
+per-batch values `verify/...`, `grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, NaN where
+a ratio has nothing to count (`fapo.metrics`); the judge's cumulative counters and per-endpoint health under
+`grm/client/...` (`GenRMClient.metrics`, e.g. `grm/client/endpoint/0/healthy`); the shared verifier's
+cumulative `VerifyStats` under `verify/total/...`. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
 No advantages or losses here: TRL computes them.
 """
 
@@ -12,21 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fapo.boxed import is_single_final_box
-from fapo.grm.client import JudgeItem, Judgement
+from fapo.grm.judge import Judge
 from fapo.grm.prompt import parse_verdict
+from fapo.grm.types import JudgeItem, Judgement
+from fapo.metrics import mean, percentile, ratio
+from fapo.outcome import RolloutOutcome, rollout_outcomes
 from fapo.rewards import fapo_reward, grm_reward
 from fapo.steps import split_steps
 from fapo.train.config import FapoSettings
-from fapo.verify import verify_batch
+from fapo.verify import verify_stats
 
 
 def completion_text(completion: Any) -> str:
@@ -34,13 +40,6 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class JsonlAppender:
@@ -65,11 +64,11 @@ class PolicyRewardState:
     settings: FapoSettings
     max_completion_length: int
     eos_token_ids: frozenset[int]
-    judge_factory: Callable[[], Any] | None
+    judge_factory: Callable[[], Judge] | None
     critiques: JsonlAppender
     monitor: Callable[[str, list[str]], int | None] | None = None
     monitor_metrics: Callable[[list[str], list[str], list[bool]], dict[str, float]] | None = None
-    judge: Any = None
+    judge: Judge | None = None
     totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
 
     def is_truncated(self, ids: Sequence[int]) -> bool:
@@ -78,8 +77,6 @@ class PolicyRewardState:
     async def judge_correct(self, problems: list[str], golds: list[str], texts: list[str]) -> list[Judgement]:
         if self.judge is None:
             self.judge = self.judge_factory()
-            if hasattr(self.judge, "__aenter__"):
-                await self.judge.__aenter__()
         gold_for = (lambda g: g) if self.settings.judge_with_gold else (lambda g: None)
         items = [
             JudgeItem(problem=p, steps=split_steps(t, self.settings.step_split), gold=gold_for(g))
@@ -106,13 +103,10 @@ async def score_policy_batch(
     settings = state.settings
     texts = [completion_text(c) for c in completions]
     results = await asyncio.to_thread(
-        verify_batch, texts, golds, workers=settings.verify_workers, timeout=settings.verify_timeout
+        rollout_outcomes, texts, golds, [state.is_truncated(ids) for ids in completion_ids], settings.answer_format,
+        workers=settings.verify_workers, timeout=settings.verify_timeout,
     )
-    strict = settings.answer_format == "strict"
-    correct = [
-        r.correct and not state.is_truncated(ids) and (not strict or is_single_final_box(t))
-        for r, ids, t in zip(results, completion_ids, texts)
-    ]
+    correct = [r.correct for r in results]
     judged_idx = [i for i, ok in enumerate(correct) if ok] if state.judge_factory is not None else []
     start = time.perf_counter()
     judgements = (
@@ -144,6 +138,7 @@ async def score_policy_batch(
             metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
         if state.monitor_metrics is not None:
             metrics.update(state.monitor_metrics(problems, texts, correct))
+        metrics.update(cumulative_metrics(state.judge))
         for key, value in metrics.items():
             log_metric(key, value)
     return rewards
@@ -156,34 +151,43 @@ def _monitor_metrics(verdicts: dict[int, int | None], judged_idx: list[int], jud
     pairs = [(verdicts.get(i), j.flawed) for i, j in zip(judged_idx, judgements) if j.status == "ok"]
     agree = [(truth is not None and truth != -1) == said for truth, said in pairs if truth is not None]
     return {
-        "monitor/flawed_ratio": flawed / len(verdicts) if verdicts else math.nan,
-        "monitor/flawed_of_all": flawed / n,
-        "monitor/judge_agreement": sum(agree) / len(agree) if agree else math.nan,
+        "monitor/flawed_ratio": ratio(flawed, len(verdicts)),
+        "monitor/flawed_of_all": ratio(flawed, n),
+        "monitor/judge_agreement": ratio(sum(agree), len(agree)),
     }
 
 
-def _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s) -> dict[str, float]:
+def cumulative_metrics(judge: Judge | None) -> dict[str, float]:
+    """The judge's counters since it was made under `grm/client/...` (per-endpoint health included) and the
+    shared verifier's `VerifyStats` under `verify/total/...`."""
+    out = {"grm/client/" + key.removeprefix("grm/"): value for key, value in judge.metrics().items()} if judge else {}
+    out.update(verify_stats().as_metrics("verify/total/"))
+    return out
+
+
+def _policy_metrics(results: list[RolloutOutcome], correct: list[bool], judgements: list[Judgement],
+                    rewards: list[float], texts: list[str], settings: FapoSettings, judge_s: float) -> dict[str, float]:
     n = len(correct)
     ok = [j for j in judgements if j.status == "ok"]
     n_flawed = sum(1 for j in ok if j.flawed)
     latencies = [j.latency_s for j in judgements if j.status != "error"]
     n_correct = sum(correct)
     return {
-        "verify/accuracy": n_correct / n,
-        "verify/no_answer": sum(r.status == "no_answer" for r in results) / n,
-        "verify/timeouts": float(sum(r.status == "timeout" for r in results)),
-        "verify/errors": float(sum(r.status == "error" for r in results)),
+        "verify/accuracy": ratio(n_correct, n),
+        "verify/no_answer": ratio(sum(r.verify_status == "no_answer" for r in results), n),
+        "verify/timeouts": float(sum(r.verify_status == "timeout" for r in results)),
+        "verify/errors": float(sum(r.verify_status == "error" for r in results)),
         "grm/judged": float(len(judgements)),
-        "grm/flawed_ratio": n_flawed / len(ok) if ok else math.nan,
-        "grm/flawed_of_all": n_flawed / n,
-        "grm/clean_accuracy": (n_correct - n_flawed) / n,
+        "grm/flawed_ratio": ratio(n_flawed, len(ok)),
+        "grm/flawed_of_all": ratio(n_flawed, n),
+        "grm/clean_accuracy": ratio(n_correct - n_flawed, n),
         "grm/errors": float(sum(j.status == "error" for j in judgements)),
         "grm/cached": float(sum(bool(getattr(j, "cached", False)) for j in judgements)),
         "grm/invalid": float(sum(j.status == "invalid" for j in judgements)),
-        "grm/latency_p50": _percentile(latencies, 0.5),
-        "grm/latency_p95": _percentile(latencies, 0.95),
-        "reward/mean": statistics.fmean(rewards),
-        "completions/mean_steps": statistics.fmean(len(split_steps(t, settings.step_split)) for t in texts),
+        "grm/latency_p50": percentile(latencies, 0.5),
+        "grm/latency_p95": percentile(latencies, 0.95),
+        "reward/mean": mean(rewards),
+        "completions/mean_steps": mean(len(split_steps(t, settings.step_split)) for t in texts),
         "time/judge_s": judge_s,
     }
 
@@ -221,7 +225,7 @@ def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True)
             log_metric("grm/valid_rate", len(valid) / total)
             log_metric("grm/outcome_accuracy", sum((p != -1) == (lab != -1) for p, lab in valid) / total)
             log_metric("grm/exact_match", sum(p == lab for p, lab in valid) / total)
-            log_metric("reward/mean", statistics.fmean(rewards))
+            log_metric("reward/mean", mean(rewards))
         return rewards
 
     genrm_reward_func.__name__ = "genrm_reward"
