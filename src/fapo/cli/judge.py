@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -170,5 +171,5 @@ def summarise(judgements: list[Any], wall_s: float, metrics: dict[str, float]) -
         "flawed_ratio": round(flawed / status["ok"], 4) if status["ok"] else None,
         "wall_s": round(wall_s, 3),
         "rows_per_s": round(len(judgements) / wall_s, 1) if wall_s > 0 else None,
-        "metrics": {k: round(v, 4) for k, v in metrics.items()},
+        "metrics": {k: round(v, 4) if math.isfinite(v) else None for k, v in metrics.items()},  # NaN: null
     }
