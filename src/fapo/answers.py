@@ -119,11 +119,11 @@ def fast_verdict(pred: str, gold: str) -> bool | None:
     compares numbers exactly or rounded to 6 decimals, so those are never equal there. Anything
     else (`1/2` vs `0.5`, `x+1` vs `1+x`, closer numbers) goes to math-verify.
     """
-    return _decide(normalize_answer(pred), normalize_answer(gold))
+    return fast_verdict_normalized(normalize_answer(pred), normalize_answer(gold))
 
 
-def _decide(p: str, g: str) -> bool | None:
-    """`fast_verdict` on normalised answers."""
+def fast_verdict_normalized(p: str, g: str) -> bool | None:
+    """`fast_verdict` on answers already through `normalize_answer` (callers that cache the normalised gold)."""
     if not p or not g:
         return None
     if p == g:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from fapo.answers import _decide, answer_source, fast_verdict, gold_answer, normalize_answer  # noqa: F401 (public here too)
+from fapo.answers import answer_source, fast_verdict, fast_verdict_normalized, gold_answer, normalize_answer  # noqa: F401 (public here too)
 from fapo.process_pool import ProcessPool, TaskFailure
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def _triage(
         return VerifyResult(False, None, "no_answer"), None
     if gold not in golds_seen:
         golds_seen[gold] = normalize_answer(gold_answer(gold))
-    verdict = _decide(normalize_answer(content), golds_seen[gold])
+    verdict = fast_verdict_normalized(normalize_answer(content), golds_seen[gold])
     if verdict is not None:
         return VerifyResult(verdict, content.strip(), "ok"), None
     return None, ("boxed", content, gold)

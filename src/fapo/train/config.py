@@ -83,7 +83,8 @@ class FapoSettings:
     verify_workers: int | None = None
     """Verifier worker processes (None: a sensible default for the machine)."""
     answer_format: str = "last_boxed"
-    """"last_boxed": the last \\boxed{} is the answer. "strict": exactly one \\boxed{}, nothing after it."""
+    """The answer rule (`fapo.outcome`): "last_boxed": the last \\boxed{} is the answer. "strict": exactly one
+    \\boxed{} with nothing after it but whitespace or a closer (`.`, `$`, `\\]`)."""
     overlong_buffer: int = 0
     """DAPO's soft overlong penalty: its buffer length L_cache in tokens (0 = off)."""
     torch_threads: int | None = None
