@@ -192,3 +192,18 @@ def test_genrm_reward_rejects_bad_rows():
         compute_score_genrm("\\boxed{1}", 1, {})
     with pytest.raises(ValueError, match="ground_truth"):
         compute_score_genrm("\\boxed{1}", "first", {"total_steps": 3})
+
+
+def test_every_judge_config_field_is_a_reward_kwarg():
+    """verl's reward_kwargs reach the same JudgeConfig as a training config: judge_<field> for every field."""
+    from fapo.grm.types import JudgeConfig
+    from fapo.integrations.verl import SETTINGS, VERL_JUDGE_DEFAULTS, _settings
+
+    assert {f"judge_{name}" for name in ("tie_break", "top_p", "votes", "breaker_failures", "backoff_max")} <= set(SETTINGS)
+    settings = _settings({"judge_tie_break": "clean", "judge_votes": 3, "judge_temperature": 0.7, "judge_model": "g"},
+                         "compute_score_fapo")
+    config = settings.judge_config(("http://genrm-0:8001/v1",))
+    assert isinstance(config, JudgeConfig) and (config.tie_break, config.votes, config.temperature) == ("clean", 3, 0.7)
+    assert config.endpoints[0].model == "g" and config.timeout == VERL_JUDGE_DEFAULTS["timeout"]
+    with pytest.raises(ValueError, match="tie_break must be"):
+        _settings({"judge_tie_break": "maybe"}, "compute_score_fapo")
