@@ -160,7 +160,8 @@ def _monitor_metrics(verdicts: dict[int, int | None], judged_idx: list[int], jud
 def cumulative_metrics(judge: Judge | None) -> dict[str, float]:
     """The judge's counters since it was made under `grm/client/...` (per-endpoint health included) and the
     shared verifier's `VerifyStats` under `verify/total/...`."""
-    out = {"grm/client/" + key.removeprefix("grm/"): value for key, value in judge.metrics().items()} if judge else {}
+    judge_metrics = judge.metrics() if judge is not None else {}
+    out = {"grm/client/" + key.removeprefix("grm/"): value for key, value in judge_metrics.items()}
     out.update(verify_stats().as_metrics("verify/total/"))
     return out
 
