@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def ratio(part: float, whole: float) -> float:
@@ -43,6 +44,18 @@ def mean(values: Iterable[float]) -> float:
     """Arithmetic mean, NaN for no values."""
     values = list(values)
     return math.fsum(values) / len(values) if values else math.nan
+
+
+def undefined_as_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, recursively through dicts, lists and tuples: how
+    an undefined metric is written to JSON (null, never the non-standard `NaN`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: undefined_as_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [undefined_as_none(v) for v in value]
+    return value
 
 
 def percentile(values: Collection[float], q: float) -> float:

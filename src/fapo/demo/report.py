@@ -256,9 +256,12 @@ def _warmstart_line(report: dict[str, Any]) -> str:
     warm = report.get("grm_warmstart_eval")
     if not warm:
         return ""
-    return (f" After warm-start only ({warm['rows']} critic rows): F1 {100 * warm['f1']:.1f} (acc_err "
-            f"{100 * warm['acc_err']:.1f}, acc_corr {100 * warm['acc_corr']:.1f}); FlawedPositiveBench F1 "
-            f"{100 * warm['fpb_f1']:.1f} (precision {100 * warm['fpb_precision']:.1f}, recall {100 * warm['fpb_recall']:.1f}).")
+    def pct(key: str) -> str:  # an undefined score (an empty class) is null in the record
+        return "—" if warm[key] is None else f"{100 * warm[key]:.1f}"
+
+    return (f" After warm-start only ({warm['rows']} critic rows): F1 {pct('f1')} (acc_err {pct('acc_err')}, "
+            f"acc_corr {pct('acc_corr')}); FlawedPositiveBench F1 {pct('fpb_f1')} (precision {pct('fpb_precision')}, "
+            f"recall {pct('fpb_recall')}).")
 
 
 def _row(name: str, entry: dict[str, Any], per_seed: bool = True) -> str:

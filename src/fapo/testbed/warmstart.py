@@ -31,6 +31,7 @@ from typing import Any
 
 from fapo.grm.prompt import grm_messages
 from fapo.io import read_jsonl
+from fapo.metrics import undefined_as_none
 from fapo.testbed.checker import critique
 from fapo.testbed.task import parse_problem
 
@@ -254,7 +255,7 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
     (out / RECORD).unlink(missing_ok=True)
     record = {"key": key, "config": asdict(config), "data_dir": str(data), "train": train(data, out, config)}
     if config.eval_problems > 0:
-        record["eval"] = measure(data, out, config)
+        record["eval"] = undefined_as_none(measure(data, out, config))  # an undefined ratio is null in the record
     (out / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return {**record, "cached": False}
 
