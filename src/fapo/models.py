@@ -39,6 +39,9 @@ class TinyModelConfig:
     """Hidden size; must be divisible by `heads`."""
     heads: int = 4
     """Attention heads (key/value heads are the same number)."""
+    head_dim: int | None = None
+    """Size of each head; None: hidden / heads. vLLM's CPU attention runs only head sizes 32, 64, 80, 96, 112,
+    128, ... (`fapo.serving.vllm.CPU_HEAD_SIZES`): a model served by `serve-grm --engine vllm` on a CPU needs one."""
     vocab_size: int = 512
     """Target BPE vocabulary size, special tokens included (the trained size can be smaller)."""
     phrase_tokens: bool = False
@@ -56,8 +59,10 @@ class TinyModelConfig:
             raise ValueError(f"layers must be >= 1, got {self.layers}")
         if self.hidden < 8 or self.heads < 1 or self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be >= 8 and divisible by heads ({self.heads})")
-        if (self.hidden // self.heads) % 2:
+        if self.head_dim is None and (self.hidden // self.heads) % 2:
             raise ValueError(f"hidden/heads = {self.hidden // self.heads} must be even (rotary embedding)")
+        if self.head_dim is not None and (self.head_dim < 2 or self.head_dim % 2):
+            raise ValueError(f"head_dim must be an even number >= 2 (rotary embedding), got {self.head_dim}")
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size must be >= 300 (256 byte symbols + specials), got {self.vocab_size}")
 
@@ -129,7 +134,7 @@ def make_tiny_model(out_dir: str | Path, config: TinyModelConfig | None = None, 
         num_hidden_layers=config.layers,
         num_attention_heads=config.heads,
         num_key_value_heads=config.heads,
-        head_dim=config.hidden // config.heads,
+        head_dim=config.head_dim or config.hidden // config.heads,
         max_position_embeddings=config.max_positions,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,

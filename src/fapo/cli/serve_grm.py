@@ -1,7 +1,8 @@
-"""`fapo serve-grm (--model DIR | --oracle NAME)`: a local OpenAI-compatible GenRM server.
+"""`fapo serve-grm (--model DIR | --oracle NAME) [--engine hf|vllm]`: a local OpenAI-compatible GenRM server.
 
-For CPUs, tests and the demo; production GenRMs run on vLLM or SGLang (`vllm serve MODEL`), which
-`fapo judge` and the trainer reach the same way. Server logic lives in `fapo.serving.server`.
+`--engine hf` (default): fapo's own server over transformers, for CPUs, tests and the demo (`fapo.serving.server`).
+`--engine vllm`: vLLM's OpenAI server started and stopped the same way (`fapo.serving.vllm`), the production
+path; `fapo judge` and the trainer reach both the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--oracle", metavar="NAME", help="serve a programmatic judge instead, e.g. 'testbed'")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--max-batch", type=int, default=8, help="most requests per generate call (default 8)")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                   help="hf: fapo's server over transformers (default); vllm: vLLM's OpenAI server (`make vllm`)")
+    p.add_argument("--max-batch", type=int, help=f"most requests per generate call (default {DEFAULT_MAX_BATCH}; "
+                   "with --engine vllm: vLLM's --max-num-seqs, default vLLM's)")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="longest a request waits for a fuller batch (default 10)")
     p.add_argument("--max-queue", type=int, default=256,
@@ -50,7 +54,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (default: cuda if available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 when several "
                    "workers share a few cores)")
-    p.set_defaults(func=run)
+    v = p.add_argument_group("--engine vllm only")
+    v.add_argument("--vllm-python", metavar="PYTHON", help="Python with vLLM installed (default: $FAPO_VLLM_PYTHON, "
+                   "else .venv-vllm/bin/python here, else this Python if it imports vllm)")
+    v.add_argument("--max-model-len", type=int, metavar="N", help="context length, prompt + completion "
+                   "(default: the model's)")
+    v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights and activations (default auto)")
+    v.add_argument("--kv-cache-gib", type=float, metavar="G", help="KV cache size (default: vLLM's on GPUs; on "
+                   "the CPU build 1 GiB unless $VLLM_CPU_KVCACHE_SPACE says otherwise)")
+    v.add_argument("--start-timeout", type=float, default=900.0, metavar="S",
+                   help="seconds to wait for vLLM to answer /health (default 900)")
+    v.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to vLLM's server as it is (repeat; e.g. --vllm-arg=--tensor-parallel-size=2)")
+    p.set_defaults(func=run, option_defaults={name: p.get_default(name) for name in HF_ONLY + VLLM_ONLY})
+
+
+DEFAULT_MAX_BATCH = 64
+"""Measured in benchmarks/bench_serving.py (BENCHMARKS.md, "GenRM serving"): on a tiny model at concurrency 64,
+batches of 32-128 gave 1.8-1.9x the throughput of 8; a batch is padded only to its longest row."""
+
+HF_ONLY = ("max_wait_ms", "max_queue", "max_body_bytes", "max_request_tokens", "long_request_tokens",
+           "max_connections", "header_timeout", "body_timeout", "device", "threads")
+VLLM_ONLY = ("vllm_python", "max_model_len", "dtype", "kv_cache_gib", "start_timeout", "vllm_arg")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.serving.server import ServerConfig, serve
 
+    _check_engine_options(args)
+    if args.engine == "vllm":
+        return _run_vllm(args)
     try:
         config = ServerConfig(
-            host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+            host=args.host, port=args.port, max_batch=args.max_batch or DEFAULT_MAX_BATCH, max_wait_ms=args.max_wait_ms,
             max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, api_key=args.api_key or None,
             served_model_name=args.served_model_name, max_request_tokens=args.max_request_tokens,
             long_request_tokens=args.long_request_tokens, max_connections=args.max_connections,
@@ -115,3 +144,42 @@ def _model_backend(path: str, device: str | None, threads: int | None = None):
         raise CliError(f"cannot load model {path!r}: {err}") from err
     print(f"fapo serve-grm: {path} on {backend.model.device} ({backend.model.dtype})", file=sys.stderr, flush=True)
     return backend
+
+
+def _check_engine_options(args: argparse.Namespace) -> None:
+    """Options of the other engine are errors, not silently ignored."""
+    from fapo.cli import CliError
+
+    defaults = args.option_defaults
+    other = HF_ONLY if args.engine == "vllm" else VLLM_ONLY
+    given = ["--" + name.replace("_", "-") for name in other if getattr(args, name) != defaults[name]]
+    if given:
+        raise CliError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --engine {args.engine}")
+    if args.engine == "vllm" and args.oracle:
+        raise CliError("--engine vllm serves a model: use --model DIR (oracles are served by --engine hf)")
+
+
+def _run_vllm(args: argparse.Namespace) -> int:
+    from fapo.cli import CliError
+    from fapo.serving.vllm import (
+        VllmError,
+        VllmOptions,
+        find_vllm_python,
+        is_cpu_build,
+        model_problems,
+        run_vllm,
+    )
+
+    try:
+        options = VllmOptions(
+            model=args.model, host=args.host, port=args.port, max_model_len=args.max_model_len, dtype=args.dtype,
+            served_model_names=(args.served_model_name,) if args.served_model_name else (),
+            max_num_seqs=args.max_batch, kv_cache_gib=args.kv_cache_gib, extra_args=tuple(args.vllm_arg), start_timeout_s=args.start_timeout,
+        )
+        python = find_vllm_python(args.vllm_python)
+        problems = model_problems(args.model, is_cpu_build(python), options.extra_args)
+        if problems:
+            raise CliError(f"vLLM cannot serve {args.model} as a GenRM: " + "; ".join(problems))
+        return run_vllm(options, python, api_key=args.api_key or None)
+    except (ValueError, VllmError) as err:
+        raise CliError(str(err)) from err

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
     p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--head-dim", type=int, help="size of each head (default hidden/heads; vLLM's CPU build "
+                   "needs 32, 64, 80, ...: e.g. --hidden 64 --heads 2)")
     p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size target (default 512)")
     p.add_argument("--phrase-tokens", action="store_true",
                    help="let BPE merge across spaces (recurring phrases become one token; digits stay single)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read --vocab-corpus: {err}") from err
     try:
         config = TinyModelConfig(
-            layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size,
+            layers=args.layers, hidden=args.hidden, heads=args.heads, head_dim=args.head_dim, vocab_size=args.vocab_size,
             phrase_tokens=args.phrase_tokens, seed=args.seed,
         )
     except ValueError as err:
