@@ -170,13 +170,20 @@ def _reward_funcs_with_overlong(reward_funcs: list[Any], settings: FapoSettings,
 
 
 def _build_and_run(config: TrainConfig, output_dir: Path, kind: str, rows: list[dict[str, Any]], args, tokenizer,
-                   reward_funcs: list[Any], resume: bool, callbacks: Sequence[Any], on_close=None) -> TrainResult:
+                   reward_funcs: list[Any], resume: bool, callbacks: Sequence[Any], on_close=None,
+                   rollout_func=None) -> TrainResult:
     from datasets import Dataset
 
     _write_run_config(config, output_dir, kind)
     _set_threads(config.fapo)
-    trainer = _trainer_class()(model=config.fapo.model, reward_funcs=reward_funcs, args=args,
-                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer_class = _trainer_class()
+    if rollout_func is not None:
+        from fapo.train.streaming import streaming_trainer_class
+
+        trainer_class = streaming_trainer_class(trainer_class)
+    trainer = trainer_class(model=config.fapo.model, reward_funcs=reward_funcs, args=args,
+                            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                            rollout_func=rollout_func)
     return _run(trainer, output_dir, resume, on_close=on_close, callbacks=callbacks)
 
 
@@ -190,6 +197,10 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
+    if settings.trainer == "async":
+        from fapo.train.async_trainer import train_policy_async
+
+        return train_policy_async(config, output_dir, max_steps, resume, callbacks, announce)
     output_dir = Path(output_dir)
     rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
@@ -204,9 +215,17 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         monitor=monitor,
         monitor_metrics=monitor_metrics,
     )
-    reward_funcs = _reward_funcs_with_overlong([make_policy_reward_func(state)], settings, args)
+    rollout_func = None
+    if settings.rollout == "streaming":
+        from fapo.train.streaming import StreamingRollout, make_streaming_reward_func
+
+        rollout_func = StreamingRollout(state, settings.rollout_chunks)
+        reward_func = make_streaming_reward_func(rollout_func)
+    else:
+        reward_func = make_policy_reward_func(state)
+    reward_funcs = _reward_funcs_with_overlong([reward_func], settings, args)
     return _build_and_run(config, output_dir, "policy", rows, args, tokenizer, reward_funcs, resume, callbacks,
-                          on_close=state.close)
+                          on_close=state.close, rollout_func=rollout_func)
 
 
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,

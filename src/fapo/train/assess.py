@@ -1,0 +1,120 @@
+"""Verify rollouts and judge the verified-correct ones, judging overlapping verification.
+
+`assess_rollouts` verifies a batch slice by slice (each slice as wide as the verifier's worker
+pool) in a thread, and sends each verified-correct rollout to the judge as soon as its slice is
+verified, while the next slices are still being verified (DESIGN.md §1.5: a GenRM request leaves
+as soon as a rollout is verified). `Assessment` is what comes back: per rollout the verification
+result, whether it counts as correct, and the judgement of the judged ones, plus when judging
+started and ended. `merge_assessments` joins the assessments of consecutive chunks of one batch
+(the streaming rollout), so rewards, metrics and critiques are computed once per batch either way.
+
+Owns no reward arithmetic (`fapo.rewards`), no metric names (`fapo.train.reward_funcs`), no answer
+checking (`fapo.verify`) and no HTTP (`fapo.grm`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fapo.boxed import is_single_final_box
+from fapo.grm.client import Judgement
+from fapo.verify import VerifyResult, default_workers, verify_batch
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Verification and judgement of a batch (or a chunk of one) of rollouts, in rollout order."""
+
+    results: list[VerifyResult]
+    correct: list[bool]
+    """Verified correct, not truncated, and in the required answer format: the rollouts the judge sees."""
+    judged_idx: list[int]
+    """Indices of the judged rollouts (the correct ones when a judge is configured), ascending."""
+    judgements: list[Judgement]
+    """One per index in `judged_idx`, same order."""
+    verified_at: float
+    """perf_counter() when the last rollout was verified."""
+    judge_started: float | None
+    """perf_counter() when the first judge request left (None: nothing judged)."""
+    judge_done: float | None
+    """perf_counter() when the last judgement came back (None: nothing judged)."""
+
+    def judge_wait_s(self, since: float) -> float:
+        """Seconds judging ran past `since` (e.g. the end of verification, or of generation)."""
+        return max(0.0, self.judge_done - since) if self.judge_done is not None else 0.0
+
+    def judge_busy_s(self) -> float:
+        """Seconds from the first judge request to the last judgement."""
+        if self.judge_started is None or self.judge_done is None:
+            return 0.0
+        return self.judge_done - self.judge_started
+
+
+def _slice_size(workers: int | None) -> int:
+    return max(1, workers if workers is not None else default_workers())
+
+
+async def assess_rollouts(state: Any, texts: Sequence[str], completion_ids: Sequence[Sequence[int]],
+                          problems: Sequence[str], golds: Sequence[str]) -> Assessment:
+    """Verify every rollout; judge each correct one (through `state.judge_correct`) as soon as it is verified.
+
+    `state` is a `fapo.train.reward_funcs.PolicyRewardState`. At most `judge_concurrency` judge
+    requests are in flight at once; verification of later slices goes on while they are.
+    """
+    settings = state.settings
+    strict = settings.answer_format == "strict"
+    judging = state.judge_factory is not None
+    if judging:
+        await state.open_judge()
+    limit = asyncio.Semaphore(settings.judge_concurrency)
+    results: list[VerifyResult] = []
+    correct: list[bool] = []
+    tasks: dict[int, asyncio.Task[Judgement]] = {}
+    started: list[float] = []
+
+    async def judge_one(i: int) -> Judgement:
+        async with limit:
+            if not started:
+                started.append(time.perf_counter())
+            return (await state.judge_correct([problems[i]], [golds[i]], [texts[i]]))[0]
+
+    step = _slice_size(settings.verify_workers)
+    try:
+        for lo in range(0, len(texts), step):
+            hi = min(lo + step, len(texts))
+            verified = await asyncio.to_thread(verify_batch, list(texts[lo:hi]), list(golds[lo:hi]),
+                                               workers=settings.verify_workers, timeout=settings.verify_timeout)
+            for i, r in zip(range(lo, hi), verified):
+                ok = (r.correct and not state.is_truncated(completion_ids[i])
+                      and (not strict or is_single_final_box(texts[i])))
+                results.append(r)
+                correct.append(ok)
+                if ok and judging:
+                    tasks[i] = asyncio.create_task(judge_one(i))
+        verified_at = time.perf_counter()
+        judged_idx = sorted(tasks)
+        judgements = list(await asyncio.gather(*(tasks[i] for i in judged_idx)))
+    finally:  # a failure or cancellation leaves no judge request behind
+        for task in tasks.values():
+            task.cancel()
+    done = time.perf_counter() if judged_idx else None
+    return Assessment(results, correct, judged_idx, judgements, verified_at,
+                      started[0] if started else None, done)
+
+
+def merge_assessments(parts: Sequence[Assessment]) -> Assessment:
+    """One assessment for consecutive chunks of a batch (indices shifted, times spanning all chunks)."""
+    results, correct, judged_idx, judgements = [], [], [], []
+    for part in parts:
+        judged_idx += [len(results) + i for i in part.judged_idx]
+        results += part.results
+        correct += part.correct
+        judgements += part.judgements
+    starts = [p.judge_started for p in parts if p.judge_started is not None]
+    dones = [p.judge_done for p in parts if p.judge_done is not None]
+    return Assessment(results, correct, judged_idx, judgements, max(p.verified_at for p in parts),
+                      min(starts) if starts else None, max(dones) if dones else None)
