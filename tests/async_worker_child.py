@@ -26,7 +26,11 @@ def _score_groups(payload: bytes, groups: list[dict]) -> list[list[dict]]:
     from accelerate import PartialState
 
     PartialState()  # as the worker's child does: accelerate's logging needs it
-    from trl.experimental.async_grpo.async_rollout_worker import RolloutGroup, TrainingSequence, _AsyncRolloutLoop
+    from trl.experimental.async_grpo.async_rollout_worker import (
+        RolloutGroup,
+        TrainingSequence,
+        _AsyncRolloutLoop,
+    )
     from trl.trainer.utils import get_callable_name
 
     reward_funcs = pickle.loads(payload)

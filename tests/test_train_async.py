@@ -172,9 +172,8 @@ def test_async_training_on_a_gpu_with_vllm(memorised_policy_dir, tmp_path):
 
     if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None or "FAPO_VLLM_URL" not in os.environ:
         pytest.skip("needs a CUDA device, vLLM, and a vLLM server of the policy at $FAPO_VLLM_URL")
-    from test_train import _assert_trained, write_policy_data
-
     from fapo.train.runner import train_policy
+    from test_train import _assert_trained, write_policy_data
 
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
@@ -183,3 +182,26 @@ def test_async_training_on_a_gpu_with_vllm(memorised_policy_dir, tmp_path):
                                judge="http", judge_endpoints=[server.url], trainer="async")
         result = train_policy(config, tmp_path / "run")
     _assert_trained(result, memorised_policy_dir)
+
+
+def test_train_policy_trainer_async_says_what_it_needs_where_vllm_or_cuda_is_missing(memorised_policy_dir, tmp_path,
+                                                                                     capsys):
+    import importlib.util
+
+    import torch
+    import yaml
+
+    from fapo.cli import main
+    from test_train import TRL_TINY, write_policy_data
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and CUDA are both here: the async trainer can run")
+    fapo = {"model": str(memorised_policy_dir), "train_data": str(write_policy_data(tmp_path / "train.jsonl")),
+            "judge": "oracle"}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TRL_TINY, "fapo": fapo}))
+    assert main(["train", "policy", "--config", str(config), "--output", str(tmp_path / "run"),
+                 "--trainer", "async"]) == 2
+    err = capsys.readouterr().err
+    assert "fapo.trainer: async" in err and "fapo.rollout: streaming" in err
+    assert not (tmp_path / "run").exists()  # refused before any work

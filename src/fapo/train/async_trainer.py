@@ -84,6 +84,20 @@ def add_rollout_metrics(window: dict[str, list], rows: Sequence[dict[str, Any]])
                 window.setdefault(key, []).append(float(value))
 
 
+def check_async_requirements() -> None:
+    """ConfigError unless vLLM is installed and a CUDA device is visible (AsyncGRPOTrainer needs both)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("fapo.trainer: async needs vLLM (pip install vllm) for its rollout server and a GPU for "
+                          "its NCCL weight transfer; without them use trainer grpo with fapo.rollout: streaming")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("fapo.trainer: async moves weights to vLLM over NCCL and needs a CUDA device; "
+                          "on a CPU use trainer grpo with fapo.rollout: streaming")
+
+
 def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
                        resume: bool = False, callbacks: Sequence[Any] = (),
                        announce: Callable[[str], None] | None = None):
@@ -103,6 +117,7 @@ def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: i
     )
 
     settings = config.fapo
+    check_async_requirements()
     output_dir = Path(output_dir)
     rows = policy_rows(settings)
     args = async_grpo_args(config, output_dir, max_steps, announce)
