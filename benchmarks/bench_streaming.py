@@ -8,9 +8,10 @@ hits all of them: GRPO (no judge), FAPO with `fapo.rollout: sync`, FAPO with `fa
 (`--chunks` chunks per generation batch), and GRPO with streaming chunks and no judge (what chunked
 generation alone costs). Same warm-started testbed policy, same seeds, the tiny CPU schedule (8 prompts x
 8 rollouts per generation batch, 4 optimizer steps on it). The first generation batch of each run is
-not timed. Reports per arm the time per generation batch (its 4 optimizer steps), the FAPO/GRPO ratios,
-the judge's busy time per batch (`time/judge_busy_s`) and the part of it the step waited for
-(`time/judge_s`); hidden = 1 - waited / busy.
+not timed. Reports per arm the time per generation batch (its 4 optimizer steps), the FAPO/GRPO ratios
+(pooled and per round), the judge's span per batch (`time/judge_busy_s`, first request to last verdict)
+and the part of it the step waited for (`time/judge_s`): hidden = 1 - waited / span; and the wait per
+judged rollout, synchronous vs streaming (a streaming span includes the gaps between chunks).
 
     python benchmarks/bench_streaming.py [--policy DIR --data DIR] [--batches 4] [--repeats 2] [--json OUT]
 
@@ -104,6 +105,10 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
         summary[f"{arm}: judge s the step waited"] = waited
         summary[f"{arm}: judge time hidden"] = 1 - waited / busy if busy else float("nan")
         summary[f"{arm}: rollouts judged per batch"] = statistics.fmean(pooled(arm, "judged"))
+        judged = sum(pooled(arm, "judged"))
+        summary[f"{arm}: s waited per judged rollout"] = sum(pooled(arm, "judge_s")) / judged if judged else float("nan")
+    sync_wait, stream_wait = (summary[f"{arm}: s waited per judged rollout"] for arm in ("fapo-sync", "fapo-streaming"))
+    summary["judge wait per judged rollout removed by streaming"] = 1 - stream_wait / sync_wait
     rounds = [runs[i:i + len(ARMS)] for i in range(0, len(runs), len(ARMS))]
     for arm in ("fapo-sync", "fapo-streaming", "grpo-streaming"):  # machine load moves between rounds
         summary[f"{arm} / grpo, per round"] = [
