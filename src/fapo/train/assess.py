@@ -5,8 +5,9 @@ pool) in a thread, and sends each verified-correct rollout to the judge as soon 
 verified, while the next slices are still being verified (DESIGN.md §1.5: a GenRM request leaves
 as soon as a rollout is verified). `Assessment` is what comes back: per rollout the verification
 result, whether it counts as correct, and the judgement of the judged ones, plus when judging
-started and ended. `merge_assessments` joins the assessments of consecutive chunks of one batch
-(the streaming rollout), so rewards, metrics and critiques are computed once per batch either way.
+started and ended. `merge_assessments` joins the assessments of the parts of one batch (the
+streaming rollout hands rollouts over as they finish), so rewards, metrics and critiques are computed
+once per batch either way.
 
 Owns no reward arithmetic (`fapo.rewards`), no metric names (`fapo.train.reward_funcs`), no answer
 checking (`fapo.verify`) and no HTTP (`fapo.grm`).
@@ -106,15 +107,23 @@ async def assess_rollouts(state: Any, texts: Sequence[str], completion_ids: Sequ
                       started[0] if started else None, done)
 
 
-def merge_assessments(parts: Sequence[Assessment]) -> Assessment:
-    """One assessment for consecutive chunks of a batch (indices shifted, times spanning all chunks)."""
-    results, correct, judged_idx, judgements = [], [], [], []
-    for part in parts:
-        judged_idx += [len(results) + i for i in part.judged_idx]
-        results += part.results
-        correct += part.correct
-        judgements += part.judgements
-    starts = [p.judge_started for p in parts if p.judge_started is not None]
-    dones = [p.judge_done for p in parts if p.judge_done is not None]
-    return Assessment(results, correct, judged_idx, judgements, max(p.verified_at for p in parts),
-                      min(starts) if starts else None, max(dones) if dones else None)
+def merge_assessments(parts: Sequence[tuple[Sequence[int], Assessment]], n: int) -> Assessment:
+    """One assessment of a batch of `n` rollouts from assessments of its parts, each given with the batch
+    indices of its rollouts (every index exactly once); times span all parts."""
+    results: list[VerifyResult | None] = [None] * n
+    correct: list[bool] = [False] * n
+    judged: dict[int, Judgement] = {}
+    for indices, part in parts:
+        for local, index in enumerate(indices):
+            if results[index] is not None:
+                raise ValueError(f"rollout {index} is in two parts")
+            results[index], correct[index] = part.results[local], part.correct[local]
+        judged.update({indices[i]: j for i, j in zip(part.judged_idx, part.judgements)})
+    if any(r is None for r in results):
+        raise ValueError("some rollouts are in no part")
+    starts = [p.judge_started for _, p in parts if p.judge_started is not None]
+    dones = [p.judge_done for _, p in parts if p.judge_done is not None]
+    judged_idx = sorted(judged)
+    return Assessment(results, correct, judged_idx, [judged[i] for i in judged_idx],  # type: ignore[arg-type]
+                      max(p.verified_at for _, p in parts), min(starts) if starts else None,
+                      max(dones) if dones else None)

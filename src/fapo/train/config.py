@@ -112,11 +112,13 @@ class FapoSettings:
     """Policy RL trainer: "grpo" (TRL's GRPOTrainer) or "async" (TRL's AsyncGRPOTrainer: vLLM server rollouts,
     each group verified and judged as it completes; needs GPUs and vLLM). `--trainer` on the command line."""
     rollout: str = "sync"
-    """GRPOTrainer rollouts: "sync" (judge after the whole batch is generated) or "streaming" (generate the batch
-    in `rollout_chunks` chunks and verify and judge each finished chunk while the next one generates)."""
-    rollout_chunks: int = 4
-    """Streaming rollouts: chunks per generation batch (whole groups each; more chunks hide more judging but
-    generate in smaller batches)."""
+    """GRPOTrainer rollouts: "sync" (judge after the whole batch is generated) or "streaming" (verify and judge
+    rollouts while the rest of the batch generates: with transformers generation each rollout as it ends, and
+    with any backend each finished chunk of `rollout_chunks` while the next chunk generates)."""
+    rollout_chunks: int = 1
+    """Streaming rollouts: chunks per generation batch, whole groups each. 1 suits transformers generation (its
+    rollouts are handed over as they end); vLLM returns whole chunks, so there use 4-8 (more chunks hide more
+    judging but generate in smaller batches)."""
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from fapo.train.assess import assess_rollouts, merge_assessments
 from fapo.train.reward_funcs import PolicyRewardState, completion_text, record_assessment, score_policy_batch
@@ -44,14 +48,63 @@ def chunk_bounds(n_rollouts: int, group_size: int, chunks: int) -> list[tuple[in
 
 @dataclass
 class _PendingBatch:
-    """A generated batch whose chunks are still being assessed on the reward loop."""
+    """A generated batch whose parts (rollout indices, assessment future) are still being assessed."""
 
     completion_ids: list[list[int]]
     texts: list[str]
     problems: list[str]
     golds: list[str]
-    futures: list[concurrent.futures.Future]
+    parts: list[tuple[list[int], concurrent.futures.Future]]
     generated_at: float
+
+
+class _FinishedRollouts(StoppingCriteria):
+    """A stopping criterion that stops nothing: after each decoding step it hands the rows that just ended
+    (their last token an EOS) to `submit`, so they are assessed while the rest of the batch decodes.
+    `finish` hands over the rest (cut at max length) once generation returns, and checks the early
+    hand-offs against TRL's own completions."""
+
+    def __init__(self, offset: int, eos_token_ids, submit):
+        self.offset, self.submit = offset, submit
+        self.eos = set(int(t) for t in eos_token_ids)
+        self.prompt_width: int | None = None
+        self.handed: dict[int, list[int]] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1] - 1  # called after the first new token
+        last = input_ids[:, -1].tolist()
+        ended = [row for row, token in enumerate(last) if token in self.eos and row not in self.handed]
+        if ended:
+            for row in ended:
+                self.handed[row] = input_ids[row, self.prompt_width:].tolist()
+            self.submit([self.offset + row for row in ended], [self.handed[row] for row in ended])
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def finish(self, completion_ids: list[list[int]]) -> None:
+        for row, ids in self.handed.items():
+            if ids != list(completion_ids[row]):
+                raise RuntimeError("streaming rollout: a rollout handed over early differs from TRL's completion")
+        rest = [row for row in range(len(completion_ids)) if row not in self.handed]
+        if rest:
+            self.submit([self.offset + row for row in rest], [list(completion_ids[row]) for row in rest])
+
+
+@contextlib.contextmanager
+def _handing_off_finished(trainer: Any, handed: _FinishedRollouts):
+    """Give the model's `generate` the hand-off criterion while TRL generates (transformers generation only;
+    vLLM and continuous batching return whole chunks, which `handed.finish` then submits)."""
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    if trainer.use_vllm or trainer.use_transformers_continuous_batching or "generate" in vars(model):
+        yield
+        return
+    model.generate = functools.partial(model.generate, stopping_criteria=StoppingCriteriaList([handed]))
+    try:
+        yield
+    finally:
+        del model.generate
 
 
 class StreamingRollout:
@@ -78,18 +131,24 @@ class StreamingRollout:
         problems, golds = [r["problem"] for r in rows], [r["answer"] for r in rows]
         completion_ids: list[list[int]] = []
         logprobs: list | None = []
-        texts: list[str] = []
-        futures = []
+        parts: list[tuple[list[int], concurrent.futures.Future]] = []
+
+        def submit(indices: list[int], ids: list[list[int]]) -> None:
+            texts = trainer.processing_class.batch_decode(ids, skip_special_tokens=True)
+            parts.append((indices, asyncio.run_coroutine_threadsafe(assess_rollouts(
+                self.state, texts, ids, [problems[i] for i in indices], [golds[i] for i in indices]),
+                trainer.async_loop)))
+
         for lo, hi in chunk_bounds(len(prompts), group, self.chunks):
-            ids, lps = trainer._generate_single_turn(prompt_ids[lo:hi], None, {}, group)
-            chunk_texts = trainer.processing_class.batch_decode(ids, skip_special_tokens=True)
-            futures.append(asyncio.run_coroutine_threadsafe(
-                assess_rollouts(self.state, chunk_texts, ids, problems[lo:hi], golds[lo:hi]), trainer.async_loop))
+            handed = _FinishedRollouts(lo, trainer.eos_token_ids, submit)
+            with _handing_off_finished(trainer, handed):
+                ids, lps = trainer._generate_single_turn(prompt_ids[lo:hi], None, {}, group)
+            handed.finish(ids)
             completion_ids += ids
-            texts += chunk_texts
             logprobs = None if lps is None or logprobs is None else logprobs + list(lps)
+        texts = trainer.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         with self._lock:
-            self._pending = _PendingBatch(completion_ids, texts, problems, golds, futures, time.perf_counter())
+            self._pending = _PendingBatch(completion_ids, texts, problems, golds, parts, time.perf_counter())
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def take(self) -> _PendingBatch | None:
@@ -115,12 +174,12 @@ def make_streaming_reward_func(rollout: StreamingRollout):
         if pending is None or pending.completion_ids != [list(c) for c in completion_ids] or pending.texts != texts \
                 or pending.problems != problems or pending.golds != golds:
             if pending is not None:
-                for future in pending.futures:
+                for _, future in pending.parts:
                     future.cancel()
             logger.warning("fapo: streaming rollout did not match the batch to score; scoring it synchronously")
             return await score_policy_batch(state, completions, completion_ids, problems, golds, step, log_metric)
-        parts = [await asyncio.wrap_future(f) for f in pending.futures]
-        assessment = merge_assessments(parts)
+        parts = [(indices, await asyncio.wrap_future(f)) for indices, f in pending.parts]
+        assessment = merge_assessments(parts, len(texts))
         since = max(pending.generated_at, assessment.verified_at)
         return record_assessment(state, assessment, texts, problems, golds, step, log_metric,
                                  judge_wait_s=assessment.judge_wait_s(since))
