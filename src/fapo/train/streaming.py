@@ -1,15 +1,17 @@
-"""Streaming rollouts for TRL's GRPOTrainer: judge each finished chunk while the next one generates.
+"""Streaming rollouts for TRL's GRPOTrainer: judge rollouts while the rest of the batch generates.
 
-With `fapo.rollout: streaming`, GRPOTrainer gets a `rollout_func` (`StreamingRollout`) that
-generates the batch in `fapo.rollout_chunks` chunks of whole groups, with TRL's own generation
-(`_generate_single_turn`: transformers, or vLLM colocated/server), and hands each finished chunk
-to `fapo.train.assess.assess_rollouts` on TRL's reward event loop, where it is verified and judged
-while the next chunk generates. The reward function (`make_streaming_reward_func`) then only waits
-for what is still outstanding and computes rewards, metrics and critiques once for the whole batch
-with the same code as the synchronous path (`record_assessment`), so the two agree exactly.
+With `fapo.rollout: streaming`, GRPOTrainer gets a `rollout_func` (`StreamingRollout`) that runs TRL's
+own generation (`_generate_single_turn`: transformers, or vLLM colocated/server) over the batch in
+`fapo.rollout_chunks` chunks of whole groups. With transformers generation a stopping criterion that
+stops nothing (`_FinishedRollouts`) hands each rollout over as soon as it ends, while the others still
+decode; other backends return whole chunks, handed over as each finishes while the next generates.
+Each hand-over goes to `fapo.train.assess.assess_rollouts` on TRL's reward event loop (verify, judge
+the correct ones). The reward function (`make_streaming_reward_func`) then only waits for what is
+still outstanding and computes rewards, metrics and critiques once for the whole batch with the same
+code as the synchronous path (`record_assessment`), so the two agree exactly.
 
-Owns the chunking and the hand-over between the generating thread and the reward loop; owns no
-reward arithmetic, verification or judging logic, and no loss math.
+Owns the hand-over between the generating thread and the reward loop; owns no reward arithmetic,
+verification or judging logic, no sampling and no loss math.
 """
 
 from __future__ import annotations
