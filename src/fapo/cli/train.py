@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (fapo.penalty=0, learning_rate=1e-6); repeatable")
+        if name == "policy":
+            q.add_argument("--trainer", choices=("grpo", "async"),
+                           help="grpo: TRL's GRPOTrainer; async: AsyncGRPOTrainer (vLLM server, GPUs; "
+                                "each group judged as it completes). Default: the config's fapo.trainer")
         q.set_defaults(func=run, what=name)
 
 
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.max_steps is not None and args.max_steps < 1:
             raise ConfigError(f"--max-steps must be a whole number >= 1, got {args.max_steps}")
-        config = load_config(args.config, args.set, check_paths=True)
+        overrides = list(args.set) + ([f"fapo.trainer={args.trainer}"] if getattr(args, "trainer", None) else [])
+        config = load_config(args.config, overrides, check_paths=True)
         output = args.output or config.trl.get("output_dir")
         if not output:
             raise ConfigError("no output directory: pass --output or set output_dir in the config")

@@ -97,6 +97,17 @@ class FapoSettings:
     """GenRM training (ProcessBench rows): the column with the list of steps."""
     grm_with_gold: bool = True
     """GenRM training on ProcessBench rows: include `ground_truth` in the prompt when the row has one."""
+    trainer: str = "grpo"
+    """Policy RL trainer: "grpo" (TRL's GRPOTrainer) or "async" (TRL's AsyncGRPOTrainer: vLLM server rollouts,
+    each group verified and judged as it completes; needs GPUs and vLLM). `--trainer` on the command line."""
+    rollout: str = "sync"
+    """GRPOTrainer rollouts: "sync" (judge after the whole batch is generated) or "streaming" (verify and judge
+    rollouts while the rest of the batch generates: with transformers generation each rollout as it ends, and
+    with any backend each finished chunk of `rollout_chunks` while the next chunk generates)."""
+    rollout_chunks: int = 1
+    """Streaming rollouts: chunks per generation batch, whole groups each. 1 suits transformers generation (its
+    rollouts are handed over as they end); vLLM returns whole chunks, so there use 4-8 (more chunks hide more
+    judging but generate in smaller batches)."""
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -108,6 +119,12 @@ class FapoSettings:
                               "keep one")
         if self.penalty < 0:
             raise ConfigError(f"fapo.penalty (λ) must be >= 0, got {self.penalty}")
+        if self.trainer not in ("grpo", "async"):
+            raise ConfigError(f'fapo.trainer must be "grpo" or "async", got {self.trainer!r}')
+        if self.rollout not in ("sync", "streaming"):
+            raise ConfigError(f'fapo.rollout must be "sync" or "streaming", got {self.rollout!r}')
+        if self.rollout == "streaming" and self.trainer == "async":
+            raise ConfigError('fapo.rollout: streaming is for trainer "grpo"; trainer "async" always streams')
         if self.answer_format not in ("last_boxed", "strict"):
             raise ConfigError(f'fapo.answer_format must be "last_boxed" or "strict", got {self.answer_format!r}')
         if "{problem}" not in self.prompt_template:
@@ -136,6 +153,7 @@ _FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
     ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
     ("verify_workers", 1, "a whole number >= 1, or null"),
     ("torch_threads", 1, "a whole number >= 1, or null"),
+    ("rollout_chunks", 1, "a whole number >= 1"),
 )
 """fapo fields with a lower bound: (name, inclusive bound or None for "> 0", what the message asks for)."""
 
@@ -268,10 +286,16 @@ def _closest(key: str, valid: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _grpo_field_names() -> list[str]:
+def _grpo_field_names(trainer: str = "grpo") -> list[str]:
+    """GRPOConfig's fields; for trainer "async" also AsyncGRPOConfig's (its own keys, e.g. `max_staleness`)."""
     from trl import GRPOConfig
 
-    return [f.name for f in dataclasses.fields(GRPOConfig)]
+    names = [f.name for f in dataclasses.fields(GRPOConfig)]
+    if trainer == "async":
+        from fapo.train.async_trainer import async_config_class
+
+        names += [f.name for f in dataclasses.fields(async_config_class()) if f.name not in names]
+    return names
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -318,7 +342,7 @@ def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
         raise ConfigError(str(err)) from err
     if check_paths:
         check_local_paths(settings)
-    valid = _grpo_field_names()  # imports TRL: last, once every value has been checked
+    valid = _grpo_field_names(settings.trainer)  # imports TRL: last, once every value has been checked
     for key in trl_keys:
         if key not in valid:
             hint = _closest(key, valid + ["fapo"])

@@ -3,11 +3,12 @@
 `make_policy_reward_func` returns an `async def` (TRL 1.16 runs those concurrently on its own
 event loop; it does not detect objects with an async `__call__`): decide each completion's outcome
 with `fapo.outcome.rollout_outcomes` (verification in worker processes), ask the judge (a
-`fapo.grm.judge.Judge`) about the correct ones only, return `fapo_reward` per completion, log metrics
-through TRL's `log_metric`, and write each judged rollout's critique to critiques.jsonl.
+`fapo.grm.judge.Judge`) about the correct ones only, each as soon as it is verified (`fapo.train.assess`),
+return `fapo_reward` per completion, log metrics through TRL's `log_metric`, and write each judged
+rollout's critique to critiques.jsonl.
 
 Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers):
-per-batch values `verify/...`, `grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, NaN where
+per-batch values `verify/...`, `grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, `time/judge_busy_s`, NaN where
 a ratio has nothing to count (`fapo.metrics`); the judge's cumulative counters and per-endpoint health under
 `grm/client/...` (`GenRMClient.metrics`, e.g. `grm/client/endpoint/0/healthy`); the shared verifier's
 cumulative `VerifyStats` under `verify/total/...`. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
@@ -16,9 +17,7 @@ No advantages or losses here: TRL computes them.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from fapo.metrics import mean, percentile, ratio
 from fapo.outcome import RolloutOutcome, rollout_outcomes
 from fapo.rewards import fapo_reward, grm_reward
 from fapo.steps import split_steps
+from fapo.train.assess import Assessment, assess_rollouts
 from fapo.train.config import FapoSettings
 from fapo.verify import verify_stats
 
@@ -74,9 +74,13 @@ class PolicyRewardState:
     def is_truncated(self, ids: Sequence[int]) -> bool:
         return len(ids) >= self.max_completion_length and (not ids or ids[-1] not in self.eos_token_ids)
 
-    async def judge_correct(self, problems: list[str], golds: list[str], texts: list[str]) -> list[Judgement]:
+    async def open_judge(self) -> None:
+        """Make the judge (once); its connections open on the running event loop when first used."""
         if self.judge is None:
             self.judge = self.judge_factory()
+
+    async def judge_correct(self, problems: list[str], golds: list[str], texts: list[str]) -> list[Judgement]:
+        await self.open_judge()
         gold_for = (lambda g: g) if self.settings.judge_with_gold else (lambda g: None)
         items = [
             JudgeItem(problem=p, steps=split_steps(t, self.settings.step_split), gold=gold_for(g))
@@ -99,22 +103,24 @@ async def score_policy_batch(
     step: int,
     log_metric: Callable[[str, float], None] | None,
 ) -> list[float]:
-    """Rewards for one batch of rollouts; see the module docstring."""
-    settings = state.settings
+    """Rewards for one batch of rollouts; see the module docstring. Each verified-correct rollout goes to
+    the judge as soon as it is verified (`fapo.train.assess`)."""
     texts = [completion_text(c) for c in completions]
-    results = await asyncio.to_thread(
-        rollout_outcomes, texts, golds, [state.is_truncated(ids) for ids in completion_ids], settings.answer_format,
-        workers=settings.verify_workers, timeout=settings.verify_timeout,
-    )
-    correct = [r.correct for r in results]
-    judged_idx = [i for i, ok in enumerate(correct) if ok] if state.judge_factory is not None else []
-    start = time.perf_counter()
-    judgements = (
-        await state.judge_correct([problems[i] for i in judged_idx], [golds[i] for i in judged_idx],
-                                  [texts[i] for i in judged_idx])
-        if judged_idx else []
-    )
-    judge_s = time.perf_counter() - start
+    assessment = await assess_rollouts(state, texts, completion_ids, problems, golds)
+    return record_assessment(state, assessment, texts, problems, golds, step, log_metric,
+                             judge_wait_s=assessment.judge_wait_s(assessment.verified_at))
+
+
+def record_assessment(state: PolicyRewardState, assessment: Assessment, texts: list[str], problems: list[str],
+                      golds: list[str], step: int, log_metric: Callable[[str, float], None] | None,
+                      judge_wait_s: float) -> list[float]:
+    """FAPO rewards from an assessment; writes the critiques and logs the batch's metrics.
+
+    `judge_wait_s` is how long the step waited on the judge once its rollouts were verified (synchronous
+    path) or generated (streaming path): `time/judge_s`. `time/judge_busy_s` is the judge's whole span."""
+    settings = state.settings
+    results, correct = assessment.results, assessment.correct
+    judged_idx, judgements = assessment.judged_idx, assessment.judgements
     flawed: list[bool | None] = [None] * len(texts)
     for i, j in zip(judged_idx, judgements):
         flawed[i] = j.flawed if j.status == "ok" else None
@@ -133,7 +139,8 @@ async def score_policy_batch(
             for i, j in zip(judged_idx, judgements)
         ])
     if log_metric is not None:
-        metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_s)
+        metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_wait_s)
+        metrics["time/judge_busy_s"] = assessment.judge_busy_s()
         if state.monitor is not None:
             metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
         if state.monitor_metrics is not None:

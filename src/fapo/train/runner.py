@@ -179,6 +179,8 @@ class RunPlan:
     on_close: Callable[[], Any] | None = None
     """Coroutine function run on TRL's event loop when training ends (closes the judge)."""
     callbacks: Sequence[Any] = field(default_factory=tuple)
+    rollout_func: Any = None
+    """A TRL `rollout_func` (`fapo.train.streaming.StreamingRollout` for `fapo.rollout: streaming`), or None."""
 
 
 def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume: bool) -> TrainResult:
@@ -186,8 +188,14 @@ def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume:
 
     _write_run_config(config, output_dir, plan.kind)
     _set_threads(config.fapo)
-    trainer = _trainer_class()(model=config.fapo.model, reward_funcs=plan.reward_funcs, args=plan.args,
-                               train_dataset=Dataset.from_list(plan.rows), processing_class=plan.tokenizer)
+    trainer_class = _trainer_class()
+    if plan.rollout_func is not None:
+        from fapo.train.streaming import streaming_trainer_class
+
+        trainer_class = streaming_trainer_class(trainer_class)
+    trainer = trainer_class(model=config.fapo.model, reward_funcs=plan.reward_funcs, args=plan.args,
+                            train_dataset=Dataset.from_list(plan.rows), processing_class=plan.tokenizer,
+                            rollout_func=plan.rollout_func)
     return _run(trainer, output_dir, resume, on_close=plan.on_close, callbacks=plan.callbacks)
 
 
@@ -201,6 +209,10 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
+    if settings.trainer == "async":
+        from fapo.train.async_trainer import train_policy_async
+
+        return train_policy_async(config, output_dir, max_steps, resume, callbacks, announce)
     output_dir = Path(output_dir)
     rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
@@ -215,8 +227,17 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         monitor=monitor,
         monitor_metrics=monitor_metrics,
     )
-    reward_funcs = _reward_funcs_with_overlong([make_policy_reward_func(state)], settings, args)
-    plan = RunPlan("policy", args, rows, tokenizer, reward_funcs, on_close=state.close, callbacks=callbacks)
+    rollout_func = None
+    if settings.rollout == "streaming":
+        from fapo.train.streaming import StreamingRollout, make_streaming_reward_func
+
+        rollout_func = StreamingRollout(state, settings.rollout_chunks)
+        reward_func = make_streaming_reward_func(rollout_func)
+    else:
+        reward_func = make_policy_reward_func(state)
+    reward_funcs = _reward_funcs_with_overlong([reward_func], settings, args)
+    plan = RunPlan("policy", args, rows, tokenizer, reward_funcs, on_close=state.close, callbacks=callbacks,
+                   rollout_func=rollout_func)
     return _build_and_run(config, output_dir, plan, resume)
 
 

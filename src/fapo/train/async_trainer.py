@@ -1,0 +1,134 @@
+"""FAPO policy RL on TRL's AsyncGRPOTrainer (`fapo.trainer: async`, `fapo train policy --trainer async`).
+
+AsyncGRPOTrainer (trl.experimental.async_grpo) generates with a `vllm serve` server through
+`/v1/completions` in a spawned rollout worker, scores each group as soon as it completes while other
+groups still generate, and streams the trainer's weights to the vLLM server over NCCL: it needs GPUs
+and vLLM. fapo gives it the picklable `FapoAsyncReward` (plus DAPO's soft overlong penalty when
+configured) and a trainer subclass that folds the worker's per-group metrics file into TRL's logs, so
+a run logs the same `verify/*`, `grm/*`, `reward/mean` and `time/*` keys as a GRPOTrainer run
+(per group, averaged over each logging window) and writes the same critiques.jsonl.
+
+Owns the config translation and the log bridge; the reward is `fapo.train.async_reward`'s and all
+training is TRL's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fapo.train.config import ConfigError, TrainConfig
+
+
+def async_config_class():
+    """TRL's AsyncGRPOConfig (imported only now: trl.experimental warns on import)."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.async_grpo import AsyncGRPOConfig
+
+    return AsyncGRPOConfig
+
+
+def async_grpo_args(config: TrainConfig, output_dir: Path, max_steps: int | None,
+                    announce: Callable[[str], None] | None = None):
+    """AsyncGRPOConfig from the config's TRL keys. GRPOTrainer-only keys (its generation schedule, vLLM mode,
+    loss variants) have no meaning there: they are left out and named in the announced line."""
+    config_class = async_config_class()
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    kept = {k: v for k, v in config.trl.items() if k in valid}
+    dropped = sorted(k for k in config.trl if k not in valid)
+    kept.update({"output_dir": str(output_dir), "disable_tqdm": True})
+    kept.setdefault("report_to", "none")
+    if max_steps is not None:
+        kept["max_steps"] = max_steps
+    try:
+        args = config_class(**kept)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid AsyncGRPOTrainer setting: {err}") from err
+    if announce is not None and args.process_index == 0:
+        line = (f"async (AsyncGRPOTrainer): groups of {args.num_generations} from vLLM at "
+                f"{args.vllm_server_base_url}, each verified and judged as it completes; "
+                f"{args.per_device_train_batch_size} x {args.world_size} processes per optimizer step")
+        announce(line + (f"; not used by AsyncGRPOTrainer: {', '.join(dropped)}" if dropped else ""))
+    return args
+
+
+def fapo_async_trainer_class():
+    """AsyncGRPOTrainer that folds the rollout worker's FAPO metrics into its logs (and `time/step_s`)."""
+    from trl.experimental.async_grpo import AsyncGRPOTrainer
+
+    from fapo.train.async_reward import METRICS_FILE, MetricsTail
+
+    class FapoAsyncGRPOTrainer(AsyncGRPOTrainer):
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if not hasattr(self, "_fapo_tail"):
+                self._fapo_tail = MetricsTail(Path(self.args.output_dir) / METRICS_FILE)
+            if self.accelerator.is_main_process and self.model.training:
+                add_rollout_metrics(self._metrics["train"], self._fapo_tail.read())
+                step_times = self._metrics["train"].get("perf/step_s")
+                if step_times:
+                    self._metrics["train"]["time/step_s"] = list(step_times)
+            super().log(logs, start_time)
+
+    return FapoAsyncGRPOTrainer
+
+
+def add_rollout_metrics(window: dict[str, list], rows: Sequence[dict[str, Any]]) -> None:
+    """Append each group's metric values to the trainer's logging window (key -> list of values)."""
+    for row in rows:
+        for key, value in row.items():
+            if key != "group" and isinstance(value, (int, float)):
+                window.setdefault(key, []).append(float(value))
+
+
+def check_async_requirements() -> None:
+    """ConfigError unless vLLM is installed and a CUDA device is visible (AsyncGRPOTrainer needs both)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("fapo.trainer: async needs vLLM (pip install vllm) for its rollout server and a GPU for "
+                          "its NCCL weight transfer; without them use trainer grpo with fapo.rollout: streaming")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("fapo.trainer: async moves weights to vLLM over NCCL and needs a CUDA device; "
+                          "on a CPU use trainer grpo with fapo.rollout: streaming")
+
+
+def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
+                       resume: bool = False, callbacks: Sequence[Any] = (),
+                       announce: Callable[[str], None] | None = None):
+    """FAPO policy RL on AsyncGRPOTrainer; the same artefacts as `fapo.train.runner.train_policy`."""
+    from datasets import Dataset
+
+    from fapo.train.async_reward import FapoAsyncReward
+    from fapo.train.data import policy_rows
+    from fapo.train.runner import (
+        _load_tokenizer,
+        _resolve_monitor,
+        _reward_funcs_with_overlong,
+        _run,
+        _set_threads,
+        _write_run_config,
+        build_judge_factory,
+    )
+
+    settings = config.fapo
+    check_async_requirements()
+    output_dir = Path(output_dir)
+    rows = policy_rows(settings)
+    args = async_grpo_args(config, output_dir, max_steps, announce)
+    tokenizer = _load_tokenizer(settings.model)
+    _resolve_monitor(settings)  # a bad oracle name fails here, not in the worker
+    build_judge_factory(settings)
+    eos = frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+    reward = FapoAsyncReward(settings, args.max_completion_length, eos, str(output_dir))
+    reward_funcs = _reward_funcs_with_overlong([reward], settings, args)
+    _write_run_config(config, output_dir, "policy")
+    _set_threads(settings)
+    trainer = fapo_async_trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args,
+                                         train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    return _run(trainer, output_dir, resume, callbacks=callbacks)
