@@ -163,7 +163,8 @@ def make_streaming_reward_func(rollout: StreamingRollout):
     """The FAPO reward for a streaming rollout: waits for the batch's chunk assessments, then scores it.
 
     A batch the rollout did not assess (or whose decoded texts differ from TRL's completions, e.g. a
-    tokenizer with a response parser) is scored synchronously instead, with a warning: never a wrong reward.
+    tokenizer with a response parser) is scored synchronously instead, with a warning and
+    `rollout/streaming_fallback` = 1 in that step's metrics: never a wrong reward.
     """
     state = rollout.state
 
@@ -179,6 +180,8 @@ def make_streaming_reward_func(rollout: StreamingRollout):
                 for _, future in pending.parts:
                     future.cancel()
             logger.warning("fapo: streaming rollout did not match the batch to score; scoring it synchronously")
+            if log_metric is not None:  # counted, not only printed: a run that never streams shows it in its metrics
+                log_metric("rollout/streaming_fallback", 1.0)
             return await score_policy_batch(state, completions, completion_ids, problems, golds, step, log_metric)
         parts = [(indices, await asyncio.wrap_future(f)) for indices, f in pending.parts]
         assessment = merge_assessments(parts, len(texts))
