@@ -163,6 +163,22 @@ def _series(runs: list[dict[str, Any]], arm: str, key: str, smooth: int = 5) -> 
     return steps[:n], means, stds
 
 
+def _band(ax, runs: list[dict[str, Any]], arm: str, key: str, color: str, label: str) -> None:
+    """One metric of one arm against step: the mean over seeds, with a ± std band."""
+    steps, mean, std = _series(runs, arm, key)
+    ax.plot(steps, mean, color=color, label=label)
+    ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
+
+
+def _save(fig, out: Path, name: str, written: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    written.append(name)
+    plt.close(fig)
+
+
 def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -> list[str]:
     """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; the main classes of
     flawed positive per arm; response length; the GenRM's RL reward (when a GenRM was trained)."""
@@ -171,7 +187,7 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written: list[str] = []
     arms = _arms_in(runs)
     panels = (("verify/accuracy", "accuracy of training rollouts"),
               ("monitor/flawed_ratio", "flawed-positive ratio (checker)"),
@@ -179,49 +195,36 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, (key, title) in zip(axes, panels):
         for arm in arms:
-            color = COLORS[arm]
-            steps, mean, std = _series(runs, arm, key)
-            ax.plot(steps, mean, color=color, label=LABELS[arm])
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=color, alpha=0.2)
+            _band(ax, runs, arm, key, COLORS[arm], LABELS[arm])
         ax.set(title=title, xlabel="optimizer step (mean ± std over seeds)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_flawed.png", dpi=110)
-    written.append("accuracy_flawed.png")
-    plt.close(fig)
+    _save(fig, out, "accuracy_flawed.png", written)
 
     reasons = ("skipped_pair", "wrong_arithmetic", "merged_steps")
     fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
         for reason, color in zip(reasons, ("tab:purple", "tab:orange", "tab:gray")):
-            steps, mean, std = _series(runs, arm, f"monitor/reason/{reason}")
-            ax.plot(steps, mean, color=color, label=reason.replace("_", " "))
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=color, alpha=0.2)
+            _band(ax, runs, arm, f"monitor/reason/{reason}", color, reason.replace("_", " "))
         ax.set(title=f"{LABELS[arm]}: flawed positives by class", xlabel="optimizer step",
                ylabel="share of correct training rollouts")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "flaw_classes.png", dpi=110)
-    written.append("flaw_classes.png")
-    plt.close(fig)
+    _save(fig, out, "flaw_classes.png", written)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for arm in arms:
-        color = COLORS[arm]
-        steps, mean, std = _series(runs, arm, "completions/mean_length")
-        ax.plot(steps, mean, color=color, label=LABELS[arm])
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
+        _band(ax, runs, arm, "completions/mean_length", COLORS[arm], LABELS[arm])
     ax.set(title="response length (tokens)", xlabel="step")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "length.png", dpi=110)
-    written.append("length.png")
-    plt.close(fig)
+    _save(fig, out, "length.png", written)
 
-    if grm_dir is None:
-        return written
+    if grm_dir is not None:
+        _plot_grm_reward(grm_dir, out, written)
+    return written
+
+
+def _plot_grm_reward(grm_dir: Path, out: Path, written: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
     grm_records = [r for r in _records(grm_dir / "metrics.jsonl") if "loss" in r]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot([r["step"] for r in grm_records], [r.get("reward/mean") for r in grm_records], color="tab:green",
@@ -230,11 +233,7 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -
             label="valid verdict rate")
     ax.set(title="GenRM RL", xlabel="step")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "grm_reward.png", dpi=110)
-    written.append("grm_reward.png")
-    plt.close(fig)
-    return written
+    _save(fig, out, "grm_reward.png", written)
 
 
 def pick_critiques(run_dir: Path, caught: int = 3, missed: int = 1) -> dict[str, list[dict[str, Any]]]:
