@@ -322,6 +322,15 @@ def test_cli_rejects_unknown_or_missing_oracle(monkeypatch, capsys):
         main(["serve-grm", "--oracle", "testbed", "--model", "x"])
 
 
+def test_cli_rejects_a_zero_max_batch_and_shares_the_library_default(capsys):
+    from fapo.cli import main
+    from fapo.serving import DEFAULT_MAX_BATCH
+
+    assert main(["serve-grm", "--oracle", "testbed", "--port", "0", "--max-batch", "0"]) == 2
+    assert "max_batch must be >= 1" in capsys.readouterr().err
+    assert ServerConfig().max_batch == DEFAULT_MAX_BATCH == 64
+
+
 def test_subprocess_that_fails_to_start_reports_its_output():
     with pytest.raises(ServerStartError, match="exited before listening(.|\n)*unknown oracle 'nosuch'"):
         launch_subprocess(["--oracle", "nosuch", "--port", "0"], timeout=60)

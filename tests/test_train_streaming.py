@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from fapo.serving.launch import serve_in_thread
 from fapo.grm.judge import resolve_oracle
 from fapo.grm.local import LocalJudge
+from fapo.serving.launch import serve_in_thread
 from fapo.serving.server import load_oracle
 from fapo.train.assess import assess_rollouts
 from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch

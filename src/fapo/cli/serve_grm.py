@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from fapo.serving import DEFAULT_MAX_BATCH
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -70,10 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, option_defaults={name: p.get_default(name) for name in HF_ONLY + VLLM_ONLY})
 
 
-DEFAULT_MAX_BATCH = 64
-"""Measured in benchmarks/bench_serving.py (BENCHMARKS.md, "GenRM serving"): on a tiny model at concurrency 64,
-batches of 32-128 gave 1.8-1.9x the throughput of 8; a batch is padded only to its longest row."""
-
 HF_ONLY = ("max_wait_ms", "max_queue", "max_body_bytes", "max_request_tokens", "long_request_tokens",
            "max_connections", "header_timeout", "body_timeout", "device", "threads")
 VLLM_ONLY = ("vllm_python", "max_model_len", "dtype", "kv_cache_gib", "start_timeout", "vllm_arg")
@@ -91,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_vllm(args)
     try:
         config = ServerConfig(
-            host=args.host, port=args.port, max_batch=args.max_batch or DEFAULT_MAX_BATCH, max_wait_ms=args.max_wait_ms,
+            host=args.host, port=args.port, max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, max_wait_ms=args.max_wait_ms,
             max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, api_key=args.api_key or None,
             served_model_name=args.served_model_name, max_request_tokens=args.max_request_tokens,
             long_request_tokens=args.long_request_tokens, max_connections=args.max_connections,

@@ -78,8 +78,7 @@ def genrm_workers(config: DemoConfig, grm_dir: str) -> Iterator[dict[str, list[s
             source, count = sources[judge]
             workers[judge] = []
             for _ in range(count):
-                workers[judge].append(launch_subprocess([*source, "--port", "0", "--max-batch", "64",
-                                                         "--max-wait-ms", "5"]))
+                workers[judge].append(launch_subprocess([*source, "--port", "0", "--max-wait-ms", "5"]))
         yield {judge: [w.url for w in ws] for judge, ws in workers.items()}
     finally:
         for worker in (w for ws in workers.values() for w in ws):

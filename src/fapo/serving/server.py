@@ -35,6 +35,7 @@ from aiohttp import web
 
 from fapo.metrics import percentile
 from fapo.oracles import oracle_part
+from fapo.serving import DEFAULT_MAX_BATCH
 from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest
 from fapo.serving.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
 from fapo.serving.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
@@ -59,7 +60,7 @@ class ServerConfig:
     """Interface to bind; the default keeps the server private to this machine."""
     port: int = 8000
     """TCP port; 0 picks a free one (the bound URL is printed and returned)."""
-    max_batch: int = 8
+    max_batch: int = DEFAULT_MAX_BATCH
     """Most requests in one `backend.generate` call."""
     max_wait_ms: float = 10.0
     """Longest the oldest waiting request waits for others to join its batch."""

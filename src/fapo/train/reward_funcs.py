@@ -27,7 +27,7 @@ from fapo.grm.judge import Judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.types import JudgeItem, Judgement
 from fapo.metrics import mean, percentile, ratio
-from fapo.outcome import RolloutOutcome, rollout_outcomes
+from fapo.outcome import RolloutOutcome
 from fapo.rewards import fapo_reward, grm_reward
 from fapo.steps import split_steps
 from fapo.train.assess import Assessment, assess_rollouts
