@@ -102,18 +102,19 @@ def test_check_steps_explains_the_error():
     assert check_steps(PAIR, clean_steps(PAIR)).reason == ""
 
 
-def test_critique_quotes_each_paragraph_then_the_expected_step_and_ends_in_the_verdict():
+def test_critique_reads_each_result_then_sets_the_expected_step_beside_it_and_ends_in_the_verdict():
     text = critique(PAIR, _steps("1| 4 + 15 = 19", "2| 19 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15)))
     assert text.split("\n\n") == [
-        "<paragraph_0>\n(1) 4+15 = 19\n</paragraph_0>\nexpected (1) 4+15 = 19, correct.",
-        "<paragraph_1>\n(2) 19-15 = 5\n</paragraph_1>\nexpected (2) 19-15 = 4, wrong. \\boxed{1}",
+        "<paragraph_0>\nwritten 19\nexpected (1) 4+15 = 19 vs 19, correct.\n</paragraph_0>",
+        "<paragraph_1>\nwritten 5\nexpected (2) 19-15 = 4 vs 5, wrong. \\boxed{1}\n</paragraph_1>",
     ]
     clean = critique(PAIR, clean_steps(PAIR)).split("\n\n")
-    assert clean[3] == "<paragraph_3>\nanswer 12\n</paragraph_3>\nexpected answer 12, correct."
+    assert clean[3] == "<paragraph_3>\nwritten answer 12\nexpected answer 12 vs answer 12, correct.\n</paragraph_3>"
     assert clean[-1] == "No paragraph is wrong. \\boxed{-1}"
     assert critique(PAIR, [*clean_steps(PAIR), "}}"]).endswith(
-        "<paragraph_4>\nunreadable\n</paragraph_4>\nexpected nothing, wrong. \\boxed{4}")
-    assert critique(PAIR, [BOX.format(12)]).endswith("answer 12\n</paragraph_0>\nexpected (1) 4+15 = 19, wrong. \\boxed{0}")
+        "<paragraph_4>\nwritten unreadable\nexpected nothing vs unreadable, wrong. \\boxed{4}\n</paragraph_4>")
+    assert critique(PAIR, [BOX.format(12)]).endswith(
+        "written answer 12\nexpected (1) 4+15 = 19 vs answer 12, wrong. \\boxed{0}\n</paragraph_0>")
     for steps in (_steps("1| 4 + 15 = 19", "2| 19 - 15 = 5"), clean_steps(PAIR), [BOX.format(12)]):
         assert count_boxed(critique(PAIR, steps)) == 1  # the verdict's box is the only one
 

@@ -8,6 +8,10 @@ from typing import Any
 POLICY_MAX_TOKENS = 80
 """Longest policy completion in RL and in evaluation (a clean 6-operation solution is <= 71 tokens)."""
 
+GRM_MAX_TOKENS = 256
+"""Longest GenRM critique in GenRM RL, evaluation and judging (a checker-style critique of a 6-operation
+solution is <= ~230 tokens with the policy's tokenizer of the older critique format, fewer with its own)."""
+
 
 POLICY_STEPS_PER_GENERATION = 4
 """Optimizer steps per generation batch of 64 rollouts (8 prompts x 8), each on 16 rollouts (2 prompts): DAPO's
@@ -32,7 +36,7 @@ def tiny_grm_trl(steps: int, seed: int) -> dict[str, Any]:
     """TRL settings of the testbed's GenRM RL (mirrors configs/tiny-cpu-grm.yaml)."""
     return {
         "learning_rate": 2e-5, "lr_scheduler_type": "constant", "num_generations": 8,
-        "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_completion_length": 192,
+        "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_completion_length": GRM_MAX_TOKENS,
         "temperature": 1.2, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
         "gradient_checkpointing": False, "use_cpu": True, "logging_steps": 1, "save_steps": 10_000,

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fapo.demo.config import ARM_JUDGE, POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
+from fapo.demo.config import ARM_JUDGE, GRM_MAX_TOKENS, POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
 
 console = Console(stderr=True)
 STAGES = 6
@@ -92,7 +92,7 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     from fapo.eval.judges import JudgeSpec
 
     rows = load_critic_rows(data_dir / "critic_test.jsonl", limit=config.grm_eval_rows)
-    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": 192})
+    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": GRM_MAX_TOKENS})
     verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
 
@@ -108,7 +108,7 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
                             "monitor_oracle": "testbed", "torch_threads": 1}
     if arm in ARM_JUDGE:
-        fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], "max_tokens": 192, "timeout": 30.0})
+        fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], "max_tokens": GRM_MAX_TOKENS, "timeout": 30.0})
     else:
         fapo.update(penalty=0.0)
     result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)

@@ -20,9 +20,10 @@ A solution that stops before an answer, with every written step valid, has no wr
 the checker judges reasoning, the answer rule (`fapo.testbed.answer`) judges the answer.
 
 The critique (the oracle judge's output and the learned GenRM's training target) walks the
-paragraphs up to the first wrong one, quoting each in the prompt's own tags and then writing what it
-should be ("expected (2) 19-15 = 4, correct."), so that judging a step is copying it and comparing it
-with a step the policy itself knows how to write; the wrong one ends in the verdict's box.
+paragraphs up to the first wrong one: for each, the result it wrote, then the step it should be with
+that result set beside it ("written 5 / expected (2) 19-15 = 4 vs 5, wrong."), so that judging a step
+is a copy, a step the policy itself knows how to write and a comparison of two adjacent numbers; the
+wrong one ends in the verdict's box.
 
 Owns these rules and the critique text. Knows nothing about models, files or HTTP.
 """
@@ -110,11 +111,12 @@ def earliest_error(problem: Problem, steps: list[str]) -> int:
     return check_steps(problem, steps).index
 
 
-def _digest(step: str) -> str:
-    """How a critique restates a step: the step itself, "answer x", or "unreadable"."""
+def _written(step: str) -> str:
+    """What a critique reads from a step: its result, "answer x", or "unreadable"."""
     step = step.strip()
-    if _OP_STEP.fullmatch(step):
-        return step
+    op_match = _OP_STEP.fullmatch(step)
+    if op_match:
+        return op_match[5]
     answer = _ANSWER_STEP.fullmatch(step)
     return f"answer {answer[1]}" if answer else "unreadable"
 
@@ -122,29 +124,31 @@ def _digest(step: str) -> str:
 def critique(problem: Problem, steps: list[str]) -> str:
     """A step-by-step critique ending in `\\boxed{k}` (k = earliest error or -1).
 
-    One block per paragraph up to the first wrong one: the paragraph quoted in the prompt's own tags
-    (an answer step as "answer x", so that no box appears before the verdict's), then what it should
-    be, worked out from the problem and the previous result as the policy would write it, then the
-    verdict:
+    One block per paragraph up to the first wrong one, in the prompt's own tags: the result the
+    paragraph wrote (an answer step as "answer x", so that no box appears before the verdict's), then
+    the step it should be, worked out from the problem and the previous written result as the policy
+    would write it, with the written result repeated beside it, then the verdict:
 
         <paragraph_1>
-        (2) 19-15 = 5
+        written 5
+        expected (2) 19-15 = 4 vs 5, wrong. \\boxed{1}
         </paragraph_1>
-        expected (2) 19-15 = 4, wrong. \\boxed{1}
 
-    Quoting in the prompt's markup makes reading a paragraph a plain copy of the tokens that follow
-    the same tag in the prompt, and writing the expected step next to it turns the judgement into
-    comparing two short strings a few tokens apart.
+    The order is what a ~1M-parameter GenRM can learn. Quoting the whole step ("(2) 19-15 = 5") made it
+    write the result its own arithmetic gives, 4, instead of the paragraph's; reading the result
+    *after* the expected step made it copy its own line; and with the two results several tokens apart
+    it called almost every slip correct. Written first, then the expected step, then the written
+    result again next to the computed one, the comparison is of two adjacent numbers
+    (BENCHMARKS.md, "GenRM critique format").
     """
     found = check_steps(problem, steps)
     last = len(steps) if found.index < 0 else found.index + 1
     blocks = []
     for i in range(last):
-        verdict = "wrong" if i == found.index else "correct"
-        blocks.append(f"<paragraph_{i}>\n{_digest(steps[i])}\n</paragraph_{i}>\n"
-                      f"expected {found.expected[i]}, {verdict}.")
-    if found.index >= 0:
-        blocks[-1] += f" \\boxed{{{found.index}}}"
-    else:
+        written = _written(steps[i])
+        verdict = f"wrong. \\boxed{{{i}}}" if i == found.index else "correct."
+        blocks.append(f"<paragraph_{i}>\nwritten {written}\nexpected {found.expected[i]} vs {written}, {verdict}\n"
+                      f"</paragraph_{i}>")
+    if found.index < 0:
         blocks.append("No paragraph is wrong. \\boxed{-1}")
     return "\n\n".join(blocks)

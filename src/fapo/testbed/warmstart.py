@@ -36,7 +36,7 @@ from fapo.testbed.checker import critique
 from fapo.testbed.task import parse_problem
 
 RECORD = "warmstart.json"
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 """Part of the cache key: bump it when the training text (solution or critique format) or the recipe changes."""
 ROLES = ("policy", "grm")
 _TRAIN_FILE = {"policy": "sft_train.jsonl", "grm": "critic_train.jsonl"}
