@@ -121,6 +121,31 @@ def _written(step: str) -> str:
     return f"answer {answer[1]}" if answer else "unreadable"
 
 
+def tokenizer_critique(problem: Problem, steps: list[str]) -> str:
+    """The critique text that the testbed tokenizer's corpus holds: the first critique format (each paragraph
+    quoted whole, then "expected (2) 19-15 = 4, wrong."), pinned.
+
+    The tokenizer is trained on policy and GenRM text, and its vocabulary decides the tiny policy's embedding
+    table, hence the policy's random initialisation: a corpus that follows `critique` would make every change
+    of the critique format a different policy warm-start (one such draw started at 55% accuracy instead of 65%
+    and gained nothing from RL; BENCHMARKS.md, "GenRM critique format"). With this text pinned, the policy
+    stays the same and the GenRM reads the words the format adds ("written", "vs") as smaller tokens."""
+    found = check_steps(problem, steps)
+    last = len(steps) if found.index < 0 else found.index + 1
+    blocks = []
+    for i in range(last):
+        step = steps[i].strip()
+        answer = _ANSWER_STEP.fullmatch(step)
+        quoted = step if _OP_STEP.fullmatch(step) else f"answer {answer[1]}" if answer else "unreadable"
+        verdict = "wrong" if i == found.index else "correct"
+        blocks.append(f"<paragraph_{i}>\n{quoted}\n</paragraph_{i}>\nexpected {found.expected[i]}, {verdict}.")
+    if found.index >= 0:
+        blocks[-1] += f" \\boxed{{{found.index}}}"
+    else:
+        blocks.append("No paragraph is wrong. \\boxed{-1}")
+    return "\n\n".join(blocks)
+
+
 def critique(problem: Problem, steps: list[str]) -> str:
     """A step-by-step critique ending in `\\boxed{k}` (k = earliest error or -1).
 

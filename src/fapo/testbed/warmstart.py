@@ -32,12 +32,13 @@ from typing import Any
 from fapo.grm.prompt import grm_messages
 from fapo.io import read_jsonl
 from fapo.metrics import undefined_as_none
-from fapo.testbed.checker import critique
+from fapo.testbed.checker import critique, tokenizer_critique
 from fapo.testbed.task import parse_problem
 
 RECORD = "warmstart.json"
-RECIPE_VERSION = 5
-"""Part of the cache key: bump it when the training text (solution or critique format) or the recipe changes."""
+RECIPE_VERSIONS = {"policy": 4, "grm": 5}
+"""Part of each role's cache key: bump a role's when its training text (solution or critique format), the
+tokenizer's corpus or the recipe changes. grm 5: the critique reads each result, then the expected step beside it."""
 ROLES = ("policy", "grm")
 _TRAIN_FILE = {"policy": "sft_train.jsonl", "grm": "critic_train.jsonl"}
 _TEST_FILE = {"policy": "policy_test.jsonl", "grm": "critic_test.jsonl"}
@@ -115,17 +116,20 @@ def training_rows(data_dir: Path, role: str, limit: int | None = None) -> list[d
 
 
 def tokenizer_corpus(data_dir: Path, rows_per_role: int = 1000) -> list[str]:
-    """Testbed text of both roles (so a policy's tokenizer also serves the GenRM started from it)."""
+    """Testbed text of both roles (so a policy's tokenizer also serves the GenRM started from it), the GenRM's
+    critiques in their pinned tokenizer text (`fapo.testbed.checker.tokenizer_critique`), not the current format."""
     corpus = ["user\n", "assistant\n", "user\nassistant\n"]
-    for role in ROLES:
-        for row in training_rows(data_dir, role, rows_per_role):
-            corpus += [m["content"] for m in row["prompt"] + row["completion"]]
+    for row in training_rows(data_dir, "policy", rows_per_role):
+        corpus += [m["content"] for m in row["prompt"] + row["completion"]]
+    for r in read_jsonl(data_dir / _TRAIN_FILE["grm"])[:rows_per_role]:
+        corpus += [m["content"] for m in grm_messages(r["problem"], r["steps"], r.get("ground_truth"))]
+        corpus.append(tokenizer_critique(parse_problem(r["problem"]), r["steps"]))
     return corpus
 
 
 def cache_key(data_dir: Path, config: WarmstartConfig) -> str:
     """SHA-256 of the recipe version, the config, every data file training reads, and the `init_from` model's key."""
-    digest = hashlib.sha256(json.dumps({"recipe": RECIPE_VERSION, **asdict(config)}, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({"recipe": RECIPE_VERSIONS[config.role], **asdict(config)}, sort_keys=True).encode())
     for name in sorted({*_TRAIN_FILE.values(), _TEST_FILE[config.role]}):
         digest.update((data_dir / name).read_bytes())
     if config.init_from is not None:
