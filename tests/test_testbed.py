@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fapo.boxed import count_boxed
 from fapo.steps import split_steps
 from fapo.testbed.answer import are_correct, is_correct, strict_final_answer
-from fapo.testbed.checker import check_steps, critique, earliest_error
+from fapo.testbed.checker import check_steps, critique, earliest_error, tokenizer_critique
 from fapo.testbed.flaws import (
     CRITIC_RATES,
     FLAW_KINDS,
@@ -117,6 +117,19 @@ def test_critique_reads_each_result_then_sets_the_expected_step_beside_it_and_en
         "written answer 12\nexpected (1) 4+15 = 19 vs answer 12, wrong. \\boxed{0}\n</paragraph_0>")
     for steps in (_steps("1| 4 + 15 = 19", "2| 19 - 15 = 5"), clean_steps(PAIR), [BOX.format(12)]):
         assert count_boxed(critique(PAIR, steps)) == 1  # the verdict's box is the only one
+
+
+def test_the_tokenizer_corpus_keeps_the_first_critique_text_whatever_the_critique_format():
+    steps = _steps("1| 4 + 15 = 19", "2| 19 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15))
+    assert tokenizer_critique(PAIR, steps).split("\n\n") == [
+        "<paragraph_0>\n(1) 4+15 = 19\n</paragraph_0>\nexpected (1) 4+15 = 19, correct.",
+        "<paragraph_1>\n(2) 19-15 = 5\n</paragraph_1>\nexpected (2) 19-15 = 4, wrong. \\boxed{1}",
+    ]
+    clean = tokenizer_critique(PAIR, clean_steps(PAIR)).split("\n\n")
+    assert clean[3] == "<paragraph_3>\nanswer 12\n</paragraph_3>\nexpected answer 12, correct."
+    assert clean[-1] == "No paragraph is wrong. \\boxed{-1}"
+    assert tokenizer_critique(PAIR, [*clean_steps(PAIR), "}}"]).endswith(
+        "<paragraph_4>\nunreadable\n</paragraph_4>\nexpected nothing, wrong. \\boxed{4}")
 
 
 def test_problem_text_round_trips_and_solution_splits_into_its_steps():
