@@ -25,8 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
-from fapo.serving.launch import launch_subprocess
 from fapo.grm.prompt import build_grm_prompt
+from fapo.serving.launch import launch_subprocess
 
 
 def requests_for(n: int, max_tokens: int) -> list[dict]:
