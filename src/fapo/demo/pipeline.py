@@ -15,7 +15,14 @@ from typing import Any
 
 from rich.console import Console
 
-from fapo.demo.config import ARM_JUDGE, GRM_MAX_TOKENS, POLICY_MAX_TOKENS, DemoConfig, tiny_grm_trl, tiny_policy_trl
+from fapo.demo.config import (
+    ARM_JUDGE,
+    GRM_MAX_TOKENS,
+    POLICY_MAX_TOKENS,
+    DemoConfig,
+    tiny_grm_trl,
+    tiny_policy_trl,
+)
 
 console = Console(stderr=True)
 STAGES = 6
