@@ -9,8 +9,8 @@ POLICY_MAX_TOKENS = 80
 """Longest policy completion in RL and in evaluation (a clean 6-operation solution is <= 71 tokens)."""
 
 GRM_MAX_TOKENS = 256
-"""Longest GenRM critique in GenRM RL, evaluation and judging (a checker-style critique of a 6-operation
-solution is <= ~230 tokens with the policy's tokenizer of the older critique format, fewer with its own)."""
+"""Longest GenRM critique in GenRM RL, evaluation and judging (a checker-style critique of the demo's critic rows
+is at most 232 tokens with the testbed tokenizer, 116 on average)."""
 
 
 POLICY_STEPS_PER_GENERATION = 4

@@ -121,6 +121,17 @@ def _written(step: str) -> str:
     return f"answer {answer[1]}" if answer else "unreadable"
 
 
+def _walk(problem: Problem, steps: list[str], block) -> str:
+    """A critique: `block(i, step, expected, wrong)` for each paragraph up to the earliest wrong one, then, when
+    none is wrong, the -1 verdict."""
+    found = check_steps(problem, steps)
+    last = len(steps) if found.index < 0 else found.index + 1
+    blocks = [block(i, steps[i].strip(), found.expected[i], i == found.index) for i in range(last)]
+    if found.index < 0:
+        blocks.append("No paragraph is wrong. \\boxed{-1}")
+    return "\n\n".join(blocks)
+
+
 def tokenizer_critique(problem: Problem, steps: list[str]) -> str:
     """The critique text that the testbed tokenizer's corpus holds: the first critique format (each paragraph
     quoted whole, then "expected (2) 19-15 = 4, wrong."), pinned.
@@ -130,20 +141,12 @@ def tokenizer_critique(problem: Problem, steps: list[str]) -> str:
     of the critique format a different policy warm-start (one such draw started at 55% accuracy instead of 65%
     and gained nothing from RL; BENCHMARKS.md, "GenRM critique format"). With this text pinned, the policy
     stays the same and the GenRM reads the words the format adds ("written", "vs") as smaller tokens."""
-    found = check_steps(problem, steps)
-    last = len(steps) if found.index < 0 else found.index + 1
-    blocks = []
-    for i in range(last):
-        step = steps[i].strip()
-        answer = _ANSWER_STEP.fullmatch(step)
-        quoted = step if _OP_STEP.fullmatch(step) else f"answer {answer[1]}" if answer else "unreadable"
-        verdict = "wrong" if i == found.index else "correct"
-        blocks.append(f"<paragraph_{i}>\n{quoted}\n</paragraph_{i}>\nexpected {found.expected[i]}, {verdict}.")
-    if found.index >= 0:
-        blocks[-1] += f" \\boxed{{{found.index}}}"
-    else:
-        blocks.append("No paragraph is wrong. \\boxed{-1}")
-    return "\n\n".join(blocks)
+    def block(i: int, step: str, expected: str, wrong: bool) -> str:
+        quoted = step if _OP_STEP.fullmatch(step) else _written(step)
+        verdict = f"wrong. \\boxed{{{i}}}" if wrong else "correct."
+        return f"<paragraph_{i}>\n{quoted}\n</paragraph_{i}>\nexpected {expected}, {verdict}"
+
+    return _walk(problem, steps, block)
 
 
 def critique(problem: Problem, steps: list[str]) -> str:
@@ -166,14 +169,9 @@ def critique(problem: Problem, steps: list[str]) -> str:
     result again next to the computed one, the comparison is of two adjacent numbers
     (BENCHMARKS.md, "GenRM critique format").
     """
-    found = check_steps(problem, steps)
-    last = len(steps) if found.index < 0 else found.index + 1
-    blocks = []
-    for i in range(last):
-        written = _written(steps[i])
-        verdict = f"wrong. \\boxed{{{i}}}" if i == found.index else "correct."
-        blocks.append(f"<paragraph_{i}>\nwritten {written}\nexpected {found.expected[i]} vs {written}, {verdict}\n"
-                      f"</paragraph_{i}>")
-    if found.index < 0:
-        blocks.append("No paragraph is wrong. \\boxed{-1}")
-    return "\n\n".join(blocks)
+    def block(i: int, step: str, expected: str, wrong: bool) -> str:
+        written = _written(step)
+        verdict = f"wrong. \\boxed{{{i}}}" if wrong else "correct."
+        return f"<paragraph_{i}>\nwritten {written}\nexpected {expected} vs {written}, {verdict}\n</paragraph_{i}>"
+
+    return _walk(problem, steps, block)

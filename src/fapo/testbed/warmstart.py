@@ -98,8 +98,8 @@ class WarmstartConfig:
             raise ValueError(f"micro_batches must be >= 1 and divide batch_size ({self.batch_size}), got {self.micro_batches}")
 
 
-def training_rows(data_dir: Path, role: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Conversational prompt-completion rows for SFTTrainer."""
+def training_rows(data_dir: Path, role: str, limit: int | None = None, write_critique=critique) -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows for SFTTrainer (GenRM completions by `write_critique`)."""
     rows = read_jsonl(data_dir / _TRAIN_FILE[role])[:limit]
     if role == "policy":
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
@@ -110,7 +110,7 @@ def training_rows(data_dir: Path, role: str, limit: int | None = None) -> list[d
             raise ValueError(f"critic row {r.get('id')} is not a testbed problem: {r['problem'][:80]!r}")
         out.append({
             "prompt": grm_messages(r["problem"], r["steps"], r.get("ground_truth")),
-            "completion": [{"role": "assistant", "content": critique(problem, r["steps"])}],
+            "completion": [{"role": "assistant", "content": write_critique(problem, r["steps"])}],
         })
     return out
 
@@ -119,11 +119,9 @@ def tokenizer_corpus(data_dir: Path, rows_per_role: int = 1000) -> list[str]:
     """Testbed text of both roles (so a policy's tokenizer also serves the GenRM started from it), the GenRM's
     critiques in their pinned tokenizer text (`fapo.testbed.checker.tokenizer_critique`), not the current format."""
     corpus = ["user\n", "assistant\n", "user\nassistant\n"]
-    for row in training_rows(data_dir, "policy", rows_per_role):
+    for row in training_rows(data_dir, "policy", rows_per_role) + training_rows(data_dir, "grm", rows_per_role,
+                                                                              write_critique=tokenizer_critique):
         corpus += [m["content"] for m in row["prompt"] + row["completion"]]
-    for r in read_jsonl(data_dir / _TRAIN_FILE["grm"])[:rows_per_role]:
-        corpus += [m["content"] for m in grm_messages(r["problem"], r["steps"], r.get("ground_truth"))]
-        corpus.append(tokenizer_critique(parse_problem(r["problem"]), r["steps"]))
     return corpus
 
 
