@@ -40,7 +40,8 @@ def test_backend_defaults_to_cuda_in_bf16_and_samples_per_row(tiny_model_dir):
 
 
 def test_serve_grm_defaults_to_cuda_and_judges_over_http(tiny_model_dir):
-    from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem, judge_sync
+    from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem
+    from fapo.grm.judge import judge_sync
     from fapo.serving.launch import launch_subprocess
 
     with launch_subprocess(["--model", str(tiny_model_dir), "--port", "0", "--max-batch", "16"]) as server:

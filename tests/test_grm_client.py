@@ -21,9 +21,9 @@ from fapo.grm.client import (
     JudgeConfig,
     JudgeItem,
     Judgement,
-    judge_sync,
     majority_verdict,
 )
+from fapo.grm.judge import judge_sync
 from fapo.grm.prompt import count_prompt_steps
 from fapo.grm.routing import Router
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem, judge_sync
+from fapo.grm.client import Endpoint, JudgeConfig, JudgeItem
+from fapo.grm.judge import judge_sync
 
 
 def test_client_spreads_judgements_over_two_real_model_servers(tiny_model_dir):

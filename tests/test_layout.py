@@ -101,6 +101,100 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
     assert _imported_units(module) == {"serving", "train"}
 
 
+def _module_name(path: Path) -> str:
+    parts = ("fapo",) + path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> dict[str, set[str]]:
+    """fapo modules that `path` imports (module level or inside functions; TYPE_CHECKING blocks excepted, as
+    they never run) → the names taken from each (`from m import a, b`; empty for `import m`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for n in ast.walk(node)}
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known:
+                    found.setdefault(alias.name, set())
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                if f"{module}.{alias.name}" in known:  # `from fapo.train import runner`: the module itself
+                    found.setdefault(f"{module}.{alias.name}", set())
+                elif module in known:
+                    found.setdefault(module, set()).add(alias.name)
+    return found
+
+
+def _import_graph() -> dict[str, dict[str, set[str]]]:
+    paths = {_module_name(p): p for p in _modules()}
+    return {name: _imported_modules(path, set(paths)) for name, path in paths.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_between_modules():
+    """Each module can be read from its imports down: no two modules import each other, directly or round a
+    circle (function-level imports count; a package's `__init__` importing its own modules does not close one)."""
+    graph = {m: {t for t in targets if not m.startswith(t + ".") and t != m} for m, targets in _import_graph().items()}
+    circles = _cycles(graph)
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_private_name_is_imported_across_modules():
+    private = [f"{m} imports {name} from {target}" for m, targets in _import_graph().items()
+               for target, names in targets.items() for name in names
+               if name.startswith("_") and not name.endswith("__") and target != m]
+    assert not private, "make these public (or move them below both): " + "; ".join(private)
+
+
 def test_no_module_is_over_450_lines():
     long = {str(p.relative_to(SRC)): n for p in _modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}

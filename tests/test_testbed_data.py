@@ -128,7 +128,8 @@ def test_oracle_serves_thousands_of_requests_per_second(data_dir):
 
 
 def test_oracle_over_http_agrees_with_the_checker_on_every_row(data_dir):
-    from fapo.grm.client import JudgeConfig, JudgeItem, judge_sync
+    from fapo.grm.client import JudgeConfig, JudgeItem
+    from fapo.grm.judge import judge_sync
     from fapo.serving.launch import serve_in_thread
 
     rows = _critic_rows(data_dir)

@@ -97,9 +97,9 @@ def _spy_on_streaming(monkeypatch) -> tuple[list, list]:
 
 
 def _score_synchronously(config, batches, scored, url_critiques) -> list[tuple[list[float], dict]]:
-    from fapo.train.runner import _load_tokenizer, build_judge_factory
+    from fapo.train.session import build_judge_factory, load_tokenizer
 
-    tokenizer = _load_tokenizer(config.fapo.model)
+    tokenizer = load_tokenizer(config.fapo.model)
     eos = frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
     state = PolicyRewardState(config.fapo, 40, eos, build_judge_factory(config.fapo), JsonlAppender(url_critiques))
 

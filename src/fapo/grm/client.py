@@ -377,10 +377,3 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
-
-
-def judge_sync(items: Sequence[JudgeItem], config: JudgeConfig, progress: bool = False) -> list[Judgement]:
-    """Judge `items` from synchronous code (scripts, notebooks without a running loop)."""
-    from fapo.grm.judge import judge_and_collect_sync
-
-    return judge_and_collect_sync(lambda: GenRMClient(config), items, progress)[0]

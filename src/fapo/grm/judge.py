@@ -85,3 +85,10 @@ def judge_and_collect_sync(make: Callable[[], Judge], items: Sequence[JudgeItem]
             await judge.aclose()
 
     return asyncio.run(run())
+
+
+def judge_sync(items: Sequence[JudgeItem], config: JudgeConfig, progress: bool = False) -> list[Judgement]:
+    """Judge `items` with the GenRM endpoints of `config` from synchronous code (scripts, notebooks)."""
+    from fapo.grm.client import GenRMClient
+
+    return judge_and_collect_sync(lambda: GenRMClient(config), items, progress)[0]

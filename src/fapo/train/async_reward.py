@@ -22,6 +22,7 @@ from typing import Any
 
 from fapo.train.config import FapoSettings
 from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.session import build_judge_factory, resolve_monitor
 
 METRICS_FILE = "rollout_metrics.jsonl"
 
@@ -50,11 +51,9 @@ class FapoAsyncReward:
         return {**self.__dict__, "_state": None, "_loop": None}
 
     def _ensure_state(self) -> PolicyRewardState:
-        from fapo.train.runner import _resolve_monitor, build_judge_factory
-
         loop = asyncio.get_running_loop()
         if self._state is None:
-            monitor, monitor_metrics = _resolve_monitor(self.settings)
+            monitor, monitor_metrics = resolve_monitor(self.settings)
             critiques = Path(self.output_dir) / "critiques.jsonl" if self.output_dir else None
             self._state = PolicyRewardState(
                 settings=self.settings, max_completion_length=self.max_completion_length,

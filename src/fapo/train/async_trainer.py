@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from fapo.train.config import ConfigError, TrainConfig
-
-
-def async_config_class():
-    """TRL's AsyncGRPOConfig (imported only now: trl.experimental warns on import)."""
-    import os
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.async_grpo import AsyncGRPOConfig
-
-    return AsyncGRPOConfig
+from fapo.train.session import (
+    build_judge_factory,
+    load_tokenizer,
+    resolve_monitor,
+    reward_funcs_with_overlong,
+    run_trainer,
+    set_threads,
+    write_run_config,
+)
+from fapo.train.trl_classes import async_config_class
 
 
 def async_grpo_args(config: TrainConfig, output_dir: Path, max_steps: int | None,
@@ -106,29 +106,20 @@ def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: i
 
     from fapo.train.async_reward import FapoAsyncReward
     from fapo.train.data import policy_rows
-    from fapo.train.runner import (
-        _load_tokenizer,
-        _resolve_monitor,
-        _reward_funcs_with_overlong,
-        _run,
-        _set_threads,
-        _write_run_config,
-        build_judge_factory,
-    )
 
     settings = config.fapo
     check_async_requirements()
     output_dir = Path(output_dir)
     rows = policy_rows(settings)
     args = async_grpo_args(config, output_dir, max_steps, announce)
-    tokenizer = _load_tokenizer(settings.model)
-    _resolve_monitor(settings)  # a bad oracle name fails here, not in the worker
+    tokenizer = load_tokenizer(settings.model)
+    resolve_monitor(settings)  # a bad oracle name fails here, not in the worker
     build_judge_factory(settings)
     eos = frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
     reward = FapoAsyncReward(settings, args.max_completion_length, eos, str(output_dir))
-    reward_funcs = _reward_funcs_with_overlong([reward], settings, args)
-    _write_run_config(config, output_dir, "policy")
-    _set_threads(settings)
+    reward_funcs = reward_funcs_with_overlong([reward], settings, args)
+    write_run_config(config, output_dir, "policy")
+    set_threads(settings)
     trainer = fapo_async_trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args,
                                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    return _run(trainer, output_dir, resume, callbacks=callbacks)
+    return run_trainer(trainer, output_dir, resume, callbacks=callbacks)

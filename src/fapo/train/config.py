@@ -276,9 +276,9 @@ class TrainConfig:
 
     def grpo_config(self, **overrides: Any):
         """Build TRL's GRPOConfig from the TRL keys (imports TRL)."""
-        from trl import GRPOConfig
+        from fapo.train.trl_classes import grpo_config_class
 
-        return GRPOConfig(**{**self.trl, **overrides})
+        return grpo_config_class()(**{**self.trl, **overrides})
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -288,12 +288,10 @@ def _closest(key: str, valid: list[str]) -> str:
 
 def _grpo_field_names(trainer: str = "grpo") -> list[str]:
     """GRPOConfig's fields; for trainer "async" also AsyncGRPOConfig's (its own keys, e.g. `max_staleness`)."""
-    from trl import GRPOConfig
+    from fapo.train.trl_classes import async_config_class, grpo_config_class
 
-    names = [f.name for f in dataclasses.fields(GRPOConfig)]
+    names = [f.name for f in dataclasses.fields(grpo_config_class())]
     if trainer == "async":
-        from fapo.train.async_trainer import async_config_class
-
         names += [f.name for f in dataclasses.fields(async_config_class()) if f.name not in names]
     return names
 
