@@ -242,13 +242,15 @@ def test_train_policy_cli_prints_the_schedule_and_the_clip_binds(memorised_polic
 
 def test_a_run_whose_judge_keeps_failing_stops_with_the_reason(memorised_policy_dir, tmp_path):
     """No silent GRPO: a GenRM that crashes on every request (HTTP 500) stops training once more than the
-    tolerated share of the window failed, instead of training GRPO under a FAPO config."""
+    tolerated share of the window failed, instead of training GRPO under a FAPO config. The data is the recipe's
+    verl-format parquet, read as it is (default fields)."""
     from failing_genrm import BrokenGenRM
     from fapo.grm.failure_window import JudgeFailuresExceeded
     from fapo.serving.launch import serve_in_thread
     from fapo.train.runner import train_policy
+    from test_examples_trl import verl_rows
 
-    data = write_policy_data(tmp_path / "train.jsonl")
+    data = verl_rows(tmp_path / "train.parquet", 16)
     with serve_in_thread(BrokenGenRM("crash")) as server:
         config = policy_config(memorised_policy_dir, data, {"max_steps": 5}, oracle=None,
                                judge={"endpoints": [server.url], "retries": 0},
@@ -257,6 +259,7 @@ def test_a_run_whose_judge_keeps_failing_stops_with_the_reason(memorised_policy_
             train_policy(config, tmp_path / "run")
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert critiques and all(c["status"] == "error" for c in critiques)  # what it judged was written first
+    assert all(c["problem"] == POLICY_PROBLEM and c["answer"] == POLICY_ANSWER for c in critiques)
     assert not (tmp_path / "run" / "final").exists()
 
 
