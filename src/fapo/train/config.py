@@ -55,9 +55,12 @@ class FapoSettings:
     train_data: str = ""
     """Training data file (.jsonl, .json or .parquet). Required in a training config, like `model`."""
     problem_field: str = "problem"
-    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math."""
+    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math; dotted for a
+    nested field (`extra_info.question`). verl-format rows (chat `prompt`, `reward_model.ground_truth`) need none:
+    their chat prompt is used as it is and `extra_info.question` is the problem (`fapo.train.data.policy_row`)."""
     answer_field: str = "answer"
-    """Column holding the gold answer (policy). A GSM8K-style `... #### 42` keeps only `42`."""
+    """Column holding the gold answer (policy), dotted for a nested field (`reward_model.ground_truth`). A
+    GSM8K-style `... #### 42` keeps only `42`."""
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """User message built from the problem; `{problem}` is replaced by the problem text."""
     max_train_samples: int | None = None
