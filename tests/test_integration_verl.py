@@ -207,3 +207,26 @@ def test_every_judge_config_field_is_a_reward_kwarg():
     assert config.endpoints[0].model == "g" and config.timeout == VERL_JUDGE_DEFAULTS["timeout"]
     with pytest.raises(ValueError, match="tie_break must be"):
         _settings({"judge_tie_break": "maybe"}, "compute_score_fapo")
+
+
+def test_the_verl_and_trl_paths_read_answers_by_the_same_tail_rule():
+    """verl cannot tell a reward function that a response was cut; the recipe reads every response's last 300
+    characters, and so do both of fapo's paths (TRL with `fapo.truncation_rule: tail`), cut or not."""
+    from fapo.outcome import rollout_outcomes
+    from test_outcome import TAIL_CASES
+
+    texts = [c[0] for c in TAIL_CASES]
+    trl = [o.correct for o in rollout_outcomes(texts, ["5"] * len(texts), [c[1] for c in TAIL_CASES],
+                                               truncation="tail", workers=1)]
+    verl = [asyncio.run(compute_score_baseline(t, "5"))["acc"] for t in texts]
+    assert verl == trl == [c[2] for c in TAIL_CASES]
+    with pytest.raises(ValueError, match="verl does not tell a reward function"):
+        asyncio.run(compute_score_baseline(texts[0], "5", truncation_rule="wrong"))
+
+
+def test_the_genrm_reward_has_the_recipes_name():
+    from fapo.integrations import verl
+
+    assert verl.compute_score_fapo_genrm is compute_score_genrm
+    assert compute_score_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"] == \
+        verl.compute_score_fapo_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"]

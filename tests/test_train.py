@@ -238,3 +238,68 @@ def test_train_policy_cli_prints_the_schedule_and_the_clip_binds(memorised_polic
     clipped = [m["clip_ratio/region_mean"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")
                if "clip_ratio/region_mean" in m]
     assert len(clipped) == 4 and clipped[0] == 0.0 and max(clipped[1:]) > 0.0, clipped
+
+
+def test_a_run_whose_judge_keeps_failing_stops_with_the_reason(memorised_policy_dir, tmp_path):
+    """No silent GRPO: a GenRM that crashes on every request (HTTP 500) stops training once more than the
+    tolerated share of the window failed, instead of training GRPO under a FAPO config. The data is the recipe's
+    verl-format parquet, read as it is (default fields)."""
+    from failing_genrm import BrokenGenRM
+    from fapo.grm.failure_window import JudgeFailuresExceeded
+    from fapo.serving.launch import serve_in_thread
+    from fapo.train.runner import train_policy
+    from test_examples_trl import verl_rows
+
+    data = verl_rows(tmp_path / "train.parquet", 16)
+    with serve_in_thread(BrokenGenRM("crash")) as server:
+        config = policy_config(memorised_policy_dir, data, {"max_steps": 5}, oracle=None,
+                               judge={"endpoints": [server.url], "retries": 0},
+                               judge_failure_window=20, judge_failure_rate=0.2)
+        with pytest.raises(JudgeFailuresExceeded, match=r"errors.*more than 20% of 20.*turning into GRPO"):
+            train_policy(config, tmp_path / "run")
+    critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
+    assert critiques and all(c["status"] == "error" for c in critiques)  # what it judged was written first
+    assert all(c["problem"] == POLICY_PROBLEM and c["answer"] == POLICY_ANSWER for c in critiques)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_truncation_is_read_with_the_trainers_end_tokens(tiny_model_dir, tmp_path):
+    """The end tokens are TRL's own (tokenizer EOS + generation_config.eos_token_id + pad), taken from the
+    trainer: a completion at the length limit that ends on a generation_config-only end token is complete."""
+    import shutil
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer, GenerationConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    extra_end = tokenizer.convert_tokens_to_ids("<|im_start|>")  # plays Qwen's <|im_end|> beside <|endoftext|>
+    generation = GenerationConfig.from_pretrained(str(model_dir))
+    generation.eos_token_id = [tokenizer.eos_token_id, extra_end]
+    generation.save_pretrained(str(model_dir))
+    settings = policy_config(model_dir, tmp_path, oracle=None).fapo
+    state = PolicyRewardState(settings, None, None, None, JsonlAppender(None))
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), **{k: v for k, v in TRL_TINY.items() if k != "max_steps"},
+                      max_steps=1)
+    trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          args=args, train_dataset=Dataset.from_list([{"prompt": "p"}] * 4),
+                          processing_class=tokenizer)
+    state.bind_trainer(trainer)
+    assert state.eos_token_ids == {tokenizer.eos_token_id, extra_end, tokenizer.pad_token_id}
+    full = [5] * (args.max_completion_length - 1)
+    assert not state.is_truncated(full + [extra_end])  # the old {eos, pad} set read this as cut
+    assert not state.is_truncated(full + [tokenizer.eos_token_id])
+    assert state.is_truncated(full + [7]) and not state.is_truncated([7])
+
+
+def test_the_tail_rule_scores_a_cut_rollout_from_its_last_300_characters(tmp_path):
+    settings = policy_config(tmp_path, tmp_path, oracle=None, answer_format="last_boxed", truncation_rule="tail").fapo
+    state = PolicyRewardState(settings, 3, frozenset({99}), None, JsonlAppender(None))
+    cut_right = "x" * 500 + CLEAN
+    cut_early = CLEAN + " and on" * 60
+    completions = [[{"role": "assistant", "content": c}] for c in (cut_right, cut_early)]
+    rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3]] * 2, [POLICY_PROBLEM] * 2,
+                                             [POLICY_ANSWER] * 2, 1, None))
+    assert rewards == [1.0, -1.0]  # under "wrong" both are -1 (test_truncated_completion_is_no_answer)

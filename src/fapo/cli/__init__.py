@@ -18,6 +18,7 @@ VERB_MODULES = [
     "fapo.cli.testbed",
     "fapo.cli.serve_grm",
     "fapo.cli.judge",
+    "fapo.cli.data",
     "fapo.cli.train",
     "fapo.cli.demo",
     "fapo.cli.eval",

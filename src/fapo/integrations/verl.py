@@ -3,7 +3,7 @@
 Point a verl run script at them with one line each:
 
     custom_reward_function.path=pkg://fapo.integrations.verl
-    custom_reward_function.name=compute_score_fapo        # or compute_score_baseline, compute_score_genrm
+    custom_reward_function.name=compute_score_fapo        # or compute_score_baseline, compute_score_fapo_genrm
 
 They have the signatures of the FAPO recipe's functions (verl-recipe `fapo/reward_fn_reasoning.py`,
 `fapo/reward_fn_genrm.py`), so verl's reward managers (`dapo`, `naive`) call them as they call those:
@@ -13,13 +13,18 @@ They have the signatures of the FAPO recipe's functions (verl-recipe `fapo/rewar
 
 What changes against the recipe's functions:
 - answers are checked by `fapo.verify` (math-verify with worker-process timeouts) instead of DAPO's
-  normalised string match on the last 300 characters;
+  normalised string match, on the same last 300 characters of the response (`truncation_rule` "tail": verl
+  does not say whether a response was cut, so, as in the recipe, a cut response whose tail holds the right
+  answer counts and DAPO's reward manager subtracts the overlong penalty);
 - the GenRM is asked either through verl's router (SGLang's `/generate`, token ids in and out, as
   the recipe does) or through fapo's client to OpenAI-compatible servers (`judge_endpoints`, or the
   `FAPO_JUDGE_ENDPOINTS` environment variable: comma-separated `http://host:port/v1` URLs), in both
   cases with fapo's timeouts, retries, circuit breaker and cache (`fapo.grm.client`);
 - a failed judgement is no penalty *and* a visible `judge_status` ("error" or "invalid"), never a
-  silent "not flawed"; `judge_metrics()` gives the process's counters (`grm/flawed_ratio`, ...);
+  silent "not flawed"; `judge_metrics()` gives the process's counters (`grm/flawed_ratio`, ...); and once
+  more than `judge_failure_rate` (20%) of a process's last `judge_failure_window` (200) judgements failed,
+  `compute_score_fapo` raises `JudgeFailuresExceeded` (or, with `on_judge_failures="warn"`, warns) instead
+  of quietly training GRPO;
 - the GenRM prompt is the one the GenRM was trained on. The recipe's reward function fills a
   template that says "(split into steps)" with the raw solution: no step boundaries, no indices, so
   the index the GenRM names refers to a split it had to invent, and nothing can check it is in
@@ -35,20 +40,25 @@ Importable without verl, and imports neither torch nor transformers (a tokenizer
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fapo.grm.failure_window import FailureBudget, FailureWindow
 from fapo.grm.judge import Judge, make_judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.protocols import TokenGenerate
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement
 from fapo.metrics import ratio
+from fapo.outcome import answer_text
 from fapo.rewards import fapo_reward, grm_reward
 from fapo.steps import split_steps
 from fapo.verify import VerifyResult, verify_batch
+
+logger = logging.getLogger(__name__)
 
 ENV_ENDPOINTS = "FAPO_JUDGE_ENDPOINTS"
 ENV_MODEL = "FAPO_JUDGE_MODEL"
@@ -82,6 +92,19 @@ class VerlRewardSettings:
     """How a rollout is split into the steps the GenRM indexes (`fapo.steps.split_steps`)."""
     verify_timeout: float = 5.0
     """Seconds math-verify may spend on one answer before it counts as wrong (status "timeout")."""
+    truncation_rule: str = "tail"
+    """How a response's answer is read (`fapo.outcome`): "tail", the recipe's rule, from its last 300 characters,
+    truncated or not (the recipe's `verify` does `solution_str[-300:]`; DAPO's reward manager adds the overlong
+    penalty). verl passes no truncation flag to a reward function, so "wrong" (fapo's TRL default) cannot be
+    applied here; the TRL path's `fapo.truncation_rule: tail` is the same rule."""
+    judge_failure_rate: float = 0.2
+    """No silent GRPO (`fapo.grm.failure_window`): the largest share of failed judgements (error or invalid)
+    tolerated over this process's last `judge_failure_window` judged rollouts (1: never act)."""
+    judge_failure_window: int = 200
+    """Judged rollouts the failure share is taken over (per reward-worker process)."""
+    on_judge_failures: str = "stop"
+    """Past the share: "stop" (compute_score_fapo raises `JudgeFailuresExceeded` and the run stops) or "warn"
+    (a warning, repeated every `judge_failure_window` judgements while it holds)."""
 
     def __post_init__(self) -> None:
         endpoints = self.judge_endpoints
@@ -92,7 +115,14 @@ class VerlRewardSettings:
             raise ValueError(f"penalty (λ) must be >= 0, got {self.penalty}")
         if not self.verify_timeout > 0:
             raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+        if self.truncation_rule != "tail":
+            raise ValueError(f'truncation_rule must be "tail" in verl (verl does not tell a reward function that a '
+                             f'response was truncated), got {self.truncation_rule!r}')
+        self.failure_budget()  # a bad judge_failure_* / on_judge_failures value fails here
         self.judge_config(("http://127.0.0.1:1/v1",))  # a bad judge_* value fails here, naming the field
+
+    def failure_budget(self) -> FailureBudget:
+        return FailureBudget(self.judge_failure_rate, self.judge_failure_window, self.on_judge_failures)  # type: ignore[arg-type]
 
     def judge_config(self, endpoints: tuple[Endpoint | str, ...]) -> JudgeConfig:
         """The client settings for `endpoints` (URL strings get `judge_model` and `judge_api_key`)."""
@@ -123,11 +153,34 @@ def _settings(kwargs: Mapping[str, Any], function: str) -> VerlRewardSettings:
     return VerlRewardSettings(**plain, judge_client=client)
 
 
-async def _verify(solution_str: str, ground_truth: Any, timeout: float) -> VerifyResult:
-    """`fapo.verify` on one rollout, off the event loop (the shared verifier's pool does the work)."""
+async def _verify(solution_str: str, ground_truth: Any, settings: VerlRewardSettings) -> VerifyResult:
+    """`fapo.verify` on one rollout's answer text (`fapo.outcome.answer_text`: its last 300 characters), off the
+    event loop (the shared verifier's pool does the work)."""
     gold = str(ground_truth) if ground_truth is not None else None
-    results = await asyncio.to_thread(verify_batch, [solution_str], [gold], timeout=timeout)
+    text = answer_text(solution_str, settings.truncation_rule)  # type: ignore[arg-type]
+    results = await asyncio.to_thread(verify_batch, [text], [gold], timeout=settings.verify_timeout)
     return results[0]
+
+
+_failure_windows: dict[FailureBudget, FailureWindow] = {}
+"""This process's judged rollouts, one window per failure budget (reward workers are processes)."""
+_unwarned: dict[FailureBudget, int] = {}
+"""Judgements recorded past the budget since the last warning ("warn" repeats every window's worth)."""
+
+
+def _watch_failures(settings: VerlRewardSettings, status: str) -> None:
+    """Record one judgement; past the budget raise ("stop") or warn every `window` judgements ("warn")."""
+    budget = settings.failure_budget()
+    window = _failure_windows.setdefault(budget, FailureWindow(budget))
+    window.record([status])
+    warning = window.check("fapo.integrations.verl.compute_score_fapo")
+    if warning is None:
+        _unwarned.pop(budget, None)
+        return
+    _unwarned[budget] = _unwarned.get(budget, 0) + 1
+    if _unwarned[budget] == 1 or _unwarned[budget] > budget.window:
+        _unwarned[budget] = 1
+        logger.warning(warning)
 
 
 async def compute_score_baseline(solution_str: str, ground_truth: str, **kwargs: Any) -> dict[str, Any]:
@@ -136,7 +189,7 @@ async def compute_score_baseline(solution_str: str, ground_truth: str, **kwargs:
     Returns {"score", "acc", "pred", "verify_status"}.
     """
     settings = _settings(kwargs, "compute_score_baseline")
-    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    result = await _verify(solution_str, ground_truth, settings)
     return {"score": fapo_reward(result.correct, None, 0.0), "acc": result.correct,
             "pred": result.pred or NO_ANSWER, "verify_status": result.status}
 
@@ -161,13 +214,14 @@ async def compute_score_fapo(
     """
     settings = _settings(kwargs, "compute_score_fapo")
     info = extra_info or {}
-    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    result = await _verify(solution_str, ground_truth, settings)
     judgement: Judgement | None = None
     if result.correct and info.get("split") != "test":
         judge = _client(settings, reward_router_address, reward_model_tokenizer)
         gold = str(ground_truth) if settings.judge_with_gold else None
         item = JudgeItem(_question(info), tuple(split_steps(solution_str, settings.step_split)), gold)
         judgement = (await judge.judge_many([item]))[0]
+        _watch_failures(settings, judgement.status)
     flawed = judgement.flawed if judgement is not None and judgement.status == "ok" else None
     return {
         "score": fapo_reward(result.correct, flawed, settings.penalty),
@@ -199,6 +253,11 @@ def compute_score_genrm(
         "pred": predicted,
         "gt": label,
     }
+
+
+compute_score_fapo_genrm = compute_score_genrm
+"""The GenRM-training reward under the name verl-recipe fapo's run_fapo_genrm_train.sh gives it
+(`custom_reward_function.name=compute_score_fapo_genrm`), so a recipe user changes only the path."""
 
 
 def _question(info: Mapping[str, Any]) -> str:

@@ -96,7 +96,7 @@ async def assess_rollouts(state: Any, texts: Sequence[str], completion_ids: Sequ
             verified = await asyncio.to_thread(
                 rollout_outcomes, list(texts[lo:hi]), list(golds[lo:hi]),
                 [state.is_truncated(ids) for ids in completion_ids[lo:hi]], settings.answer_format,
-                workers=settings.verify_workers, timeout=settings.verify_timeout)
+                truncation=settings.truncation_rule, workers=settings.verify_workers, timeout=settings.verify_timeout)
             for i, r in zip(range(lo, hi), verified):
                 ok = r.correct
                 results.append(r)

@@ -36,11 +36,12 @@ class FapoAsyncReward:
 
     __name__ = "fapo_reward"
 
-    def __init__(self, settings: FapoSettings, max_completion_length: int, eos_token_ids: frozenset[int],
+    def __init__(self, settings: FapoSettings, max_completion_length: int, eos_token_ids: frozenset[int] | None,
                  output_dir: str | None = None):
         self.settings = settings
         self.max_completion_length = max_completion_length
-        self.eos_token_ids = frozenset(eos_token_ids)
+        self.eos_token_ids = frozenset(eos_token_ids) if eos_token_ids is not None else None
+        """The trainer's end tokens (`fapo.train.reward_funcs.trainer_end_tokens`), set before the worker spawns."""
         self.output_dir = output_dir
         self.groups = 0
         self._state: PolicyRewardState | None = None

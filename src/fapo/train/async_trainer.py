@@ -106,6 +106,7 @@ def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: i
 
     from fapo.train.async_reward import FapoAsyncReward
     from fapo.train.data import policy_rows
+    from fapo.train.reward_funcs import trainer_end_tokens
 
     settings = config.fapo
     check_async_requirements()
@@ -115,11 +116,11 @@ def train_policy_async(config: TrainConfig, output_dir: str | Path, max_steps: i
     tokenizer = load_tokenizer(settings.model)
     resolve_monitor(settings)  # a bad oracle name fails here, not in the worker
     build_judge_factory(settings)
-    eos = frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
-    reward = FapoAsyncReward(settings, args.max_completion_length, eos, str(output_dir))
+    reward = FapoAsyncReward(settings, args.max_completion_length, None, str(output_dir))
     reward_funcs = reward_funcs_with_overlong([reward], settings, args)
     write_run_config(config, output_dir, "policy")
     set_threads(settings)
     trainer = fapo_async_trainer_class()(model=settings.model, reward_funcs=reward_funcs, args=args,
                                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    reward.eos_token_ids = trainer_end_tokens(trainer)  # TRL's own set; the rollout worker spawns at train()
     return run_trainer(trainer, output_dir, resume, callbacks=callbacks)

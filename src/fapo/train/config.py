@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fapo.grm.failure_window import FailureBudget
 from fapo.grm.types import JudgeConfig
 from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
 
@@ -49,13 +50,17 @@ class FapoSettings:
     """The `fapo:` section of a training config."""
 
     model: str = ""
-    """Model to train: a local directory or a hub name (loaded with from_pretrained)."""
+    """Model to train: a local directory or a hub name (loaded with from_pretrained). Required in a training
+    config (`require_run_inputs`); a reward function alone (`fapo.trl`) needs none."""
     train_data: str = ""
-    """Training data file (.jsonl, .json or .parquet)."""
+    """Training data file (.jsonl, .json or .parquet). Required in a training config, like `model`."""
     problem_field: str = "problem"
-    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math."""
+    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math; dotted for a
+    nested field (`extra_info.question`). verl-format rows (chat `prompt`, `reward_model.ground_truth`) need none:
+    their chat prompt is used as it is and `extra_info.question` is the problem (`fapo.train.data.policy_row`)."""
     answer_field: str = "answer"
-    """Column holding the gold answer (policy). A GSM8K-style `... #### 42` keeps only `42`."""
+    """Column holding the gold answer (policy), dotted for a nested field (`reward_model.ground_truth`). A
+    GSM8K-style `... #### 42` keeps only `42`."""
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """User message built from the problem; `{problem}` is replaced by the problem text."""
     max_train_samples: int | None = None
@@ -85,6 +90,19 @@ class FapoSettings:
     answer_format: str = "last_boxed"
     """The answer rule (`fapo.outcome`): "last_boxed": the last \\boxed{} is the answer. "strict": exactly one
     \\boxed{} with nothing after it but whitespace or a closer (`.`, `$`, `\\]`)."""
+    truncation_rule: str = "wrong"
+    """What a rollout cut at max_completion_length is worth (`fapo.outcome`): "wrong": it has no answer (−1);
+    "tail": verl-recipe fapo's rule, every rollout's answer is read from its last 300 characters, cut or not, so
+    a cut rollout with the right answer there counts and only the overlong penalty (`overlong_buffer`) costs it.
+    The verl adapter reads every response by "tail" (verl does not tell a reward function what was cut)."""
+    judge_failure_rate: float = 0.2
+    """No silent GRPO (`fapo.grm.failure_window`): the largest share of failed judgements (status error or
+    invalid: no penalty given) tolerated over the last `judge_failure_window` judged rollouts (1: never act)."""
+    judge_failure_window: int = 200
+    """Judged rollouts the failure share is taken over."""
+    on_judge_failures: str = "stop"
+    """Past the tolerated share: "stop" (training stops with the counts and the fix) or "warn" (a warning at
+    every step while it holds)."""
     overlong_buffer: int = 0
     """DAPO's soft overlong penalty: its buffer length L_cache in tokens (0 = off)."""
     torch_threads: int | None = None
@@ -110,10 +128,6 @@ class FapoSettings:
     judging but generate in smaller batches)."""
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("fapo.model is required: a local model directory or a hub name")
-        if not self.train_data:
-            raise ConfigError("fapo.train_data is required: a .jsonl, .json or .parquet file")
         if self.judge is not None and self.oracle is not None:
             raise ConfigError("fapo.judge (GenRM servers) and fapo.oracle (an in-process judge) exclude each other: "
                               "keep one")
@@ -127,6 +141,12 @@ class FapoSettings:
             raise ConfigError('fapo.rollout: streaming is for trainer "grpo"; trainer "async" always streams')
         if self.answer_format not in ("last_boxed", "strict"):
             raise ConfigError(f'fapo.answer_format must be "last_boxed" or "strict", got {self.answer_format!r}')
+        if self.truncation_rule not in ("wrong", "tail"):
+            raise ConfigError(f'fapo.truncation_rule must be "wrong" or "tail", got {self.truncation_rule!r}')
+        try:
+            _ = self.failure_budget  # validates the three judge-failure keys
+        except ValueError as err:
+            raise ConfigError(f"fapo.judge_failure_rate / judge_failure_window / on_judge_failures: {err}") from err
         if "{problem}" not in self.prompt_template:
             raise ConfigError("fapo.prompt_template must contain {problem}")
         if self.overlong_buffer < 0:
@@ -135,6 +155,18 @@ class FapoSettings:
             value = getattr(self, name)
             if value is not None and not (value >= low if low is not None else value > 0):
                 raise ConfigError(f"fapo.{name} must be {what}, got {value!r}")
+
+    @property
+    def failure_budget(self) -> FailureBudget:
+        """The judge-failure bound as `fapo.grm.failure_window.FailureBudget`."""
+        return FailureBudget(self.judge_failure_rate, self.judge_failure_window, self.on_judge_failures)  # type: ignore[arg-type]
+
+    def require_run_inputs(self) -> None:
+        """ConfigError unless the model and the training data are named (a reward alone needs neither)."""
+        if not self.model:
+            raise ConfigError("fapo.model is required: a local model directory or a hub name")
+        if not self.train_data:
+            raise ConfigError("fapo.train_data is required: a .jsonl, .json or .parquet file")
 
     @property
     def judge_kind(self) -> str:
@@ -338,6 +370,7 @@ def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
         settings = FapoSettings(**{**fapo_raw, "judge": _judge_config(fapo_raw.get("judge"))})
     except TypeError as err:
         raise ConfigError(str(err)) from err
+    settings.require_run_inputs()
     if check_paths:
         check_local_paths(settings)
     valid = _grpo_field_names(settings.trainer)  # imports TRL: last, once every value has been checked

@@ -74,6 +74,8 @@ class RunPlan:
     callbacks: Sequence[Any] = field(default_factory=tuple)
     rollout_func: Any = None
     """A TRL `rollout_func` (`fapo.train.streaming.StreamingRollout` for `fapo.rollout: streaming`), or None."""
+    bind: Callable[[Any], None] | None = None
+    """Called with the built trainer before training (the policy reward takes TRL's end tokens from it)."""
 
 
 def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume: bool) -> TrainResult:
@@ -89,6 +91,8 @@ def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume:
     trainer = trainer_class(model=config.fapo.model, reward_funcs=plan.reward_funcs, args=plan.args,
                             train_dataset=Dataset.from_list(plan.rows), processing_class=plan.tokenizer,
                             rollout_func=plan.rollout_func)
+    if plan.bind is not None:
+        plan.bind(trainer)
     return run_trainer(trainer, output_dir, resume, on_close=plan.on_close, callbacks=plan.callbacks)
 
 
@@ -114,7 +118,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     state = PolicyRewardState(
         settings=settings,
         max_completion_length=args.max_completion_length,
-        eos_token_ids=frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}),
+        eos_token_ids=None,  # TRL's own set, from the trainer (`plan.bind`)
         judge_factory=build_judge_factory(settings),
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
         monitor=monitor,
@@ -130,7 +134,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         reward_func = make_policy_reward_func(state)
     reward_funcs = reward_funcs_with_overlong([reward_func], settings, args)
     plan = RunPlan("policy", args, rows, tokenizer, reward_funcs, on_close=state.close, callbacks=callbacks,
-                   rollout_func=rollout_func)
+                   rollout_func=rollout_func, bind=state.bind_trainer)
     return _build_and_run(config, output_dir, plan, resume)
 
 
