@@ -179,7 +179,8 @@ def test_async_refuses_the_paper_config_settings_it_would_drop(tmp_path):
         assert dropped in message
     for same in ("loss_type", "scale_rewards", "mask_truncated_completions", "beta"):
         assert same not in message
-    ok = load_config(paper, ["fapo.trainer=async", "delta=null", "generation_batch_size=null"])
+    ok = load_config(paper, ["fapo.trainer=async", "delta=null", "generation_batch_size=null", "bf16=false",
+                             "use_cpu=true"])
     lines: list[str] = []
     assert async_grpo_args(ok, tmp_path / "run", 3, lines.append).max_staleness == 4
     assert "max_staleness = 4" in lines[0]

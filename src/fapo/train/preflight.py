@@ -156,6 +156,11 @@ def _load_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(model)
 
 
+def _rope_theta(model_config: dict[str, Any]) -> Any:
+    rope = model_config.get("rope_parameters") or model_config.get("rope_scaling") or {}
+    return model_config.get("rope_theta", rope.get("rope_theta") if isinstance(rope, dict) else None)
+
+
 def check_model(config: TrainConfig, findings: list[Finding]) -> tuple[int | None, Any]:
     """config.json (context after the override) and the tokenizer with its chat template."""
     settings = config.fapo
@@ -173,7 +178,7 @@ def check_model(config: TrainConfig, findings: list[Finding]) -> tuple[int | Non
                                                      f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"))
         return context, None
     findings.append(Finding("model", "ok", f"{settings.model}: {arch}, context {context} tokens ({source}), "
-                                           f"rope_theta {model_config.get('rope_theta')}"))
+                                           f"rope_theta {_rope_theta(model_config)}"))
     if not getattr(tokenizer, "chat_template", None):
         findings.append(Finding("tokenizer", "fail", f"{settings.model} has no chat template: add one to its "
                                                      "tokenizer_config.json (prompts are chat messages)"))
