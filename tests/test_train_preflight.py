@@ -222,3 +222,42 @@ def test_a_real_launch_stops_on_the_same_checks_before_loading_the_model(math7b_
     err = capsys.readouterr().err
     assert code == 2 and "FAIL context: the model's context is 4096 tokens" in err
     assert "FAIL judge: http://genrm-0:8001/v1: unreachable" in err and not (tmp_path / "run").exists()
+
+
+QWEN3_4B_INSTRUCT = {  # Qwen/Qwen3-4B-Instruct-2507's config.json: the fields a dry run reads
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 262144,
+    "rope_theta": 5000000, "hidden_size": 2560, "num_hidden_layers": 36, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": True,
+}
+
+
+def test_the_genrm_config_on_the_authors_critic_rows(tiny_model_dir, shared_data, tmp_path, capsys):
+    """`fapo train grm --dry-run` on the FAPO-Critic example rows (verl format) for 8 processes: the recipe's
+    8192 critiques per generation batch in 16 steps of 32 prompts, critic prompts against the 5,120 limit."""
+    model = tmp_path / "qwen3-4b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN3_4B_INSTRUCT))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dir / name, model / name)
+    data = shared_data / "fapo_critic_example" / "fapo-critic.jsonl"
+    with vllm_models(str(model), 13312) as rollout:
+        code = main(["train", "grm", "--config", str(REPO / "configs" / "qwen3-4b-genrm.yaml"), "--dry-run",
+                     "--skip-packages", "--world-size", "8", "--set", f"fapo.model={model}",
+                     "--set", f"fapo.train_data={data}", "--set", f"vllm_server_base_url={rollout}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("512 prompts x 16 = 8192 completions per generation batch; 16 optimizer steps per generation batch "
+            "(1 pass), each on 32 prompts = 512 completions") in out
+    assert "fields data_source, prompt, ability, reward_model.ground_truth" in out
+    assert "limit fapo.max_prompt_length 5120" in out and "OK   context: 262144 tokens >= 13312" in out
+    assert "max_model_len 13312" in out and "judge" not in out
+
+
+def test_a_dry_run_lists_every_problem_at_once(tmp_path, capsys):
+    """A missing model directory and a missing training file are both reported, with what to do."""
+    code = main(dry_run(PAPER, "--set", f"fapo.model={tmp_path / 'nope'}", "--set",
+                        f"fapo.train_data={tmp_path / 'fapo-train-boxed.parquet'}", "--set", "use_vllm=false",
+                        "--set", "fapo.judge.endpoints=[http://127.0.0.1:9/v1]"))
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert code == 1 and [line.split(":")[0] for line in failed] == ["FAIL model", "FAIL data", "FAIL judge"]
+    assert f"directory not found: {tmp_path / 'nope'}" in failed[0] and "fapo data prepare writes it" in failed[1]

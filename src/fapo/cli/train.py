@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_steps is not None and args.max_steps < 1:
             raise ConfigError(f"--max-steps must be a whole number >= 1, got {args.max_steps}")
         overrides = list(args.set) + ([f"fapo.trainer={args.trainer}"] if getattr(args, "trainer", None) else [])
-        config = load_config(args.config, overrides, check_paths=True)
+        config = load_config(args.config, overrides, check_paths=not args.dry_run)  # a dry run lists them all
         from fapo.train.preflight import run_preflight
 
         report = run_preflight(config, _spec(args))

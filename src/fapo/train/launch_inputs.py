@@ -28,6 +28,8 @@ def model_files(model: str, download: bool = False) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
+    if model.startswith(("/", ".", "~")):
+        raise ConfigError(f"fapo.model: directory not found: {model}")
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from fapo.train.config import ConfigError, TrainConfig
@@ -127,11 +128,19 @@ def _fields(config: TrainConfig) -> str:
 
 def check_data(config: TrainConfig, spec: LaunchSpec, tokenizer: Any, findings: list[Finding]) -> PromptStats | None:
     """Read and render the first rows; their prompt lengths against fapo.max_prompt_length."""
+    if not Path(config.fapo.train_data).expanduser().is_file():
+        findings.append(Finding("data", "fail", f"fapo.train_data: file not found: {config.fapo.train_data} (the "
+                                                "recipe's training file: fapo data prepare writes it)"))
+        return None
     try:
         fields = _fields(config)
         rows = _first_rows(config, spec.kind, spec.sample_rows)
     except (ConfigError, IndexError) as err:
         findings.append(Finding("data", "fail", str(err) or f"{config.fapo.train_data}: no rows"))
+        return None
+    if tokenizer is None:
+        findings.append(Finding("data", "ok", f"{config.fapo.train_data}: fields {fields}; first {len(rows)} rows "
+                                              "read (prompt lengths not measured: no tokenizer)"))
         return None
     lengths = prompt_lengths(tokenizer, rows)
     limit = config.fapo.max_prompt_length
@@ -309,7 +318,7 @@ def run_preflight(config: TrainConfig, spec: LaunchSpec) -> Preflight:
     findings: list[Finding] = []
     findings.append(check_schedule(config, spec.world_size))
     context, tokenizer = check_model(config, findings)
-    stats = check_data(config, spec, tokenizer, findings) if tokenizer is not None else None
+    stats = check_data(config, spec, tokenizer, findings)
     need, why = needed_context(config, stats)
     if tokenizer is not None:
         findings.append(check_context(context, need, why))
