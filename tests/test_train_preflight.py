@@ -261,3 +261,17 @@ def test_a_dry_run_lists_every_problem_at_once(tmp_path, capsys):
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert code == 1 and [line.split(":")[0] for line in failed] == ["FAIL model", "FAIL data", "FAIL judge"]
     assert f"directory not found: {tmp_path / 'nope'}" in failed[0] and "fapo data prepare writes it" in failed[1]
+
+
+def test_the_async_trainer_dry_run_names_what_it_would_drop_and_its_staleness(math7b_dir, shared_data, tmp_path,
+                                                                              capsys):
+    data = data_args("flat", shared_data, tmp_path)
+    with paper_launch(math7b_dir) as servers:
+        base = ["train", "policy", "--config", str(PAPER), "--dry-run", "--skip-packages", "--trainer", "async",
+                "--world-size", "7", "--set", f"fapo.model={math7b_dir}", *data, *servers]
+        assert main(base) == 1
+        trainer = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL trainer"))
+        assert "delta: 10.0 (it has no dual clip)" in trainer and "generation_batch_size: 4096" in trainer
+        assert main(base + ["--set", "delta=null", "--set", "generation_batch_size=null"]) == 0
+    assert ("OK   trainer: AsyncGRPOTrainer, 7 processes; trains on rollouts up to max_staleness = 4 optimizer "
+            "steps old") in capsys.readouterr().out

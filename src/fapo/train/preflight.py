@@ -97,7 +97,10 @@ def check_schedule(config: TrainConfig, world_size: int) -> Finding:
         if refused:
             return Finding("trainer", "fail", "--trainer async would drop " + "; ".join(refused)
                            + ": set them to what it does (e.g. --set delta=null) or use --trainer grpo")
-        staleness = config.trl.get("max_staleness", 4)
+        from fapo.train.trl_classes import async_config_class
+
+        defaults = {f.name: f.default for f in dataclasses.fields(async_config_class())}
+        staleness = config.trl.get("max_staleness", defaults["max_staleness"])
         return Finding("trainer", "ok", f"AsyncGRPOTrainer, {world_size} processes; trains on rollouts up to "
                                         f"max_staleness = {staleness} optimizer steps old")
     from fapo.train.schedule import effective_schedule
