@@ -66,3 +66,28 @@ def test_the_limits_are_fapo_keys_not_trl_ones(tmp_path):
     settings = parse_config({"fapo": {**base["fapo"], "max_prompt_length": 2048,
                                       "max_position_embeddings": 32768}}).fapo
     assert (settings.max_prompt_length, settings.max_position_embeddings) == (2048, 32768)
+
+
+def test_a_launch_trains_the_overridden_model_on_the_prompts_that_fit(memorised_policy_dir, tmp_path, capsys):
+    """`fapo train policy` end to end on the CPU: the saved model has the overridden context, the long prompts
+    were dropped and counted before training, and the preflight passed silently."""
+    import yaml
+    from transformers import AutoConfig
+
+    from fapo.cli import main
+    from test_train import POLICY_ANSWER, POLICY_PROBLEM, TRL_TINY
+
+    data = tmp_path / "train.jsonl"
+    long_problem = POLICY_PROBLEM + " Then add 0." * 40
+    data.write_text("".join(json.dumps({"problem": p, "answer": POLICY_ANSWER}) + "\n"
+                            for p in [POLICY_PROBLEM] * 16 + [long_problem] * 4))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TRL_TINY, "max_steps": 1, "save_steps": 100, "fapo": {
+        "model": str(memorised_policy_dir), "train_data": str(data), "prompt_template": "{problem}",
+        "oracle": "testbed", "answer_format": "strict", "verify_workers": 1,
+        "max_prompt_length": 100, "max_position_embeddings": 8192}}))
+    assert main(["train", "policy", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "prompts over 100 tokens dropped: 4 of 20" in out and "FAIL" not in out
+    assert AutoConfig.from_pretrained(tmp_path / "run" / "final").max_position_embeddings == 8192
+    assert json.loads((memorised_policy_dir / "config.json").read_text())["max_position_embeddings"] == 4096
