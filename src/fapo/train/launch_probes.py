@@ -41,9 +41,13 @@ class ServedModels:
     """Why the probe failed (unreachable, HTTP status, not JSON); None when it answered."""
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""No proxy from the environment: the servers are asked directly, as fapo's GenRM client (`fapo.grm.http`) asks them."""
+
+
 def _get_json(url: str, api_key: str | None, timeout: float) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) URLs from the config)
+    with _DIRECT.open(request, timeout=timeout) as response:
         return json.loads(response.read(MAX_MODELS_BYTES))
 
 
