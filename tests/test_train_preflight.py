@@ -217,11 +217,19 @@ def test_packages_the_launch_imports_are_named_with_the_install_line(math7b_dir,
 
 def test_a_real_launch_stops_on_the_same_checks_before_loading_the_model(math7b_dir, shared_data, tmp_path, capsys):
     data = data_args("flat", shared_data, tmp_path)
+    """Servers started with the launch may still be loading: a real launch asks again for vllm_server_timeout."""
+    import time
+
+    started = time.monotonic()
     code = main(["train", "policy", "--config", str(PAPER), "--output", str(tmp_path / "run"),
-                 "--set", f"fapo.model={math7b_dir}", "--set", "fapo.max_position_embeddings=null", *data])
-    err = capsys.readouterr().err
-    assert code == 2 and "FAIL context: the model's context is 4096 tokens" in err
-    assert "FAIL judge: http://genrm-0:8001/v1: unreachable" in err and not (tmp_path / "run").exists()
+                 "--set", f"fapo.model={math7b_dir}", "--set", "fapo.max_position_embeddings=null", *data,
+                 "--set", "vllm_server_base_url=http://127.0.0.1:9", "--set", "vllm_server_timeout=5"])
+    captured = capsys.readouterr()
+    assert code == 2 and "FAIL context: the model's context is 4096 tokens" in captured.err
+    assert "waiting up to 5 s (vllm_server_timeout) for http://127.0.0.1:9/v1" in captured.out
+    assert 3 < time.monotonic() - started < 60
+    assert "FAIL vllm: rollout server http://127.0.0.1:9: unreachable" in captured.err
+    assert "FAIL judge: http://genrm-0:8001/v1: unknown host" in captured.err and not (tmp_path / "run").exists()
 
 
 QWEN3_4B_INSTRUCT = {  # Qwen/Qwen3-4B-Instruct-2507's config.json: the fields a dry run reads

@@ -42,9 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=run, what=name)
 
 
-def _spec(args: argparse.Namespace):
+def _spec(args: argparse.Namespace, config):
     from fapo.train.config import ConfigError
-    from fapo.train.preflight import LaunchSpec, accelerate_settings
+    from fapo.train.preflight import LaunchSpec, accelerate_settings, server_wait_s
 
     accelerate, processes = accelerate_settings(args.accelerate_config)
     world = args.world_size or processes or int(os.environ.get("WORLD_SIZE") or 1)
@@ -53,8 +53,16 @@ def _spec(args: argparse.Namespace):
     if processes is not None and args.world_size and processes != args.world_size:
         raise ConfigError(f"--world-size {args.world_size} but {args.accelerate_config} launches {processes} "
                           "processes: make them agree")
+    if args.dry_run:
+        return LaunchSpec(kind=args.what, world_size=world, accelerate_config=accelerate,
+                          check_packages=not args.skip_packages)
+    wait = server_wait_s(config)  # servers started with the launch may still be loading
+
+    def waiting(urls: list[str]) -> None:
+        print(f"waiting up to {wait:.0f} s (vllm_server_timeout) for {', '.join(urls)}", flush=True)
+
     return LaunchSpec(kind=args.what, world_size=world, accelerate_config=accelerate,
-                      check_packages=not args.skip_packages)
+                      check_packages=not args.skip_packages, wait_s=wait, on_wait=waiting)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides, check_paths=not args.dry_run)  # a dry run lists them all
         from fapo.train.preflight import run_preflight
 
-        report = run_preflight(config, _spec(args))
+        report = run_preflight(config, _spec(args, config))
         if args.dry_run:
             for finding in report.findings:
                 print(finding.line(), flush=True)

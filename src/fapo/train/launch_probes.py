@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,8 @@ def probe_models(base_url: str, api_key: str | None = None, timeout: float = 5.0
         return ServedModels(url, error=f"HTTP {err.code} at {url}/models")
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
+        if isinstance(reason, socket.gaierror):
+            return ServedModels(url, error=f"unknown host ({reason})")
         return ServedModels(url, error=f"unreachable ({reason})")
     except (json.JSONDecodeError, UnicodeDecodeError):
         return ServedModels(url, error=f"{url}/models did not answer JSON")
@@ -81,12 +85,27 @@ def probe_models(base_url: str, api_key: str | None = None, timeout: float = 5.0
     return ServedModels(url, tuple(dict.fromkeys(names)), context, limit)
 
 
-def probe_many(targets: Sequence[tuple[str, str | None]], timeout: float = 5.0) -> list[ServedModels]:
-    """`probe_models` for each (base_url, api_key), all at once."""
+def probe_many(targets: Sequence[tuple[str, str | None]], timeout: float = 5.0, wait_s: float = 0.0,
+               on_wait: Callable[[list[str]], None] | None = None) -> list[ServedModels]:
+    """`probe_models` for each (base_url, api_key), all at once. With `wait_s`, the unreachable ones are asked
+    again every 2 s until they answer or `wait_s` has passed (servers that are still starting; a host name
+    that does not resolve is not waited for); `on_wait`
+    hears their URLs once, when the waiting starts."""
     if not targets:
         return []
+    deadline = time.monotonic() + wait_s
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        return list(pool.map(lambda t: probe_models(t[0], t[1], timeout), targets))
+        answers = list(pool.map(lambda t: probe_models(t[0], t[1], timeout), targets))
+        waiting = [i for i, a in enumerate(answers) if a.error and a.error.startswith("unreachable")]
+        if waiting and wait_s > 0 and on_wait is not None:
+            on_wait([answers[i].url for i in waiting])
+        while waiting and time.monotonic() + 2.0 < deadline:
+            time.sleep(2.0)
+            again = list(pool.map(lambda i: probe_models(targets[i][0], targets[i][1], timeout), waiting))
+            for i, answer in zip(waiting, again):
+                answers[i] = answer
+            waiting = [i for i in waiting if answers[i].error and answers[i].error.startswith("unreachable")]
+    return answers
 
 
 def read_accelerate_config(path: str | Path) -> dict[str, Any]:

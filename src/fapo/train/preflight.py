@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from fapo.train.config import ConfigError, TrainConfig
 from fapo.train.launch_inputs import model_context, prompt_lengths, prompt_text, read_model_config
-from fapo.train.launch_probes import missing, probe_many, read_accelerate_config, required_packages
+from fapo.train.launch_probes import (
+    ServedModels,
+    missing,
+    probe_many,
+    read_accelerate_config,
+    required_packages,
+)
 
 Status = Literal["ok", "note", "fail"]
 
@@ -67,6 +74,11 @@ class LaunchSpec:
     """Also check that this machine has the packages the launch imports."""
     timeout: float = 5.0
     """Seconds each server may take to answer GET /models."""
+    wait_s: float = 0.0
+    """How long to keep asking servers that are unreachable (a real launch: TRL's `vllm_server_timeout`, as
+    servers started with it may still be loading); 0 for a dry run."""
+    on_wait: Callable[[list[str]], None] | None = None
+    """Hears the URLs waited for, once."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +230,16 @@ def check_context(context: int | None, need: int, why: str) -> Finding:
     return Finding("context", "ok", f"{context} tokens >= {need} = {why}")
 
 
-def check_rollout_vllm(config: TrainConfig, need: int, spec: LaunchSpec) -> list[Finding]:
+def rollout_url(config: TrainConfig) -> str | None:
+    """The policy's vLLM server base URL (TRL's server mode), or None when it generates otherwise."""
+    if config.fapo.trainer != "async" and (not _trl_value(config, "use_vllm")
+                                           or _trl_value(config, "vllm_mode") == "colocate"):
+        return None
+    return (_trl_value(config, "vllm_server_base_url")
+            or f"http://{_trl_value(config, 'vllm_server_host')}:{_trl_value(config, 'vllm_server_port')}")
+
+
+def check_rollout_vllm(config: TrainConfig, need: int, served_by: dict[str, ServedModels]) -> list[Finding]:
     """The policy's vLLM: colocated (its max_model_len) or a server (asked for its context)."""
     if not _trl_value(config, "use_vllm") and config.fapo.trainer != "async":
         return []
@@ -233,9 +254,8 @@ def check_rollout_vllm(config: TrainConfig, need: int, spec: LaunchSpec) -> list
         if length is not None and length < need:
             return findings + [Finding("vllm", "fail", f"vllm_max_model_length {length} < {need}: raise it")]
         return findings + [Finding("vllm", "ok", f"colocated, max_model_len {length or 'the model context'}")]
-    url = _trl_value(config, "vllm_server_base_url") or (
-        f"http://{_trl_value(config, 'vllm_server_host')}:{_trl_value(config, 'vllm_server_port')}")
-    served = probe_many([(url.rstrip("/") + "/v1", None)], spec.timeout)[0]
+    url = rollout_url(config)
+    served = served_by[url.rstrip("/") + "/v1"]
     serve = (f"trl vllm-serve --model {config.fapo.model} --max-model-len {need}"
              + (f" --hf-overrides '{{\"max_position_embeddings\": {config.fapo.max_position_embeddings}}}'"
                 if config.fapo.max_position_embeddings else ""))
@@ -259,7 +279,8 @@ def grm_prompt_tokens(tokenizer: Any, stats: PromptStats, settings) -> int:
     return prompt_lengths(tokenizer, [{"prompt": messages}])[0]
 
 
-def check_judges(config: TrainConfig, spec: LaunchSpec, tokenizer: Any, stats: PromptStats | None) -> list[Finding]:
+def check_judges(config: TrainConfig, served_by: dict[str, ServedModels], tokenizer: Any,
+                 stats: PromptStats | None) -> list[Finding]:
     judge = config.fapo.judge
     if judge is None:
         return []
@@ -269,12 +290,13 @@ def check_judges(config: TrainConfig, spec: LaunchSpec, tokenizer: Any, stats: P
     why = (f"GenRM prompt >= {frame + completion} ({frame} around a {completion}-token rollout) + max_tokens "
            f"{judge.max_tokens}")
     findings = []
-    answers = probe_many([(e.url, e.api_key) for e in judge.endpoints], spec.timeout)
-    for endpoint, served in zip(judge.endpoints, answers):
+    for endpoint in judge.endpoints:
+        served = served_by[endpoint.url]
         where = f"{endpoint.url}"
         if served.error:
-            findings.append(Finding("judge", "fail", f"{where}: {served.error}: start the GenRM server first "
-                                                     "(README: fapo serve-grm --engine vllm ...)"))
+            fix = ("check the host in fapo.judge.endpoints" if served.error.startswith("unknown host")
+                   else "start the GenRM server first (README: fapo serve-grm --engine vllm ...)")
+            findings.append(Finding("judge", "fail", f"{where}: {served.error}: {fix}"))
         elif endpoint.model not in served.names:
             findings.append(Finding("judge", "fail", f"{where} serves {list(served.names)}, not {endpoint.model!r}: "
                                                      "set fapo.judge.model to its name or start it with "
@@ -316,6 +338,21 @@ def check_packages(config: TrainConfig, spec: LaunchSpec) -> list[Finding]:
     return findings
 
 
+def server_wait_s(config: TrainConfig) -> float:
+    """How long a real launch waits for its servers: TRL's `vllm_server_timeout` (it waits as long itself)."""
+    return float(_trl_value(config, "vllm_server_timeout"))
+
+
+def ask_servers(config: TrainConfig, spec: LaunchSpec) -> dict[str, ServedModels]:
+    """Every server of the launch (the policy's vLLM server, each judge endpoint) asked at once, by base URL."""
+    targets = [(e.url, e.api_key) for e in config.fapo.judge.endpoints] if config.fapo.judge else []
+    url = rollout_url(config)
+    if url is not None:
+        targets.append((url.rstrip("/") + "/v1", None))
+    answers = probe_many(targets, spec.timeout, spec.wait_s, spec.on_wait)
+    return {served.url: served for served in answers}
+
+
 def run_preflight(config: TrainConfig, spec: LaunchSpec) -> Preflight:
     """Every check, in order (the servers are asked all at once, each within `spec.timeout`)."""
     findings: list[Finding] = []
@@ -325,8 +362,9 @@ def run_preflight(config: TrainConfig, spec: LaunchSpec) -> Preflight:
     need, why = needed_context(config, stats)
     if tokenizer is not None:
         findings.append(check_context(context, need, why))
-    findings += check_rollout_vllm(config, need, spec)
-    findings += check_judges(config, spec, tokenizer, stats)
+    served_by = ask_servers(config, spec)
+    findings += check_rollout_vllm(config, need, served_by)
+    findings += check_judges(config, served_by, tokenizer, stats)
     findings += check_packages(config, spec)
     return Preflight(tuple(findings))
 
