@@ -194,11 +194,22 @@ def test_health_models_and_metrics(stub_server):
     assert call(f"{root}/health") == (200, {"status": "ok", "model": "stub"})
     status, models = call(f"{stub_server.url}/models")
     assert status == 200 and [m["id"] for m in models["data"]] == ["stub"]
+    assert models["data"][0]["max_tokens_limit"] == 8192 and "max_model_len" not in models["data"][0]  # no context
     status, body = chat(stub_server.url, n=2)
     assert status == 200 and body["choices"][1]["message"]["content"].endswith("#1")
     stats = metrics(stub_server.url)
     assert stats["requests"] == stats["completed"] == 1 and stats["generated_tokens"] == 6
     assert stats["latency_s"]["p50"] is not None and stats["queue_depth"] == 0
+
+
+def test_models_reports_the_context_as_vllm_does(tiny_backend, tiny_model_dir):
+    """`max_model_len` in /v1/models is the model's context, the field vLLM and SGLang report, so that a dry run
+    can tell whether a GenRM prompt plus max_tokens fits before training."""
+    context = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    with serve_in_thread(tiny_backend, ServerConfig(port=0, max_tokens_limit=4096)) as server:
+        status, models = call(f"{server.url}/models")
+    assert status == 200 and models["data"][0]["id"] == "tiny-grm"
+    assert models["data"][0]["max_model_len"] == context and models["data"][0]["max_tokens_limit"] == 4096
 
 
 BAD_BODIES = [

@@ -341,7 +341,10 @@ class GrmServer:
             self._check_api_key(request)
         except RequestError as err:
             return self._reject(err)
-        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo"}
+        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo",
+                 "max_tokens_limit": self.config.max_tokens_limit}
+        if self.context_tokens is not None:
+            model["max_model_len"] = self.context_tokens  # as vLLM and SGLang report their context
         return web.json_response({"object": "list", "data": [model]})
 
     async def _health(self, request: web.Request) -> web.Response:

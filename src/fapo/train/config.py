@@ -65,6 +65,13 @@ class FapoSettings:
     """User message built from the problem; `{problem}` is replaced by the problem text."""
     max_train_samples: int | None = None
     """Use only the first N rows of the training data (None: all)."""
+    max_prompt_length: int | None = None
+    """Drop (and count) rows whose chat-templated prompt is longer than this many tokens, as verl's
+    `data.filter_overlong_prompts` does with `data.max_prompt_length` (None: keep all)."""
+    max_position_embeddings: int | None = None
+    """Override the model's `max_position_embeddings` (verl's `override_config`; the recipe sets 32768 on
+    Qwen2.5-Math-7B, whose config.json says 4096). Applied to the trained model and, through the model
+    directory it loads from, to colocated vLLM; a vLLM server needs `--hf-overrides` (README)."""
     penalty: float = 1.0
     """λ: reward taken off a verified-correct rollout the GenRM calls flawed. 0 = the GRPO baseline."""
     judge: JudgeConfig | None = None
@@ -183,6 +190,8 @@ class FapoSettings:
 _FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
     ("verify_timeout", None, "a number of seconds > 0"),
     ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
+    ("max_prompt_length", 1, "a whole number of tokens >= 1, or null to keep every prompt"),
+    ("max_position_embeddings", 1, "a whole number of positions >= 1, or null for the model's own"),
     ("verify_workers", 1, "a whole number >= 1, or null"),
     ("torch_threads", 1, "a whole number >= 1, or null"),
     ("rollout_chunks", 1, "a whole number >= 1"),
@@ -262,7 +271,6 @@ _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
     "gradient_accumulation_steps": (int, lambda v: v >= 1, "a whole number >= 1"),
     "num_generations": (int, lambda v: v >= 2, "a whole number >= 2 (GRPO compares rollouts in a group)"),
     "max_completion_length": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "max_prompt_length": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
     "temperature": (float, lambda v: v > 0, "a number > 0"),
     "top_p": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "beta": (float, lambda v: v >= 0, "a number >= 0"),
@@ -280,6 +288,10 @@ _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
     "output_dir": (str | None, lambda v: True, "a directory path"),
 }
 """TRL keys checked here, before TRL is imported: (type, range check, what the message asks for)."""
+
+
+FAPO_NOT_TRL = ("max_prompt_length", "max_position_embeddings")
+"""Keys people write at the top level that TRL 1.16's GRPOConfig lacks and the fapo section has."""
 
 
 def _check_trl_values(trl_keys: dict[str, Any]) -> None:
@@ -376,7 +388,8 @@ def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
     valid = _grpo_field_names(settings.trainer)  # imports TRL: last, once every value has been checked
     for key in trl_keys:
         if key not in valid:
-            hint = _closest(key, valid + ["fapo"])
+            hint = (f" (TRL's GRPOConfig has none: write fapo.{key})" if key in FAPO_NOT_TRL
+                    else _closest(key, valid + ["fapo"]))
             raise ConfigError(f"unknown key {key!r}: not a TRL GRPOConfig field{hint}")
     return TrainConfig(trl=trl_keys, fapo=settings)
 

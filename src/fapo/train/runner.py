@@ -7,12 +7,14 @@ overlong penalty into GRPOTrainer; `train_grm` wires `grm_reward`. Everything el
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fapo.train.config import ConfigError, TrainConfig
+from fapo.train.launch_inputs import drop_long_prompts, overridden_model
 from fapo.train.session import (
     TrainResult,
     build_judge_factory,
@@ -114,6 +116,8 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = load_tokenizer(settings.model)
+    rows = drop_long_prompts(rows, tokenizer, settings.max_prompt_length, announce if args.process_index == 0 else None)
+    config = dataclasses.replace(config, fapo=overridden_model(settings, output_dir))
     monitor, monitor_metrics = resolve_monitor(settings)
     state = PolicyRewardState(
         settings=settings,
@@ -150,6 +154,8 @@ def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None
     rows = grm_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = load_tokenizer(settings.model)
+    rows = drop_long_prompts(rows, tokenizer, settings.max_prompt_length, announce if args.process_index == 0 else None)
+    config = dataclasses.replace(config, fapo=overridden_model(settings, output_dir))
     grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
     reward_funcs = reward_funcs_with_overlong([grm_reward_func], settings, args)
     return _build_and_run(config, output_dir, RunPlan("grm", args, rows, tokenizer, reward_funcs, callbacks=callbacks),
