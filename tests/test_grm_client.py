@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -41,6 +42,8 @@ class StandIn:
     delay: float = 0.0
     answers: list[str] | None = None
     fail_first: int = 0
+    raw: bytes | None = None
+    """When set, every answer is this body (status 200), whatever was asked."""
     requests: int = 0
     bodies: list[dict] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
@@ -54,6 +57,8 @@ class StandIn:
         self.auth.append(request.headers.get("Authorization"))
         if self.requests <= self.fail_first:
             return web.Response(status=500, text="warming up")
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
         if self.mode == "hang":
             await asyncio.sleep(3600)
         if self.delay:
@@ -430,26 +435,90 @@ def test_breaker_opens_probes_and_recovers():
     assert final_n > probed_n + 10 and m["grm/endpoint/0/healthy"] == 1.0
 
 
-def test_fail_fast_when_every_endpoint_is_down():
+def test_every_endpoint_down_fails_each_request_at_its_own_deadline():
     async def scenario():
         dead = [StandIn(), StandIn()]
         urls = await start_all(*dead)
         await stop_all(*dead)  # nothing listens on these ports now
-        cfg = config(*urls, concurrency=16, retries=5, breaker_failures=2, breaker_cooldown=30)
+        cfg = config(*urls, timeout=0.05, concurrency=16, retries=1, breaker_failures=2, breaker_cooldown=30)
         async with GenRMClient(cfg) as grm:
             t0 = time.perf_counter()
-            results = await grm.judge_many(items(300))
+            results = await grm.judge_many(items(160))
             many_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             single = await grm.judge("p", ["a"])
             return results, many_s, single, time.perf_counter() - t0, grm.metrics()
 
     results, many_s, single, single_s, m = asyncio.run(scenario())
-    assert len(results) == 300 and all(j.status == "error" and j.verdict is None for j in results)
-    assert many_s < 2.0 and single_s < 0.05, (many_s, single_s)
-    assert single.attempts == 0 and "circuit breakers are open" in single.error
+    assert len(results) == 160 and all(j.status == "error" and j.verdict is None for j in results)
+    # each request waits for a probe up to its deadline, timeout × (1 + retries) = 0.1 s, then gives up
+    assert 0.09 <= single_s < 0.3 and many_s < 160 / 16 * 0.1 + 2.0, (many_s, single_s)
+    assert single.attempts == 0 and "circuit breakers are open" in single.error and "deadline" in single.error
     assert m["grm/requests"] <= 2 * 16 + 4  # no piling up: roughly what was in flight when they opened
-    assert m["grm/fail_fast"] >= 280 and m["grm/errors"] == 301
+    assert m["grm/fail_fast"] >= 140 and m["grm/errors"] == 161
+
+
+@dataclass
+class Flaky(StandIn):
+    """Answers a share of requests with a transient 500, drawn from its own seeded generator."""
+
+    failure_rate: float = 0.3
+    rng: random.Random = field(default_factory=lambda: random.Random(27))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.02)
+        if self.rng.random() < self.failure_rate:
+            await request.read()
+            return web.Response(status=500, text="transient")
+        return await super().handle(request)
+
+
+def test_a_flaky_only_endpoint_judges_nearly_every_row():
+    """One endpoint failing 30% of requests at random: its breaker opens now and then (3 failures in a row),
+    and requests then wait for the half-open probe instead of failing at once."""
+    async def scenario():
+        flaky = Flaky()
+        [url] = await start_all(flaky)
+        cfg = config(url, concurrency=16, retries=3, breaker_failures=3, breaker_cooldown=0.2, backoff_base=0.01, backoff_max=0.2)
+        try:
+            async with GenRMClient(cfg) as grm:
+                return await grm.judge_many(items(500)), grm.metrics()
+        finally:
+            await stop_all(flaky)
+
+    results, m = asyncio.run(scenario())
+    assert_complete(results, 500)
+    judged = sum(j.status == "ok" for j in results)
+    assert judged >= 0.95 * 500, (judged, m)
+    assert m["grm/breaker_waits"] > 0  # the breaker did open: the case this test is about
+
+
+def _choice_body(content: object, finish_reason: object = "stop") -> bytes:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+    return json.dumps({"choices": [choice]}).encode()
+
+
+@pytest.mark.parametrize("raw, status, why", [
+    (b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "error", "malformed chat completion"),
+    (b'{"choices": [{"message": {"content": "\\\\boxed{-1}"}, "n": 1' + b"0" * 5000 + b"}]}", "error", "malformed"),
+    (_choice_body("Step 0 may be wrong \\boxed{-1} then I ran out", "length"), "invalid", "'length'"),
+    (_choice_body("\\boxed{-1}", "content_filter"), "invalid", "'content_filter'"),
+    (_choice_body("\\boxed{-1}", ["length"]), "invalid", "'list'"),
+    (_choice_body([{"type": "text", "text": "\\boxed{-1}"}]), "invalid", "a list, not text"),
+])
+def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
+    """Deep nesting (RecursionError in json), huge integers, a cut or filtered critique, content as parts."""
+    async def scenario():
+        ep = StandIn(raw=raw)
+        [url] = await start_all(ep)
+        try:
+            async with GenRMClient(config(url, retries=1)) as grm:
+                return await grm.judge("p", ["a", "b"])
+        finally:
+            await stop_all(ep)
+
+    j = asyncio.run(scenario())
+    assert j.status == status and j.verdict is None and why in j.error, j
 
 
 # --- voting, cache, metrics, cancellation ---------------------------------------------------------

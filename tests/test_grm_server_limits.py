@@ -195,3 +195,56 @@ def test_api_key_from_the_environment():
         assert chat(process.url)[0] == 401
         url = f"{process.url}/chat/completions"
         assert call(url, {"messages": HELLO}, headers={"Authorization": "Bearer k3y"})[0] == 200
+
+
+# ------------------------------------------------------------------------------------ one request, its own failure
+
+
+class PoisonStub(StubBackend):
+    """Fails any batch holding a message "poison" (as a backend fails on a request it cannot sample)."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        self.batch_sizes.append(len(requests))
+        if any(r.messages[-1]["content"] == "poison" for r in requests):
+            raise RuntimeError("cannot sample")
+        return [[Completion("ok", "stop", 1)] * r.n for r in requests]
+
+
+def test_a_request_that_fails_generation_fails_alone():
+    backend = PoisonStub()
+    with serve_in_thread(backend, max_wait_ms=300, max_batch=8) as server:
+        contents = ["a", "b", "poison", "c", "d"]
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda c: call(f"{server.url}/chat/completions",
+                                                   {"messages": [{"role": "user", "content": c}]}), contents))
+        assert [status for status, _ in answers] == [200, 200, 500, 200, 200]
+        assert max(backend.batch_sizes) > 1  # they were batched together, then separated
+        assert metrics(server.url)["errors"] == 1
+
+
+def test_a_near_zero_temperature_is_greedy_and_its_batch_is_answered(tiny_model_dir):
+    from fapo.serving.hf_backend import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
+    with serve_in_thread(backend, max_wait_ms=300) as server:
+        temperatures = [1e-45, 0.7, 1.0, 5e-324, 0.0]
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda t: chat(server.url, temperature=t, max_tokens=4), temperatures))
+        assert [status for status, _ in answers] == [200] * 5, answers
+        assert answers[0][1]["choices"][0]["message"] == answers[4][1]["choices"][0]["message"]  # both greedy
+
+
+def test_an_oversized_prompt_is_refused_before_it_is_counted_in_full(tiny_model_dir):
+    """4 MiB of prompt on a 4096-token model: refused after counting a few pieces, while small requests
+    keep their latency (counting never takes generation's tokenizer lock)."""
+    from fapo.serving.hf_backend import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
+    huge = {"messages": [{"role": "user", "content": "12 + 34 = 46. " * 300_000}], "max_tokens": 1}
+    with serve_in_thread(backend) as server:
+        assert chat(server.url, max_tokens=1)[0] == 200  # warm
+        t0 = time.perf_counter()
+        status, body = call(f"{server.url}/chat/completions", huge)
+        refused_s = time.perf_counter() - t0
+        assert status == 400 and "more than 8192 tokens" in body["error"]["message"]
+        assert refused_s < 1.5, refused_s

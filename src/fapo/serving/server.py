@@ -48,6 +48,9 @@ LISTENING_PREFIX = "fapo serve-grm listening on "
 RETRY_AFTER_S = 1
 """Seconds a 429 or 503 answer tells the client to wait (`Retry-After`)."""
 
+PIECE_CHARS = 16_384
+"""Characters per piece when an oversized prompt is counted piece by piece (`GrmServer._fit_context`)."""
+
 STOP_TIMEOUT_S = 5.0
 """After SIGINT/SIGTERM, how long `serve` waits for an interrupted generation to return."""
 
@@ -274,11 +277,23 @@ class GrmServer:
 
     async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
         """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
-        max_tokens cut to the room left when prompt plus max_tokens would not."""
+        max_tokens cut to the room left when prompt plus max_tokens would not.
+
+        A prompt of more than 2 × context characters is first counted piece by piece, stopping as soon as
+        the pieces hold 2 × context tokens (then 400 without counting the rest): the work one request can
+        make the counting thread do is bounded by the context, not by the body size.
+        """
         loop = asyncio.get_running_loop()
+        context = self.context_tokens
+        chars = sum(len(m["content"]) for m in generation.messages)
+        if context is not None and chars > 2 * context:
+            bound = 2 * context
+            seen = await loop.run_in_executor(self._counting, self._count_at_least, generation.messages, bound)
+            if seen >= bound:
+                raise RequestError(400, f"the prompt has more than {bound} tokens ({chars} characters); this "
+                                        f"model's context is {context} tokens")
         prompt_tokens = await loop.run_in_executor(self._counting, self.backend.count_prompt_tokens,
                                                    generation.messages)
-        context = self.context_tokens
         if context is None:
             return generation, prompt_tokens
         if prompt_tokens >= context:
@@ -288,6 +303,19 @@ class GrmServer:
         if generation.max_tokens > room:
             generation = dataclasses.replace(generation, max_tokens=room)
         return generation, prompt_tokens
+
+    def _count_at_least(self, messages: list[dict[str, str]], bound: int) -> int:
+        """Tokens of the messages' text counted in pieces of PIECE_CHARS characters (cut at whitespace),
+        stopping once `bound` is reached; the template's own tokens are not counted."""
+        count = self.backend.count_prompt_tokens
+        empty = count([{"role": "user", "content": ""}])
+        total = 0
+        for message in messages:
+            for piece in _pieces(message["content"], PIECE_CHARS):
+                total += max(0, count([{"role": "user", "content": piece}]) - empty)
+                if total >= bound:
+                    return total
+        return total
 
     def _enqueue(self, generation: GenerationRequest, request: web.Request) -> Pending:
         if self._closing:
@@ -373,6 +401,19 @@ class GrmServer:
             "generated_tokens": m.generated_tokens,
             "latency_s": {"p50": _percentile(latencies, 0.50), "p95": _percentile(latencies, 0.95)},
         }
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` in consecutive pieces of about `size` characters, each cut after whitespace where there is any."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            space = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+            end = space + 1 if space >= 0 else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
 
 
 def _client_gone(request: web.Request) -> bool:
