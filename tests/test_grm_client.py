@@ -142,9 +142,13 @@ def test_client_imports_no_torch():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"concurrency": 0}, "concurrency must be >= 1"),
-        ({"timeout": 0}, "timeout must be > 0"),
-        ({"retries": -1}, "retries must be >= 0"),
+        ({"concurrency": 0}, r"concurrency must be an integer in \[1, 65536\]"),
+        ({"timeout": 0}, r"timeout must be a number in \(0, 86400\]"),
+        ({"timeout": float("inf")}, "timeout must be a number in"),
+        ({"breaker_cooldown": float("nan")}, "breaker_cooldown must be a number in"),
+        ({"backoff_max": 1e300}, "backoff_max must be a number in"),
+        ({"retries": -1}, r"retries must be an integer in \[0, 100\]"),
+        ({"max_tokens": 2.5}, "max_tokens must be an integer"),
         ({"votes": 3}, "set temperature > 0"),
         ({"top_p": 0}, "top_p"),
         ({"tie_break": "coin"}, "tie_break must be 'flawed' or 'clean'"),

@@ -48,8 +48,7 @@ LISTENING_PREFIX = "fapo serve-grm listening on "
 RETRY_AFTER_S = 1
 """Seconds a 429 or 503 answer tells the client to wait (`Retry-After`)."""
 
-PIECE_CHARS = 16_384
-"""Characters per piece when an oversized prompt is counted piece by piece (`GrmServer._fit_context`)."""
+PIECE_CHARS = 16_384  # characters per piece when an oversized prompt is counted piece by piece
 
 STOP_TIMEOUT_S = 5.0
 """After SIGINT/SIGTERM, how long `serve` waits for an interrupted generation to return."""
@@ -277,12 +276,9 @@ class GrmServer:
 
     async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
         """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
-        max_tokens cut to the room left when prompt plus max_tokens would not.
-
-        A prompt of more than 2 × context characters is first counted piece by piece, stopping as soon as
-        the pieces hold 2 × context tokens (then 400 without counting the rest): the work one request can
-        make the counting thread do is bounded by the context, not by the body size.
-        """
+        max_tokens cut to the room left when prompt plus max_tokens would not. A prompt of over 2 × context
+        characters is first counted in pieces, stopping (400) once they hold 2 × context tokens: the work
+        one request makes the counting thread do is bounded by the context, not by the body size."""
         loop = asyncio.get_running_loop()
         context = self.context_tokens
         chars = sum(len(m["content"]) for m in generation.messages)
@@ -305,8 +301,7 @@ class GrmServer:
         return generation, prompt_tokens
 
     def _count_at_least(self, messages: list[dict[str, str]], bound: int) -> int:
-        """Tokens of the messages' text counted in pieces of PIECE_CHARS characters (cut at whitespace),
-        stopping once `bound` is reached; the template's own tokens are not counted."""
+        """The messages' tokens counted in pieces (`_pieces`), stopping at `bound`; template tokens left out."""
         count = self.backend.count_prompt_tokens
         empty = count([{"role": "user", "content": ""}])
         total = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -20,12 +21,26 @@ from typing import Any
 
 import yaml
 
+from fapo.bounds import check_number
 from fapo.grm.types import JudgeConfig
 from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
+from fapo.verify import MAX_TIMEOUT_S
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates."""
+    """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates, and refuses a key
+    given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -117,8 +132,14 @@ class FapoSettings:
         if self.judge is not None and self.oracle is not None:
             raise ConfigError("fapo.judge (GenRM servers) and fapo.oracle (an in-process judge) exclude each other: "
                               "keep one")
-        if self.penalty < 0:
-            raise ConfigError(f"fapo.penalty (λ) must be >= 0, got {self.penalty}")
+        _bounded("fapo.penalty (λ)", self.penalty, 0, MAX_PENALTY)
+        _bounded("fapo.verify_timeout", self.verify_timeout, 0, MAX_VERIFY_TIMEOUT_S, low_open=True)
+        if self.step_split not in ("paragraph", "line"):
+            try:
+                re.compile(self.step_split)
+            except (re.error, RecursionError, OverflowError) as err:
+                raise ConfigError(f'fapo.step_split must be "paragraph", "line" or a regular expression; '
+                                  f"{self.step_split!r} is not one ({err})") from err
         if self.trainer not in ("grpo", "async"):
             raise ConfigError(f'fapo.trainer must be "grpo" or "async", got {self.trainer!r}')
         if self.rollout not in ("sync", "streaming"):
@@ -148,8 +169,33 @@ class FapoSettings:
         return out
 
 
+MAX_PENALTY = 1000.0
+"""Largest λ accepted: the paper's is 1; a larger one only makes a flawed positive's reward a huge negative."""
+
+MAX_VERIFY_TIMEOUT_S = MAX_TIMEOUT_S
+"""Largest `fapo.verify_timeout` (`fapo.verify.MAX_TIMEOUT_S`)."""
+
+
+def _bounded(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    try:
+        check_number(name, value, low, high, low_open=low_open)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _output_dir_usable(value: str | None) -> bool:
+    """An output directory that exists as a directory we can write, or can be made where its nearest existing
+    ancestor is a writable directory."""
+    if value is None:
+        return True
+    path = Path(value).expanduser()
+    for existing in (path, *path.parents):
+        if existing.exists():
+            return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    return False
+
+
 _FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
-    ("verify_timeout", None, "a number of seconds > 0"),
     ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
     ("verify_workers", 1, "a whole number >= 1, or null"),
     ("torch_threads", 1, "a whole number >= 1, or null"),
@@ -245,7 +291,8 @@ _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
     "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
     "steps_per_generation": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
     "generation_batch_size": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
-    "output_dir": (str | None, lambda v: True, "a directory path"),
+    "output_dir": (str | None, _output_dir_usable,
+                   "a directory this user can write, or a new one in such a directory (not a file)"),
 }
 """TRL keys checked here, before TRL is imported: (type, range check, what the message asks for)."""
 
