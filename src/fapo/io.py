@@ -332,8 +332,12 @@ class ResumableJsonl:
         return rows
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json_line(row) + "\n")
-        self._file.flush()
+        line = json_line(row) + "\n"
+        if self._file is sys.stdout:
+            _write_stdout(line)  # a closed pipe: BrokenPipeError, and Python's exit stays quiet
+        else:
+            self._file.write(line)
+            self._file.flush()
         self.written += 1
 
     def close(self) -> None:

@@ -152,7 +152,7 @@ class GenRMClient:
                 raise TypeError(f"judge_many takes JudgeItem objects, got {type(item).__name__}")
         results: list[Judgement | None] = [None] * len(items)
         todo = iter(range(len(items)))
-        bar = _Progress(len(items)) if progress and items else None
+        bar = JudgeProgress(len(items)) if progress and items else None
 
         async def work() -> None:
             for i in todo:
@@ -384,8 +384,8 @@ def _seconds(header: str | None) -> float | None:
         return None
 
 
-class _Progress:
-    """Progress for `judge_many` on stderr: a rich bar on a terminal, else a line every 10 s."""
+class JudgeProgress:
+    """Progress of judging on stderr: a rich bar on a terminal, else a line every 10 s. `advance` per judgement."""
 
     def __init__(self, total: int, every_s: float = 10.0) -> None:
         self.total, self.done, self.every_s = total, 0, every_s
