@@ -248,3 +248,37 @@ def test_an_oversized_prompt_is_refused_before_it_is_counted_in_full(tiny_model_
         refused_s = time.perf_counter() - t0
         assert status == 400 and "more than 8192 tokens" in body["error"]["message"]
         assert refused_s < 1.5, refused_s
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"Authorization: Bearer \xff\xfe\r\n", 401),  # not UTF-8: was a 500
+    ("Authorization: Bearer é\r\n".encode("latin-1"), 401),
+    (b"Authorization: Bearer k\r\nContent-Encoding: gzip\r\n", 400),  # a body that is not gzip: was a 500
+    (b"Authorization: Bearer k\r\nContent-Length: abc\r\n", 400),
+])
+def test_a_malformed_request_is_a_counted_client_error_never_a_500(head, status):
+    body = json.dumps({"messages": HELLO}).encode()
+    length = b"" if b"Content-Length" in head else b"Content-Length: %d\r\n" % len(body)
+    with serve_in_thread(StubBackend(), api_key="k") as server:
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        sock = _raw(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head + length + b"\r\n" + body)
+        try:
+            assert sock.recv(64).split(b" ")[1] == str(status).encode()
+        finally:
+            sock.close()
+        snapshot = metrics(server.url)
+        assert snapshot["errors"] == 0
+        assert call(f"{server.url}/chat/completions", {"messages": HELLO}, headers={"Authorization": "Bearer k"})[0] == 200
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--api-key", ""], "--api-key (or $FAPO_GRM_API_KEY) is empty"),
+    (["--api-key", " "], "--api-key (or $FAPO_GRM_API_KEY) is empty"),
+    (["--max-wait-ms", "inf"], "max_wait_ms must be a number in [0, 60000]"),
+    (["--body-timeout", "1e300"], "body_timeout_s must be a number in (0, 3600]"),
+])
+def test_serve_grm_refuses_an_empty_key_and_unbounded_waits(capsys, option, message):
+    from fapo.cli import main
+
+    assert main(["serve-grm", "--oracle", "testbed", "--port", "0", *option]) == 2
+    assert message in capsys.readouterr().err
