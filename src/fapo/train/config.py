@@ -24,6 +24,7 @@ import yaml
 from fapo.bounds import check_number
 from fapo.grm.types import JudgeConfig
 from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
+from fapo.rewards import MAX_PENALTY
 from fapo.verify import MAX_TIMEOUT_S
 
 
@@ -168,9 +169,6 @@ class FapoSettings:
         out["judge"] = self.judge.safe_dict() if self.judge is not None else None
         return out
 
-
-MAX_PENALTY = 1000.0
-"""Largest λ accepted: the paper's is 1; a larger one only makes a flawed positive's reward a huge negative."""
 
 MAX_VERIFY_TIMEOUT_S = MAX_TIMEOUT_S
 """Largest `fapo.verify_timeout` (`fapo.verify.MAX_TIMEOUT_S`)."""
