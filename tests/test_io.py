@@ -310,3 +310,16 @@ def test_appended_lines_keep_lone_surrogates_escaped_and_a_torn_line_is_dropped(
     lines, end = complete_lines(path)
     assert [json.loads(line) for line in lines] == [{"critique": "x\ud800", "score": 1}, {"score": None}]
     assert end == len(path.read_bytes()) - len('{"critique": "é'.encode()[:-1])
+
+
+@pytest.mark.parametrize("second", ["same.json", "./sub/../same.json", "link.json", "hard.json"])
+def test_two_outputs_of_one_command_are_never_the_same_file(tmp_path, capsys, second):
+    data = _critic_rows(tmp_path / "set.jsonl", ['"a"'])
+    first = tmp_path / "same.json"
+    first.write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to(first)
+    os.link(first, tmp_path / "hard.json")
+    code = main(["eval", "grm", "--data", str(data), "--judge", "oracle", "-o", str(first),
+                 "--save-predictions", str(tmp_path / second)])
+    assert code == 2 and "are the same file" in capsys.readouterr().err

@@ -152,13 +152,12 @@ def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list
     """Make the report directory; CliError now, before any work, for an output file that cannot be
     written (a directory, a missing directory, one of the inputs) or two outputs on stdout."""
     from fapo.cli import CliError
-    from fapo.io import DataError, check_output_path
+    from fapo.io import DataError, check_output_paths
 
     if sum(path == "-" for path in paths) > 1:
         raise CliError("only one output can go to stdout ('-')")
-    try:
-        for path in paths:
-            check_output_path(path, [i for i in inputs if i])
+    try:  # also: no two outputs the same file under any spelling
+        check_output_paths([("output", path) for path in paths], [i for i in inputs if i])
     except DataError as err:
         raise CliError(str(err)) from err
     if report_dir:

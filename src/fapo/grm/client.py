@@ -335,7 +335,8 @@ class GenRMClient:
         Judgements: grm/judgements, grm/ok, grm/invalid, grm/errors, grm/flawed, grm/flawed_ratio
         (flawed / ok), grm/latency_p50|p95 (uncached, seconds); ratios and percentiles over nothing are NaN
         (`fapo.metrics`). HTTP: grm/requests,
-        grm/request_errors, grm/retries, grm/fail_fast (no healthy endpoint), grm/in_flight,
+        grm/request_errors, grm/retries, grm/breaker_waits (waits for an open breaker's probe), grm/fail_fast
+        (no healthy endpoint until the request's deadline), grm/in_flight,
         grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
         in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
         in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
