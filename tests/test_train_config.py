@@ -196,3 +196,13 @@ def test_an_output_dir_that_is_a_file_or_unwritable_is_refused_before_work(tmp_p
                 load_config(path)
     finally:
         blocked.chmod(0o700)
+
+
+def test_a_hub_model_missing_offline_is_a_config_error(tmp_path, monkeypatch):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"problem": "p", "answer": "1"}\n')
+    path = tmp_path / "c.yaml"
+    path.write_text(f"fapo:\n  model: fapo-tests/no-such-model\n  train_data: {data}\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="neither a directory nor in the local hub cache"):
+        load_config(path, check_paths=True)

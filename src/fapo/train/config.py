@@ -301,12 +301,29 @@ def _check_trl_values(trl_keys: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be {what}, got {trl_keys[key]!r}")
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether the hub's local cache holds `model`'s config (a name the hub would refuse counts as absent)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # an invalid repo id, or no huggingface_hub
+        return False
+
+
 def check_local_paths(settings: FapoSettings) -> None:
     """ConfigError when `fapo.model` looks like a local directory that is missing, or `fapo.train_data`
     is not a file. Hub names (`org/name`) are left to the loader."""
     model = settings.model
     if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
         raise ConfigError(f"fapo.model: directory not found: {model}")
+    if not Path(model).expanduser().exists() and _hub_offline() and not _in_hub_cache(model):
+        raise ConfigError(f"fapo.model: {model} is neither a directory nor in the local hub cache, and "
+                          "HF_HUB_OFFLINE is set; download it first (huggingface-cli download) or give a directory")
     data = settings.train_data
     if not Path(data).expanduser().is_file():
         raise ConfigError(f"fapo.train_data: file not found: {data}")
