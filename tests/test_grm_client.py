@@ -826,8 +826,11 @@ def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
     huge = "x" * 1_500_000 + " \\boxed{0}"
     with ThreadedEndpoint(StandIn(answers=[huge])) as url:
         capped = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=1024 * 1024))
-        allowed = judge_sync(items(1), config(url, retries=0, timeout=60))
+        by_default = judge_sync(items(1), config(url, retries=0, timeout=60))  # 2048 tokens: 192 KiB
+        allowed = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=4 * 1024 * 1024))
     assert capped[0].status == "error" and "larger than 1048576 bytes" in capped[0].error
+    assert by_default[0].status == "error" and "larger than 196608 bytes" in by_default[0].error
     assert allowed[0].status == "ok" and allowed[0].verdict == 0
+    assert JudgeConfig(endpoints=(url,), max_tokens=16384, concurrency=256).max_response_bytes == 64 * 1024 * 17
     with pytest.raises(ValueError, match="max_response_bytes"):
         config(url, max_response_bytes=10)

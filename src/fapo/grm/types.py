@@ -80,8 +80,10 @@ class JudgeConfig:
     """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
     backoff_max: float = 5.0
     """Cap on one retry delay (also on a server's Retry-After)."""
-    max_response_bytes: int = 16 * 1024 * 1024
-    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error."""
+    max_response_bytes: int | None = None
+    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error. None (the
+    default): 64 KiB + votes × max_tokens × 64 bytes (every token as a JSON-escaped string, with room to spare),
+    at most 16 MiB, so that the responses in flight hold what the critiques need, not concurrency × 16 MiB."""
 
     def __post_init__(self) -> None:
         endpoints = self.endpoints
@@ -91,6 +93,9 @@ class JudgeConfig:
         if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
             raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
         object.__setattr__(self, "endpoints", endpoints)
+        if self.max_response_bytes is None and isinstance(self.max_tokens, int) and isinstance(self.votes, int):
+            needed = 64 * 1024 + self.votes * min(self.max_tokens, 2**20) * 64
+            object.__setattr__(self, "max_response_bytes", min(16 * 1024 * 1024, needed))
         for name, low, high, integer in _BOUNDS:
             check_number(name, getattr(self, name), low, high, integer=integer, low_open=name in ("timeout", "top_p"))
         _check(
