@@ -335,3 +335,10 @@ def test_no_numeric_option_of_any_verb_takes_a_non_finite_number(capsys, argv):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2 and "is not a finite number" in capsys.readouterr().err
+
+
+def test_an_output_may_not_be_a_file_of_the_report_directory(tmp_path, capsys):
+    data = _critic_rows(tmp_path / "set.jsonl", ['"a"'])
+    code = main(["eval", "grm", "--data", str(data), "--judge", "oracle", "--report-dir", str(tmp_path / "r"),
+                 "--save-predictions", str(tmp_path / "r" / ".." / "r" / "REPORT.md")])
+    assert code == 2 and "are the same file" in capsys.readouterr().err
