@@ -467,19 +467,23 @@ class Flaky(StandIn):
     """Answers a share of requests with a transient 500, drawn from its own seeded generator."""
 
     failure_rate: float = 0.3
+    burst: range = range(100, 112)
+    """Arrivals that fail whatever the draw (an outage of a moment), so that the breaker surely opens."""
     rng: random.Random = field(default_factory=lambda: random.Random(27))
+    arrivals: int = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals += 1
         await asyncio.sleep(0.02)
-        if self.rng.random() < self.failure_rate:
+        if self.rng.random() < self.failure_rate or self.arrivals in self.burst:
             await request.read()
             return web.Response(status=500, text="transient")
         return await super().handle(request)
 
 
 def test_a_flaky_only_endpoint_judges_nearly_every_row():
-    """One endpoint failing 30% of requests at random: its breaker opens now and then (3 failures in a row),
-    and requests then wait for the half-open probe instead of failing at once."""
+    """One endpoint failing 30% of requests at random, and 12 in a row once: its breaker opens (3 failures in a
+    row), and requests then wait for the half-open probe instead of failing at once."""
     async def scenario():
         flaky = Flaky()
         [url] = await start_all(flaky)
@@ -516,7 +520,7 @@ def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
         ep = StandIn(raw=raw)
         [url] = await start_all(ep)
         try:
-            async with GenRMClient(config(url, retries=1)) as grm:
+            async with GenRMClient(config(url, retries=1, max_response_bytes=2**20)) as grm:
                 return await grm.judge("p", ["a", "b"])
         finally:
             await stop_all(ep)
