@@ -342,3 +342,17 @@ def test_an_output_may_not_be_a_file_of_the_report_directory(tmp_path, capsys):
     code = main(["eval", "grm", "--data", str(data), "--judge", "oracle", "--report-dir", str(tmp_path / "r"),
                  "--save-predictions", str(tmp_path / "r" / ".." / "r" / "REPORT.md")])
     assert code == 2 and "are the same file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('[{"problem": "p", "answer": NaN}]', "NaN is not a JSON number"),
+])
+def test_training_rows_in_a_json_array_are_read_as_strictly(tmp_path, text, message):
+    from fapo.train.config import ConfigError
+    from fapo.train.data import read_rows
+
+    path = tmp_path / "rows.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_rows(path)
