@@ -264,7 +264,7 @@ def test_judge_resume_refuses_another_runs_output(tmp_path, capsys):
     src, out = _many_rows(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
     out.write_text('{"id": "other", "status": "ok"}\n')
     assert main(["judge", str(src), "-o", str(out), "--endpoint", "http://127.0.0.1:1/v1", "--resume"]) == 2
-    assert "is not the judgement of input row 1" in capsys.readouterr().err
+    assert "is not the output for input row 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("row, message", [

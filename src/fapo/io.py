@@ -331,6 +331,17 @@ class ResumableJsonl:
                 os.truncate(path, end)  # drop the torn line
         return rows
 
+    def check_prefix(self, keys: Sequence[Any], field: str = "id") -> None:
+        """DataError unless the rows already there are, in order, those of the first `keys` (their `field`):
+        an output resumed against another input would otherwise mix two runs."""
+        if len(self.done) > len(keys):
+            raise DataError(f"{self.path} has {len(self.done)} rows but the input only {len(keys)}; is it another "
+                            "run's output?")
+        for k, (row, key) in enumerate(zip(self.done, keys)):
+            if row.get(field) != key:
+                raise DataError(f"row {k + 1} of {self.path} ({field} {row.get(field)!r}) is not the output for "
+                                f"input row {k + 1} ({field} {key!r}); write to a new file or start afresh")
+
     def write(self, row: dict[str, Any]) -> None:
         line = json_line(row) + "\n"
         if self._file is sys.stdout:

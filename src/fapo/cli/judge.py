@@ -97,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CliError(f"cannot write {args.output}: {err.strerror or err}") from err
     with output:
-        _check_resumed(output.done, ids, args.output)
+        try:
+            output.check_prefix(ids)
+            if any(row.get("status") not in ("ok", "invalid", "error") for row in output.done):
+                raise DataError(f"{args.output} holds rows that are not judgements; write to a new file")
+        except DataError as err:
+            raise CliError(f"--resume: {err}") from err
         t0 = time.perf_counter()
         metrics = _judge_into(output, ids, items, config)
         wall_s = time.perf_counter() - t0
@@ -108,19 +113,6 @@ def run(args: argparse.Namespace) -> int:
               f"({summary['status']['invalid']} invalid, {summary['status']['error']} error)", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_resumed(done: list[dict[str, Any]], ids: list[Any], output: str) -> None:
-    """The rows an earlier run wrote must be the input's first rows, id for id; CliError otherwise."""
-    from fapo.cli import CliError
-
-    if len(done) > len(ids):
-        raise CliError(f"--resume: {output} has {len(done)} rows but the input only {len(ids)}; is it another "
-                       "run's output?")
-    for k, (row, row_id) in enumerate(zip(done, ids)):
-        if not isinstance(row, dict) or row.get("id") != row_id or row.get("status") not in ("ok", "invalid", "error"):
-            raise CliError(f"--resume: row {k + 1} of {output} (id {row.get('id')!r}) is not the judgement of "
-                           f"input row {k + 1} (id {row_id!r}); write to a new file or leave out --resume")
 
 
 def read_items(path: str) -> tuple[list[Any], list[Any]]:
