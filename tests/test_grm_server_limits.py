@@ -179,6 +179,7 @@ def test_connections_over_the_cap_are_answered_503():
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"messages": [], "n": ' + b"9" * 5000 + b"}", "not usable JSON"),
     (b'{"messages": [{"role": "user", "content": "a\\ud800"}]}', "not valid Unicode"),
+    (b'{"messages": [' + b",".join([b'{"role": "user", "content": ""}'] * 5000) + b"]}", "at most 1024"),
 ])
 def test_hostile_json_answers_400_and_is_counted(raw, message):
     with serve_in_thread(StubBackend()) as server:

@@ -16,6 +16,10 @@ from fapo.serving.backend import Completion, GenerationRequest
 
 _UNSUPPORTED_FIELDS = ("stream", "stop", "logprobs", "top_logprobs", "tools", "response_format")
 
+MAX_MESSAGES = 1024
+"""Most messages in one request: each is rendered by the chat template before its tokens are counted, so their
+number (not only their characters) is bounded before that work. A GenRM request has one."""
+
 GREEDY_BELOW = 1e-5
 """A temperature under this is greedy decoding (vLLM's rule too): logits divided by a temperature near
 zero overflow to infinities, whose softmax is NaN and cannot be sampled."""
@@ -52,6 +56,8 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(400, f"'messages' holds {len(messages)} messages; this server takes at most {MAX_MESSAGES}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
