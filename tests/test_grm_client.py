@@ -513,6 +513,7 @@ def _choice_body(content: object, finish_reason: object = "stop") -> bytes:
     (_choice_body("\\boxed{-1}", "content_filter"), "invalid", "'content_filter'"),
     (_choice_body("\\boxed{-1}", ["length"]), "invalid", "'list'"),
     (_choice_body([{"type": "text", "text": "\\boxed{-1}"}]), "invalid", "a list, not text"),
+    (b'{"choices": [1, 2]}', "error", "malformed chat completion"),
 ])
 def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
     """Deep nesting (RecursionError in json), huge integers, a cut or filtered critique, content as parts."""
@@ -527,6 +528,22 @@ def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
 
     j = asyncio.run(scenario())
     assert j.status == status and j.verdict is None and why in j.error, j
+
+
+def test_one_bad_choice_abstains_and_the_others_vote():
+    body = {"choices": [7, {"message": {"content": "Step 1 \\boxed{1}"}, "finish_reason": "stop"}]}
+
+    async def scenario():
+        ep = StandIn(raw=json.dumps(body).encode())
+        [url] = await start_all(ep)
+        try:
+            async with GenRMClient(config(url, votes=2, temperature=0.7)) as grm:
+                return await grm.judge("p", ["a", "b"])
+        finally:
+            await stop_all(ep)
+
+    j = asyncio.run(scenario())
+    assert j.status == "ok" and j.verdict == 1
 
 
 # --- voting, cache, metrics, cancellation ---------------------------------------------------------

@@ -102,15 +102,17 @@ class ChatCompletions:
         samples = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, dict):
-                return None
-            content = message.get("content")
-            if content is None:
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(message, dict):  # one bad choice abstains; the others still vote
+                samples.append(Sample("", "the choice has no message object"))
+            elif content is None:
                 samples.append(Sample("", "the choice has no content"))
             elif not isinstance(content, str):
                 samples.append(Sample("", f"the content is a {type(content).__name__}, not text"))
             else:
                 samples.append(Sample(content, _ending(choice.get("finish_reason"))))
+        if all(s.unusable == "the choice has no message object" for s in samples):
+            return None  # no choice at all: not an answer (retried elsewhere)
         return samples
 
 
