@@ -11,8 +11,9 @@ import pytest
 
 from failing_genrm import BrokenGenRM
 from fapo.grm.failure_window import FailureBudget, FailureWindow, JudgeFailuresExceeded
+from fapo.io import JsonlAppender
 from fapo.serving.launch import serve_in_thread
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 from test_train import CLEAN, POLICY_ANSWER, POLICY_PROBLEM, SKIP, WRONG, policy_config
 
 

@@ -142,8 +142,9 @@ def test_misconfiguration_is_a_clear_error(oracle_url):
         fapo(SOLUTIONS["clean"], {"split": "train"}, judge_endpoints=oracle_url)
     with pytest.raises(TypeError, match="judge_endpoint'"):
         fapo(SOLUTIONS["clean"], judge_endpoint=oracle_url)
-    with pytest.raises(ValueError, match="penalty"):
-        fapo(SOLUTIONS["clean"], judge_endpoints=oracle_url, penalty=-1)
+    for penalty in (-1, float("nan"), float("inf"), 1e300):  # nan/inf would poison the group's advantages
+        with pytest.raises(ValueError, match=r"penalty \(λ\) must be a number in \[0, 1000\]"):
+            fapo(SOLUTIONS["clean"], judge_endpoints=oracle_url, penalty=penalty)
 
 
 def test_baseline_verifies_only():
@@ -192,6 +193,12 @@ def test_genrm_reward_rejects_bad_rows():
         compute_score_genrm("\\boxed{1}", 1, {})
     with pytest.raises(ValueError, match="ground_truth"):
         compute_score_genrm("\\boxed{1}", "first", {"total_steps": 3})
+    with pytest.raises(ValueError, match="ground_truth 3 names no step of a 3-step solution"):
+        compute_score_genrm("\\boxed{1}", 3, {"total_steps": 3})
+    for fractional in (2.5, "2.5", True, float("inf")):
+        with pytest.raises(ValueError, match="total_steps"):
+            compute_score_genrm("\\boxed{1}", 1, {"total_steps": fractional})
+    assert compute_score_genrm("\\boxed{1}", 1, {"total_steps": 3.0})["score"] == 1.0
 
 
 def test_every_judge_config_field_is_a_reward_kwarg():

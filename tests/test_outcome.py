@@ -40,10 +40,11 @@ def test_training_evaluation_and_the_testbed_agree(tmp_path):
     from fapo.eval.generation import Sample
     from fapo.eval.policy import verify_samples
     from fapo.eval.problems import EvalProblem
+    from fapo.io import JsonlAppender
     from fapo.testbed.answer import are_correct
     from fapo.testbed.task import parse_problem
     from fapo.train.config import parse_config
-    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+    from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 
     problem = "Start with 7. (1) Add 3. (2) Add 2."
     assert parse_problem(problem) is not None

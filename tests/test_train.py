@@ -12,8 +12,9 @@ import pytest
 from conftest import policy_case
 from fapo.grm.judge import resolve_oracle
 from fapo.grm.local import LocalJudge
+from fapo.io import JsonlAppender
 from fapo.train.config import parse_config
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 
 TRL_TINY = {
     "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,

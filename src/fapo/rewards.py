@@ -6,6 +6,10 @@ business, not this module's.
 
 from __future__ import annotations
 
+MAX_PENALTY = 1000.0
+"""Largest λ a config may give (the paper's is 1): finite, so a flawed positive's reward stays a number that
+GRPO's group advantages can use (nan or −inf would poison its whole group)."""
+
 
 def fapo_reward(is_correct: bool, is_flawed: bool | None, penalty: float = 1.0) -> float:
     """R_FAPO(o) = R_RLVR(o) − λ·[R_RLVR(o) = +1 and GenRM says flawed]   (paper §3, DESIGN §1.1).

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from fapo.grm.types import JudgeConfig
+from fapo.io import JsonlAppender
 from fapo.train.config import ConfigError, FapoSettings
 from fapo.train.data import policy_row
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
+from fapo.train.reward_funcs import PolicyRewardState, make_policy_reward_func
 from fapo.train.session import build_judge_factory
 
 RewardFunc = Callable[..., Any]

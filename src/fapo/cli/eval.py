@@ -148,24 +148,25 @@ def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | Non
         raise CliError(str(err)) from err
 
 
-def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list[str | None]) -> None:
+def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list[str | None],
+                   report_files: tuple[str, ...] = ()) -> None:
     """Make the report directory; CliError now, before any work, for an output file that cannot be
     written (a directory, a missing directory, one of the inputs) or two outputs on stdout."""
     from fapo.cli import CliError
-    from fapo.io import DataError, check_output_path
+    from fapo.io import DataError, check_output_paths
 
     if sum(path == "-" for path in paths) > 1:
         raise CliError("only one output can go to stdout ('-')")
-    try:
-        for path in paths:
-            check_output_path(path, [i for i in inputs if i])
-    except DataError as err:
-        raise CliError(str(err)) from err
     if report_dir:
         try:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CliError(f"cannot make report directory {report_dir}: {err}") from err
+    in_report = [("report file", str(Path(report_dir) / name)) for name in report_files] if report_dir else []
+    try:  # also: no two outputs the same file under any spelling, the report directory's files included
+        check_output_paths([("output", path) for path in paths] + in_report, [i for i in inputs if i])
+    except DataError as err:
+        raise CliError(str(err)) from err
 
 
 def _emit(report_json: dict[str, Any], markdown: str, output: str | None, stdout_taken: bool = False) -> None:
@@ -194,10 +195,17 @@ def _emit(report_json: dict[str, Any], markdown: str, output: str | None, stdout
 def run_grm(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.eval.critic_data import load_critic_sets, read_predictions
-    from fapo.eval.grm_bench import evaluate_grm, grm_markdown, judge_critic_rows, write_grm_report
+    from fapo.eval.grm_bench import (
+        GRM_REPORT_FILES,
+        evaluate_grm,
+        grm_markdown,
+        judge_critic_rows,
+        write_grm_report,
+    )
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, [args.output, args.save_predictions], [*args.data, args.predictions])
+    _check_outputs(args.report_dir, [args.output, args.save_predictions], [*args.data, args.predictions],
+                   GRM_REPORT_FILES)
     kind = "endpoint" if args.endpoint else "model_dir" if args.model_dir else "oracle" if args.judge else None
     spec = _judge_spec(args, kind, args.model_dir, args.model)
     try:
@@ -260,11 +268,11 @@ def run_policy(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.eval.generation import SamplingConfig
     from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
-    from fapo.eval.policy_report import policy_markdown, write_policy_report
+    from fapo.eval.policy_report import POLICY_REPORT_FILES, policy_markdown, write_policy_report
     from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, load_problems
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, [args.output], [args.data])
+    _check_outputs(args.report_dir, [args.output], [args.data], POLICY_REPORT_FILES)
     if args.model.startswith(("/", ".", "~")) and not Path(args.model).expanduser().is_dir():
         raise CliError(f"model directory not found: {args.model}")
     kind = args.judge or ("endpoint" if args.endpoint else "model_dir" if args.judge_model_dir else "none")

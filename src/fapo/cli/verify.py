@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-MAX_TIMEOUT_S = 3600.0
-"""Longest --timeout accepted: a worker is killed after it, so it must be a finite number of seconds."""
+from fapo.verify import MAX_TIMEOUT_S  # a worker is killed after it: a finite number of seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify",
         help="check final answers against gold answers (math-verify, with timeouts)",
         description="Read JSONL rows with `response` and `gold`; write each row plus `correct`, `pred` "
-        "and `status` (ok, no_answer, timeout, error) as JSONL; print a JSON summary on stderr.",
+        "and `status` (ok, no_answer, timeout, memory, error) as JSONL; print a JSON summary on stderr.",
     )
     p.add_argument("input", metavar="INPUT.jsonl", help="rows with a string `response` and a `gold` answer")
     p.add_argument("-o", "--output", metavar="OUT.jsonl",

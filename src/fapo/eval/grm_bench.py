@@ -166,6 +166,10 @@ def grm_markdown(report: GrmReport) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+GRM_REPORT_FILES = ("REPORT.json", "REPORT.md", "confusion.png")
+"""The files `write_grm_report` writes in its directory (checked against the command's other outputs first)."""
+
+
 def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Path]:
     """Write REPORT.json, REPORT.md and confusion.png to `report_dir` (created); return their paths."""
     from fapo.eval.plots import plot_grm_confusion

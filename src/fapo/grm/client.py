@@ -16,6 +16,7 @@ never a verdict. Must not import torch or transformers, and holds no prompt logi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -28,7 +29,7 @@ from typing import Any
 
 from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
-from fapo.grm.protocols import ChatCompletions, RequestProtocol
+from fapo.grm.protocols import ChatCompletions, RequestProtocol, Sample
 from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement, majority_verdict  # noqa: F401 (public here too)
 from fapo.metrics import ratio
@@ -38,7 +39,7 @@ from fapo.metrics import ratio
 class _Outcome:
     """What one HTTP attempt produced: texts (an answer), or an error that may be retried."""
 
-    texts: list[str] | None = None
+    samples: list[Sample] | None = None
     error: str | None = None
     retry: bool = False
     retry_after: float | None = None
@@ -79,6 +80,8 @@ class GenRMClient:
         self._pending: dict[bytes, asyncio.Future[Judgement]] = {}
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._health_changed = asyncio.Event()
+        """Set (and replaced) whenever an attempt ends: requests waiting for an open breaker look again."""
 
     async def __aenter__(self) -> GenRMClient:
         self._closed = False
@@ -149,7 +152,7 @@ class GenRMClient:
                 raise TypeError(f"judge_many takes JudgeItem objects, got {type(item).__name__}")
         results: list[Judgement | None] = [None] * len(items)
         todo = iter(range(len(items)))
-        bar = _Progress(len(items)) if progress and items else None
+        bar = JudgeProgress(len(items)) if progress and items else None
 
         async def work() -> None:
             for i in todo:
@@ -190,42 +193,75 @@ class GenRMClient:
         return result
 
     async def _attempts(self, prompt: str, num_steps: int, t0: float) -> Judgement:
-        """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried."""
+        """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried.
+
+        When every breaker is open the request waits for one to let traffic through again (its half-open
+        probe), until its deadline: `timeout × (1 + retries)` seconds after it started. Only then does it
+        fail as "no healthy endpoint" (`grm/fail_fast`).
+        """
         cfg = self.config
+        deadline = time.monotonic() + cfg.timeout * (cfg.retries + 1)
         tried: list[int] = []
         error = "not attempted"
-        for attempt in range(1, cfg.retries + 2):
+        attempt = 0
+        while True:
             async with self._slots:
                 pick = self._router.pick(tried)
-                if pick is None:
-                    self._counts["grm/fail_fast"] += 1
-                    reason = self._router.describe_unavailable()
-                    if tried:
-                        reason += f" (last error: {error})"
-                    url = cfg.endpoints[tried[-1]].url if tried else None
-                    return _failure(reason, url, attempt - 1, time.perf_counter() - t0)
-                tried.append(pick.index)
-                outcome = await self._send(pick, prompt)
+                if pick is not None:
+                    tried.append(pick.index)
+                    outcome = await self._send(pick, prompt)
+            if pick is None:
+                if await self._wait_for_endpoint(deadline):
+                    continue
+                self._counts["grm/fail_fast"] += 1
+                reason = self._router.describe_unavailable() + " until this request's deadline"
+                if tried:
+                    reason += f" (last error: {error})"
+                url = cfg.endpoints[tried[-1]].url if tried else None
+                return _failure(reason, url, attempt, time.perf_counter() - t0)
+            attempt += 1
             url = cfg.endpoints[pick.index].url
-            if outcome.texts is not None:
-                return self._answer(outcome.texts, num_steps, url, attempt, t0)
+            if outcome.samples is not None:
+                return self._answer(outcome.samples, num_steps, url, attempt, t0)
             error = outcome.error or "unknown error"
             if not outcome.retry or attempt > cfg.retries:
                 return _failure(error, url, attempt, time.perf_counter() - t0)
             self._counts["grm/retries"] += 1
-            await asyncio.sleep(self._backoff(attempt, outcome.retry_after))
-        raise AssertionError("unreachable: the last attempt returns")
+            await asyncio.sleep(min(self._backoff(attempt, outcome.retry_after), max(0.0, deadline - time.monotonic())))
+
+    async def _wait_for_endpoint(self, deadline: float) -> bool:
+        """Wait until a breaker may let a request through (its cooldown is over, or an attempt ended and
+        changed the endpoints' health); False once `deadline` has passed. A random extra part of the
+        wait keeps the waiting requests from all arriving at the probe at once."""
+        self._counts["grm/breaker_waits"] += 1
+        left = deadline - time.monotonic()
+        if left <= 0 or self._closed:
+            return False
+        next_probe = self._router.next_probe_in()
+        wait = left if next_probe is None else min(left, next_probe * random.uniform(1.0, 1.1) + 0.001)
+        changed = self._health_changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), wait)
+        return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cfg = self.config
-        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempt - 1))
+        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** min(attempt - 1, 60))
         delay *= random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, cfg.backoff_max))
         return delay
 
     async def _send(self, pick: Pick, prompt: str) -> _Outcome:
-        """One HTTP attempt; reports the outcome to the router. Never raises but CancelledError."""
+        """One HTTP attempt; reports the outcome to the router and wakes requests waiting for an endpoint.
+        Never raises but CancelledError."""
+        try:
+            return await self._send_once(pick, prompt)
+        finally:
+            self._health_changed.set()
+            self._health_changed = asyncio.Event()
+
+    async def _send_once(self, pick: Pick, prompt: str) -> _Outcome:
         i = pick.index
         if self._closed:
             self._router.release(pick)
@@ -248,10 +284,10 @@ class GenRMClient:
             return _Outcome(error=f"{kind}: {err}" if str(err) else kind, retry=True)
         latency = time.perf_counter() - t
         if status == 200:
-            texts = self.protocol.texts(raw)
-            if texts is not None:
+            samples = self.protocol.samples(raw)
+            if samples is not None:
                 self._router.succeed(pick, latency)
-                return _Outcome(texts=texts)
+                return _Outcome(samples=samples)
             self._router.fail(pick, latency)
             self._counts["grm/request_errors"] += 1
             return _Outcome(error=f"malformed chat completion: {_snippet(raw)}", retry=True)
@@ -268,15 +304,19 @@ class GenRMClient:
         response = await self._open()[index].post(body, self.config.timeout)
         return response.status, response.body, response.headers.get("retry-after")
 
-    def _answer(self, texts: list[str], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
+    def _answer(self, samples: list[Sample], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
+        """The verdict of an answer: the majority over its usable samples (a cut or filtered sample abstains)."""
         latency = time.perf_counter() - t0
-        verdicts = [parse_verdict(t, num_steps) for t in texts]
+        verdicts = [parse_verdict(s.text, num_steps) if s.unusable is None else None for s in samples]
         verdict = majority_verdict(verdicts, self.config.tie_break)
         if verdict is None:
-            shown = texts[0] if texts else None
-            why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(texts)} sample(s)"
+            shown = samples[0].text if samples else None
+            why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(samples)} sample(s)"
+            unusable = sorted({s.unusable for s in samples if s.unusable})
+            if unusable:
+                why += ": " + "; ".join(unusable)
             return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why)
-        critique = texts[verdicts.index(verdict)]
+        critique = samples[verdicts.index(verdict)].text
         return Judgement(verdict, verdict >= 0, "ok", critique, url, attempts, latency)
 
     def _count(self, j: Judgement) -> Judgement:
@@ -295,7 +335,8 @@ class GenRMClient:
         Judgements: grm/judgements, grm/ok, grm/invalid, grm/errors, grm/flawed, grm/flawed_ratio
         (flawed / ok), grm/latency_p50|p95 (uncached, seconds); ratios and percentiles over nothing are NaN
         (`fapo.metrics`). HTTP: grm/requests,
-        grm/request_errors, grm/retries, grm/fail_fast (no healthy endpoint), grm/in_flight,
+        grm/request_errors, grm/retries, grm/breaker_waits (waits for an open breaker's probe), grm/fail_fast
+        (no healthy endpoint until the request's deadline), grm/in_flight,
         grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
         in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
         in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
@@ -312,7 +353,7 @@ class GenRMClient:
 
 _COUNTERS = (
     "grm/judgements", "grm/ok", "grm/invalid", "grm/errors", "grm/flawed", "grm/requests",
-    "grm/request_errors", "grm/retries", "grm/fail_fast", "grm/cache_hits", "grm/coalesced",
+    "grm/request_errors", "grm/retries", "grm/fail_fast", "grm/breaker_waits", "grm/cache_hits", "grm/coalesced",
 )  # fmt: skip
 _STATUS_KEY = {"ok": "grm/ok", "invalid": "grm/invalid", "error": "grm/errors"}
 
@@ -344,8 +385,8 @@ def _seconds(header: str | None) -> float | None:
         return None
 
 
-class _Progress:
-    """Progress for `judge_many` on stderr: a rich bar on a terminal, else a line every 10 s."""
+class JudgeProgress:
+    """Progress of judging on stderr: a rich bar on a terminal, else a line every 10 s. `advance` per judgement."""
 
     def __init__(self, total: int, every_s: float = 10.0) -> None:
         self.total, self.done, self.every_s = total, 0, every_s

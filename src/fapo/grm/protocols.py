@@ -6,7 +6,10 @@ ids in and `output_ids` out, which verl's reward router forwards to its GenRM se
 runs with `skip_tokenizer_init`, so the client applies the GenRM's chat template and decodes).
 
 A protocol only renders requests and reads answers; routing, retries, the breaker and the cache
-stay in `fapo.grm.client`. Never imports torch or transformers: `TokenGenerate` is handed a
+stay in `fapo.grm.client`. Reading an answer never raises, whatever the server sent (nesting deep
+enough to exhaust Python's recursion, huge integers, wrong types): a body that is not an answer
+is None, and a sample that was cut (`finish_reason` "length"), filtered ("content_filter") or whose
+content is not a string is kept with the reason it cannot carry a verdict. Never imports torch or transformers: `TokenGenerate` is handed a
 tokenizer object (anything with `apply_chat_template` and `decode`).
 """
 
@@ -15,9 +18,42 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fapo.grm.types import JudgeConfig
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled critique of an answer."""
+
+    text: str
+    unusable: str | None = None
+    """Why this sample cannot carry a verdict (cut at max_tokens, filtered, not text); None when it can."""
+
+
+_USABLE_ENDINGS = frozenset({None, "stop", "eos", "end_turn", "stop_sequence"})
+"""finish_reason values of a critique that ended by itself; anything else ("length", "content_filter",
+"abort", ...) means the text is not the GenRM's whole critique, so a box in it is no verdict."""
+
+
+def _ending(reason: Any) -> str | None:
+    """Why a sample ended early, from a finish_reason (a string, or SGLang's {"type": ...}); None if it did not."""
+    if isinstance(reason, Mapping):
+        reason = reason.get("type")
+    if (reason is None or isinstance(reason, str)) and reason in _USABLE_ENDINGS:
+        return None
+    shown = reason if isinstance(reason, str) else type(reason).__name__
+    return f"the critique did not end by itself (finish_reason {shown[:40]!r})"
+
+
+def _loads(raw: bytes) -> Any:
+    """The JSON of an answer body, or None when it is not JSON Python can hold (any reason)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError, MemoryError):  # RecursionError: nesting deeper than the stack
+        return None
 
 
 class RequestProtocol(Protocol):
@@ -38,8 +74,8 @@ class RequestProtocol(Protocol):
         """The request body for one attempt."""
         ...
 
-    def texts(self, raw: bytes) -> list[str] | None:
-        """The answer's texts (one per sample), or None when the body is not an answer."""
+    def samples(self, raw: bytes) -> list[Sample] | None:
+        """The answer's samples, or None when the body is not an answer. Never raises."""
         ...
 
 
@@ -58,14 +94,26 @@ class ChatCompletions:
     def body(self, model_json: str, prompt: str, sampling: str) -> bytes:
         return f'{{"model":{model_json},{prompt},{sampling}}}'.encode()
 
-    def texts(self, raw: bytes) -> list[str] | None:
-        try:
-            choices = json.loads(raw)["choices"]
-            if not isinstance(choices, list) or not choices:
-                return None
-            return [str(c["message"].get("content") or "") for c in choices]
-        except (ValueError, KeyError, TypeError, AttributeError):
+    def samples(self, raw: bytes) -> list[Sample] | None:
+        answer = _loads(raw)
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or not choices:
             return None
+        samples = []
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(message, dict):  # one bad choice abstains; the others still vote
+                samples.append(Sample("", "the choice has no message object"))
+            elif content is None:
+                samples.append(Sample("", "the choice has no content"))
+            elif not isinstance(content, str):
+                samples.append(Sample("", f"the content is a {type(content).__name__}, not text"))
+            else:
+                samples.append(Sample(content, _ending(choice.get("finish_reason"))))
+        if all(s.unusable == "the choice has no message object" for s in samples):
+            return None  # no choice at all: not an answer (retried elsewhere)
+        return samples
 
 
 class TokenGenerate:
@@ -109,20 +157,20 @@ class TokenGenerate:
     def body(self, model_json: str, prompt: str, sampling: str) -> bytes:
         return f"{{{prompt},{sampling}}}".encode()
 
-    def texts(self, raw: bytes) -> list[str] | None:
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            return None
+    def samples(self, raw: bytes) -> list[Sample] | None:
+        answer = _loads(raw)
         if isinstance(answer, list) and len(answer) == 1:  # a batch-of-one answer
             answer = answer[0]
         if not isinstance(answer, dict):
             return None
+        meta = answer.get("meta_info")
+        unusable = _ending(meta.get("finish_reason")) if isinstance(meta, dict) else None
         ids = answer.get("output_ids")
         if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             try:
-                return [str(self.tokenizer.decode(ids, skip_special_tokens=True))]
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
             except Exception:  # ids outside the vocabulary: the server and tokenizer disagree
                 return None
+            return [Sample(text, unusable)] if isinstance(text, str) else None
         text = answer.get("text")
-        return [text] if isinstance(text, str) else None
+        return [Sample(text, unusable)] if isinstance(text, str) else None

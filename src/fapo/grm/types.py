@@ -14,6 +14,8 @@ from typing import Literal
 
 from yarl import URL
 
+from fapo.bounds import check_number
+
 Status = Literal["ok", "invalid", "error"]
 
 
@@ -78,8 +80,10 @@ class JudgeConfig:
     """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
     backoff_max: float = 5.0
     """Cap on one retry delay (also on a server's Retry-After)."""
-    max_response_bytes: int = 16 * 1024 * 1024
-    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error."""
+    max_response_bytes: int | None = None
+    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error. None (the
+    default): 64 KiB + votes × max_tokens × 64 bytes (every token as a JSON-escaped string, with room to spare),
+    at most 16 MiB, so that the responses in flight hold what the critiques need, not concurrency × 16 MiB."""
 
     def __post_init__(self) -> None:
         endpoints = self.endpoints
@@ -89,13 +93,11 @@ class JudgeConfig:
         if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
             raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
         object.__setattr__(self, "endpoints", endpoints)
-        _check(self.concurrency >= 1, "concurrency must be >= 1 (64 suits most servers)")
-        _check(self.timeout > 0, "timeout must be > 0 seconds")
-        _check(self.retries >= 0, "retries must be >= 0 (0 = one attempt only)")
-        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
-        _check(self.temperature >= 0, "temperature must be >= 0")
-        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
-        _check(self.votes >= 1, "votes must be >= 1")
+        if self.max_response_bytes is None and isinstance(self.max_tokens, int) and isinstance(self.votes, int):
+            needed = 64 * 1024 + self.votes * min(self.max_tokens, 2**20) * 64
+            object.__setattr__(self, "max_response_bytes", min(16 * 1024 * 1024, needed))
+        for name, low, high, integer in _BOUNDS:
+            check_number(name, getattr(self, name), low, high, integer=integer, low_open=name in ("timeout", "top_p"))
         _check(
             self.votes == 1 or self.temperature > 0,
             f"votes={self.votes} with temperature=0 samples the same critique {self.votes} times; "
@@ -105,13 +107,7 @@ class JudgeConfig:
             self.tie_break in ("flawed", "clean"),
             f"tie_break must be 'flawed' or 'clean': {self.tie_break!r}",
         )
-        _check(self.cache_size >= 0, "cache_size must be >= 0 (0 turns the cache off)")
-        _check(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
-        _check(self.breaker_failures >= 1, "breaker_failures must be >= 1")
-        _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
-        _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")
         _check(self.backoff_max >= self.backoff_base, "backoff_max must be >= backoff_base")
-
 
     def _endpoint(self, spec: object) -> object:
         if isinstance(spec, str):
@@ -129,6 +125,17 @@ class JudgeConfig:
                             for e in self.endpoints]
         out["api_key"] = "***" if self.api_key else None
         return out
+
+
+_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
+    ("concurrency", 1, 65536, True), ("timeout", 0, 86400, False), ("retries", 0, 100, True),
+    ("max_tokens", 1, 2**20, True), ("temperature", 0, 100, False), ("top_p", 0, 1, False),
+    ("votes", 1, 1024, True), ("cache_size", 0, 10**8, True), ("max_response_bytes", 1024, 2**30, True),
+    ("breaker_failures", 1, 10**6, True), ("breaker_cooldown", 0, 3600, False), ("backoff_base", 0, 600, False),
+    ("backoff_max", 0, 600, False),
+)
+"""(field, low, high, integer) of JudgeConfig's numbers: finite, and none so large it means "never"
+(timeout and top_p exclude their low end)."""
 
 
 def _check(ok: bool, message: str) -> None:

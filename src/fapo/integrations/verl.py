@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fapo.bounds import check_number
 from fapo.grm.failure_window import FailureBudget, FailureWindow
 from fapo.grm.judge import Judge, make_judge
 from fapo.grm.prompt import parse_verdict
@@ -54,9 +55,9 @@ from fapo.grm.protocols import TokenGenerate
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement
 from fapo.metrics import ratio
 from fapo.outcome import answer_text
-from fapo.rewards import fapo_reward, grm_reward
+from fapo.rewards import MAX_PENALTY, fapo_reward, grm_reward
 from fapo.steps import split_steps
-from fapo.verify import VerifyResult, verify_batch
+from fapo.verify import MAX_TIMEOUT_S, VerifyResult, verify_batch
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,8 @@ class VerlRewardSettings:
         if isinstance(endpoints, str):
             endpoints = tuple(u.strip() for u in endpoints.split(",") if u.strip())
         object.__setattr__(self, "judge_endpoints", tuple(str(u) for u in endpoints))
-        if self.penalty < 0:
-            raise ValueError(f"penalty (λ) must be >= 0, got {self.penalty}")
-        if not self.verify_timeout > 0:
-            raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+        check_number("penalty (λ)", self.penalty, 0, MAX_PENALTY)  # nan or inf would poison the group advantages
+        check_number("verify_timeout", self.verify_timeout, 0, MAX_TIMEOUT_S, low_open=True)
         if self.truncation_rule != "tail":
             raise ValueError(f'truncation_rule must be "tail" in verl (verl does not tell a reward function that a '
                              f'response was truncated), got {self.truncation_rule!r}')
@@ -246,6 +245,9 @@ def compute_score_genrm(
     """
     _settings(kwargs, "compute_score_genrm")
     label, total_steps = _label(ground_truth), _total_steps(extra_info)
+    if label >= total_steps:
+        raise ValueError(f"ground_truth {label} names no step of a {total_steps}-step solution (0..{total_steps - 1}, "
+                         "or -1 for none)")
     predicted = parse_verdict(solution_str, total_steps)
     return {
         "score": grm_reward(predicted, label, total_steps),
@@ -280,9 +282,9 @@ def _label(ground_truth: int | str) -> int:
 
 def _total_steps(extra_info: Mapping[str, Any] | None) -> int:
     value = (extra_info or {}).get("total_steps")
-    try:
-        steps = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    try:  # a whole number (2 or 2.0 or "2"), never a fraction cut down (2.5) nor a bool
+        steps = int(value) if not isinstance(value, bool) and float(value) == int(value) else 0  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         steps = 0
     if steps < 1:
         raise ValueError(f'extra_info["total_steps"] must be the number of solution steps (>= 1), got {value!r}')

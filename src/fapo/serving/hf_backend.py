@@ -17,11 +17,13 @@ batch (up to floating-point effects of padding).
 
 `context_tokens` (the model's position limit) lets the server refuse prompts that do not fit, and
 `interrupt()` ends a running `generate` at its next token (the server calls it when it stops). The
-tokenizer is used under a lock: the server counts prompt tokens in one thread while another generates.
+server counts prompt tokens in one thread while another generates: counting uses its own copy of the
+tokenizer, so that it never waits for (or holds up) generation, whose tokenizer is used under a lock.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,6 +156,7 @@ class TransformersBackend:
         self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
         """Most tokens (prompt plus generated) the model can attend over; None when the config does not say."""
         self._tokenizer_lock = threading.Lock()
+        self._counting_tokenizer = copy.deepcopy(tokenizer)  # used by the counting thread only
         self._interrupts = 0
 
     @classmethod
@@ -172,8 +175,10 @@ class TransformersBackend:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        with self._tokenizer_lock:
-            return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+        """Prompt length in tokens; called from one counting thread at a time, never under generation's lock."""
+        tokenizer = self._counting_tokenizer
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def interrupt(self) -> None:
         """End any `generate` running now at its next token (rows so far come back as "length")."""

@@ -33,10 +33,11 @@ from typing import Any
 
 from aiohttp import web
 
+from fapo.bounds import check_number
 from fapo.metrics import percentile
 from fapo.oracles import oracle_part
 from fapo.serving import DEFAULT_MAX_BATCH
-from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest
+from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest, count_tokens_at_least
 from fapo.serving.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
 from fapo.serving.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
 
@@ -98,17 +99,17 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("header_timeout_s", "body_timeout_s"):
-            if not 0 < getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0 (0: never wait for a fuller batch), got {self.max_wait_ms}")
+            check_number(name, getattr(self, name), 0, 3600, low_open=True)
+        check_number("max_wait_ms", self.max_wait_ms, 0, 60_000)  # 0: never wait for a fuller batch
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535 (0 picks a free port), got {self.port}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
                              f"({self.max_tokens_limit}); lower it or raise the limit")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key must not be empty; leave it unset to disable authentication")
+        if self.api_key is not None and not (self.api_key.strip() and self.api_key.isascii()
+                                             and self.api_key.isprintable()):
+            raise ValueError("api_key must be one line of printable ASCII, not empty (is the variable that should "
+                             "hold it unset?); leave it out to disable authentication")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -254,10 +255,7 @@ class GrmServer:
             return _error(500, f"internal error: {type(err).__name__}")
 
     async def _answer_chat(self, request: web.Request, started: float) -> web.Response:
-        self._check_api_key(request)
-        if self._closing:
-            raise RequestError(503, "the server is shutting down")
-        generation = parse_chat_request(await self._read_json(request), self.config)
+        generation = await self._read_request(request)
         generation, prompt_tokens = await self._fit_context(generation)
         pending = self._enqueue(generation, request)
         outcome = await pending.future
@@ -272,13 +270,36 @@ class GrmServer:
         self.metrics.latencies.append(time.perf_counter() - started)
         return web.json_response(chat_response(self.model_name, completions, prompt_tokens))
 
+    async def _read_request(self, request: web.Request) -> GenerationRequest:
+        """Everything the client sent, checked: key, body, JSON, fields. Whatever fails here is the request's
+        fault (a header or body that cannot be decoded, say), so it is a 4xx, never a 500."""
+        try:
+            self._check_api_key(request)
+            if self._closing:
+                raise RequestError(503, "the server is shutting down")
+            return parse_chat_request(await self._read_json(request), self.config)
+        except (RequestError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # e.g. a Content-Encoding the body does not follow
+            raise RequestError(400, f"the request cannot be read: {type(err).__name__}: {err}"[:300]) from err
+
     async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
         """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
-        max_tokens cut to the room left when prompt plus max_tokens would not."""
+        max_tokens cut to the room left when prompt plus max_tokens would not. A prompt of over 2 × context
+        characters is first counted in pieces, stopping (400) once they hold 2 × context tokens: the work
+        one request makes the counting thread do is bounded by the context, not by the body size."""
         loop = asyncio.get_running_loop()
+        context = self.context_tokens
+        chars = sum(len(m["content"]) for m in generation.messages)
+        if context is not None and chars > 2 * context:
+            bound = 2 * context
+            seen = await loop.run_in_executor(self._counting, count_tokens_at_least, self.backend,
+                                              generation.messages, bound)
+            if seen >= bound:
+                raise RequestError(400, f"the prompt has more than {bound} tokens ({chars} characters); this "
+                                        f"model's context is {context} tokens")
         prompt_tokens = await loop.run_in_executor(self._counting, self.backend.count_prompt_tokens,
                                                    generation.messages)
-        context = self.context_tokens
         if context is None:
             return generation, prompt_tokens
         if prompt_tokens >= context:
@@ -304,9 +325,9 @@ class GrmServer:
     def _check_api_key(self, request: web.Request) -> None:
         if self.config.api_key is None:
             return
-        given = request.headers.get("Authorization", "")
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")  # any bytes sent
         expected = f"Bearer {self.config.api_key}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(given, expected.encode()):
             raise RequestError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')")
 
     async def _read_json(self, request: web.Request) -> Any:
@@ -330,8 +351,8 @@ class GrmServer:
 
     def _reject(self, err: RequestError) -> web.Response:
         key = str(err.status)
-        if key in self.metrics.rejected:
-            self.metrics.rejected[key] += 1
+        if err.status < 500 or key in self.metrics.rejected:  # every client error is counted as one
+            self.metrics.rejected[key] = self.metrics.rejected.get(key, 0) + 1
         else:
             self.metrics.errors += 1
         return _error(err.status, err.message)

@@ -20,8 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fapo.io import JsonlAppender
 from fapo.train.config import FapoSettings
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 from fapo.train.session import build_judge_factory, resolve_monitor
 
 METRICS_FILE = "rollout_metrics.jsonl"

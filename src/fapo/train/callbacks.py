@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from fapo.io import complete_lines, parse_json
+
 PROGRESS_KEYS = {"verify/accuracy": "acc", "grm/flawed_ratio": "flawed", "reward/mean": "reward", "time/step_s": "s/step"}
 
 
@@ -22,13 +24,15 @@ def truncate_jsonl_after(path: Path, step: int) -> int:
     if not path.exists():
         return 0
     kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines, end = complete_lines(path)  # a last line torn by a kill (even inside a character) is dropped
+    dropped += path.stat().st_size > end
+    for line in lines:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = parse_json(line)
+        except ValueError:  # not JSON, or JSON nested too deeply to read back
             dropped += 1
             continue
-        if record.get("step", 0) <= step:
+        if isinstance(record, dict) and record.get("step", 0) <= step:
             kept.append(line)
         else:
             dropped += 1

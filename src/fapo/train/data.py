@@ -12,12 +12,11 @@ Knows nothing about rewards or models.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from fapo.grm.prompt import count_prompt_steps, grm_messages
-from fapo.io import DataError, iter_jsonl
+from fapo.io import DataError, iter_jsonl, parse_json
 from fapo.policy_prompt import gold_answer, render_prompt
 from fapo.train.config import ConfigError, FapoSettings
 
@@ -34,8 +33,8 @@ def read_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
         rows = pq.read_table(path).to_pylist()
     elif path.suffix == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+            rows = parse_json(path.read_text(encoding="utf-8"))
+        except ValueError as err:  # syntax, NaN or 1e999, nesting too deep, a huge integer, not UTF-8
             raise ConfigError(f"{path}: not valid JSON: {err}") from err
         if not isinstance(rows, list):
             raise ConfigError(f"{path}: expected a JSON array of rows")

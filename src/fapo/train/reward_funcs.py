@@ -22,17 +22,16 @@ stops the run (or warns at every step) once failed judgements pass `fapo.judge_f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fapo.grm.failure_window import FailureWindow
 from fapo.grm.judge import Judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.types import JudgeItem, Judgement
+from fapo.io import JsonlAppender
 from fapo.metrics import mean, percentile, ratio
 from fapo.outcome import RolloutOutcome
 from fapo.rewards import fapo_reward, grm_reward
@@ -49,21 +48,6 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
-
-
-class JsonlAppender:
-    """Appends JSON lines to a file, flushing after each batch (a killed run loses at most one batch)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if self.path is None or not rows:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def trainer_end_tokens(trainer: Any) -> frozenset[int]:

@@ -104,8 +104,9 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer.
 
     `announce`, if given, receives one line at start: the update schedule TRL will run."""
+    from fapo.io import JsonlAppender
     from fapo.train.data import policy_rows
-    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
+    from fapo.train.reward_funcs import PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
     if settings.trainer == "async":
@@ -146,8 +147,9 @@ def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None
               resume: bool = False, callbacks: Sequence[Any] = (),
               announce: Callable[[str], None] | None = None) -> TrainResult:
     """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4); `announce` as in train_policy."""
+    from fapo.io import JsonlAppender
     from fapo.train.data import grm_rows
-    from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
+    from fapo.train.reward_funcs import make_grm_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
