@@ -167,7 +167,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     assert 0 < after["grm/flawed_ratio"] < 1
 
 
-# (critique, label, total_steps) -> R_outcome + R_process: DESIGN.md §1.4 worked by hand
+# (critique, label, total_steps) -> R_outcome + R_process: docs/design.md §1.2 worked by hand
 GENRM_TABLE = [
     ("ok \\boxed{-1}", -1, 5, 1.0, True, -1),
     ("\\boxed{2}", -1, 5, -1.0, False, 2),

@@ -7,7 +7,7 @@
 
 A rollout is correct as training counts it: `fapo.outcome.rollout_outcomes` (the one rule: not cut at
 max_tokens, with answer_format "strict" exactly one `\\boxed{}` with nothing after it but a closer, and `fapo.verify`
-finds its final answer equivalent to the gold). Only correct rollouts go to the judge (DESIGN.md §1.1),
+finds its final answer equivalent to the gold). Only correct rollouts go to the judge (docs/design.md §1.1),
 and a judge failure is counted, never read as "clean" or "flawed". `score_rollouts` is the pure
 part, testable without a model. Must not train.
 """

@@ -1,6 +1,6 @@
 """Async GenRM client: judge solutions over any number of OpenAI-compatible (or SGLang `/generate`) endpoints.
 
-Owns the HTTP side of judging (DESIGN.md §1.5): keep-alive connections per endpoint
+Owns the HTTP side of judging (docs/design.md §4.4): keep-alive connections per endpoint
 (`fapo.grm.http`), a global concurrency limit, least-outstanding routing and circuit breakers
 (`fapo.grm.routing`), retries with exponential backoff and jitter, majority voting over n samples,
 an LRU cache keyed by the exact prompt (with identical concurrent requests sharing one in-flight

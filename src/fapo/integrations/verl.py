@@ -1,4 +1,4 @@
-"""fapo inside verl: drop-in reward functions for verl's reward loop (DESIGN.md §1.1, §1.4).
+"""fapo inside verl: drop-in reward functions for verl's reward loop (docs/design.md §1.1, §1.2).
 
 Point a verl run script at them with one line each:
 
@@ -150,7 +150,7 @@ async def compute_score_fapo(
     reward_model_tokenizer: Any = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, DESIGN §1.1).
+    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, docs/design.md §1.1).
 
     The GenRM is asked only about verified-correct rollouts of training data (`extra_info["split"]`
     is not "test"), with `extra_info["question"]` as the problem. Returns a dict that verl logs:
@@ -183,7 +183,7 @@ async def compute_score_fapo(
 def compute_score_genrm(
     solution_str: str, ground_truth: int | str, extra_info: Mapping[str, Any] | None, **kwargs: Any
 ) -> dict[str, Any]:
-    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, DESIGN §1.4).
+    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, docs/design.md §1.2).
 
     `solution_str` is the GenRM's critique, `ground_truth` the earliest wrong step (−1: none) and
     `extra_info["total_steps"]` the solution's number of steps (FAPO-Critic rows carry both).

@@ -1,4 +1,4 @@
-"""FAPO's rewards as TRL reward functions (DESIGN.md §1.1, §1.4).
+"""FAPO's rewards as TRL reward functions (docs/design.md §1.1, §1.2).
 
 `make_policy_reward_func` returns an `async def` (TRL 1.16 runs those concurrently on its own
 event loop; it does not detect objects with an async `__call__`): decide each completion's outcome
@@ -214,7 +214,7 @@ def make_policy_reward_func(state: PolicyRewardState):
 
 
 def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True):
-    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (§1.4)."""
+    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (docs/design.md §1.2)."""
 
     def genrm_reward_func(prompts, completions, label, num_steps, trainer_state=None, log_metric=None,
                           **_: Any) -> list[float]:

@@ -137,7 +137,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
               resume: bool = False, callbacks: Sequence[Any] = (),
               announce: Callable[[str], None] | None = None) -> TrainResult:
-    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4); `announce` as in train_policy."""
+    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (docs/design.md §1.2); `announce` as in train_policy."""
     from fapo.train.data import grm_rows
     from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
 
