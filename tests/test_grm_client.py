@@ -140,7 +140,8 @@ def test_client_imports_no_torch():
         ({"concurrency": 0}, "concurrency must be >= 1"),
         ({"timeout": 0}, "timeout must be > 0"),
         ({"retries": -1}, "retries must be >= 0"),
-        ({"votes": 3}, "set temperature > 0"),
+        ({"votes": 3, "temperature": 0.0}, "set temperature > 0"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs must be a mapping"),
         ({"top_p": 0}, "top_p"),
         ({"tie_break": "coin"}, "tie_break must be 'flawed' or 'clean'"),
         ({"cache_size": -1}, "cache_size"),
@@ -263,7 +264,8 @@ def test_ok_verdict_and_request_shape():
         body["model"] == "critic"
         and body["n"] == 1
         and body["max_tokens"] == 77
-        and body["temperature"] == 0.0
+        and "temperature" not in body and "top_p" not in body  # the defaults: the server's decoding, as in the recipe
+        and "chat_template_kwargs" not in body
     )
     assert "What is 1/0? $x^2$ {braces}" in body["messages"][0]["content"]
     assert ep.auth[0] == "Bearer sekret"

@@ -42,7 +42,6 @@ def tokenizer(tiny_model_dir):
 
 
 def fapo(solution: str, info: dict | None = None, gold: str = GOLD, **kwargs) -> dict:
-    kwargs.setdefault("judge_max_tokens", 512)  # serve-grm caps max_tokens at 8192
     return asyncio.run(compute_score_fapo("testbed", solution, gold, TRAIN if info is None else info, **kwargs))
 
 
@@ -108,7 +107,7 @@ def test_router_path_sends_token_ids_and_reads_output_ids(tokenizer, case, score
     if requests:
         (body,) = requests
         assert set(body) == {"input_ids", "sampling_params"}
-        assert body["sampling_params"] == {"max_new_tokens": 16384, "temperature": 0.0, "top_p": 1.0}
+        assert body["sampling_params"] == {"max_new_tokens": 16384}  # the recipe's: its budget, the server's decoding
         prompt = tokenizer.decode(body["input_ids"])
         assert "<paragraph_0>" in prompt and "[Ground Truth]\n\n5" in prompt and prompt.rstrip().endswith("assistant")
 
@@ -157,8 +156,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     async def run() -> tuple[dict, dict]:
         before = judge_metrics()  # clients of earlier tests' loops may still be alive: compare differences
         for case in ("clean", "skip", "skip", "wrong"):
-            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url,
-                                     judge_max_tokens=512)
+            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url)
         return before, judge_metrics()
 
     before, after = asyncio.run(run())
@@ -207,3 +205,16 @@ def test_every_judge_config_field_is_a_reward_kwarg():
     assert config.endpoints[0].model == "g" and config.timeout == VERL_JUDGE_DEFAULTS["timeout"]
     with pytest.raises(ValueError, match="tie_break must be"):
         _settings({"judge_tie_break": "maybe"}, "compute_score_fapo")
+
+
+def test_defaults_against_a_real_serve_grm_process_judge_a_flawed_positive_as_flawed():
+    """The verl adapter with every default (the recipe's 16,384-token budget, the server's decoding) against a
+    `fapo serve-grm` process with its defaults: the flawed positive scores 1 − λ = 0 with a real verdict, never
+    an HTTP 400 read as "no penalty"."""
+    from fapo.serving.launch import launch_subprocess
+
+    with launch_subprocess(["--oracle", "testbed", "--port", "0"]) as server:
+        flawed = fapo(SOLUTIONS["skip"], judge_endpoints=server.url)
+        clean = fapo(SOLUTIONS["clean"], judge_endpoints=server.url)
+    assert (flawed["score"], flawed["is_flawed_positive"], flawed["judge_status"]) == (0.0, True, "ok")
+    assert (clean["score"], clean["is_flawed_positive"], clean["judge_status"]) == (1.0, False, "ok")

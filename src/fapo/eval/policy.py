@@ -2,7 +2,7 @@
 
     problems = load_problems("../shared/data/math500/test.jsonl", limit=100)
     report = evaluate_policy("out/checkpoint-100", problems, PolicyEvalConfig(SamplingConfig(k=16)),
-                             judge=JudgeSpec("endpoint", ("http://127.0.0.1:8000/v1",)))
+                             judge=JudgeSpec(JudgeConfig(endpoints=("http://127.0.0.1:8000/v1",))))
     report.scores.avg_at_k, report.scores.flawed_among_correct
 
 A rollout is correct as training counts it: `fapo.outcome.rollout_outcomes` (the one rule: not cut at

@@ -102,9 +102,9 @@ class VerlRewardSettings:
                            **{**VERL_JUDGE_DEFAULTS, **dict(self.judge_client)})
 
 
-VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "max_tokens": 16384, "concurrency": 256}
-"""Where verl's defaults differ from `JudgeConfig`'s: FAPO-GenRM-4B critiques run to thousands of tokens
-(16384 is the recipe's `max_new_tokens`), and one reward worker judges a whole batch at once."""
+VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "concurrency": 256}
+"""Where verl's defaults differ from `JudgeConfig`'s: a critique of the recipe's 16,384 tokens (`JudgeConfig`'s
+`max_tokens`, as everywhere) takes minutes, and one reward worker judges a whole batch at once."""
 
 _CLIENT_FIELDS = tuple(f.name for f in fields(JudgeConfig) if f.name not in ("endpoints", "model", "api_key"))
 SETTINGS = tuple(f.name for f in fields(VerlRewardSettings) if f.name != "judge_client") + tuple(

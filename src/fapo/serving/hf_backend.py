@@ -167,13 +167,16 @@ class TransformersBackend:
         model, tokenizer = load_model(path, device=device, dtype=dtype)
         return cls(model, tokenizer, model_name or str(path))
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text: the chat template with the assistant turn opened."""
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def render(self, messages: list[dict[str, str]], chat_template_kwargs: dict[str, Any] | None = None) -> str:
+        """The prompt text: the chat template (with the request's template arguments) with the assistant turn opened."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                  **(chat_template_kwargs or {}))
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    def count_prompt_tokens(self, messages: list[dict[str, str]],
+                            chat_template_kwargs: dict[str, Any] | None = None) -> int:
         with self._tokenizer_lock:
-            return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+            text = self.render(messages, chat_template_kwargs)
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def interrupt(self) -> None:
         """End any `generate` running now at its next token (rows so far come back as "length")."""
@@ -185,7 +188,7 @@ class TransformersBackend:
         choice_index = [j for r in requests for j in range(r.n)]
         started_at = self._interrupts
         with self._tokenizer_lock:
-            prompts = [self.render(r.messages) for r in requests]
+            prompts = [self.render(r.messages, r.chat_template_kwargs) for r in requests]
             batch = self.tokenizer(
                 [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.model.device)

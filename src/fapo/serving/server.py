@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -74,8 +75,9 @@ class ServerConfig:
     """Model name in responses and /v1/models; None uses the backend's `model_name`."""
     default_max_tokens: int = 512
     """max_tokens of a request that gives neither `max_tokens` nor `max_completion_tokens`."""
-    max_tokens_limit: int = 8192
-    """Largest max_tokens a request may ask for; more answers 400."""
+    max_tokens_limit: int | None = None
+    """Largest max_tokens a request may ask for, more answers 400; None (the default) bounds it by the model's
+    context only: a request's max_tokens is cut to the room its prompt leaves."""
     max_n: int = 16
     """Most choices (`n`) per request; more answers 400."""
     max_request_tokens: int = 32768
@@ -95,7 +97,7 @@ class ServerConfig:
         positive = ("max_batch", "max_queue", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "max_n",
                     "max_request_tokens", "long_request_tokens", "max_connections")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("header_timeout_s", "body_timeout_s"):
             if not 0 < getattr(self, name) < float("inf"):
@@ -104,7 +106,7 @@ class ServerConfig:
             raise ValueError(f"max_wait_ms must be >= 0 (0: never wait for a fuller batch), got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535 (0 picks a free port), got {self.port}")
-        if self.default_max_tokens > self.max_tokens_limit:
+        if self.max_tokens_limit is not None and self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
                              f"({self.max_tokens_limit}); lower it or raise the limit")
         if self.api_key is not None and not self.api_key:
@@ -172,6 +174,7 @@ class GrmServer:
         self.app.add_routes([
             web.post("/v1/chat/completions", self._chat),
             web.get("/v1/models", self._models),
+            web.post("/tokenize", self._tokenize),
             web.get("/health", self._health),
             web.get("/metrics", self._metrics),
         ])
@@ -275,9 +278,7 @@ class GrmServer:
     async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
         """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
         max_tokens cut to the room left when prompt plus max_tokens would not."""
-        loop = asyncio.get_running_loop()
-        prompt_tokens = await loop.run_in_executor(self._counting, self.backend.count_prompt_tokens,
-                                                   generation.messages)
+        prompt_tokens = await self.count_tokens(generation.messages, generation.chat_template_kwargs)
         context = self.context_tokens
         if context is None:
             return generation, prompt_tokens
@@ -288,6 +289,13 @@ class GrmServer:
         if generation.max_tokens > room:
             generation = dataclasses.replace(generation, max_tokens=room)
         return generation, prompt_tokens
+
+    async def count_tokens(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None) -> int:
+        """The prompt's tokens as the backend renders it, counted in a thread."""
+        count = self.backend.count_prompt_tokens
+        if template_kwargs:
+            count = functools.partial(count, chat_template_kwargs=template_kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._counting, count, messages)
 
     def _enqueue(self, generation: GenerationRequest, request: web.Request) -> Pending:
         if self._closing:
@@ -341,8 +349,22 @@ class GrmServer:
             self._check_api_key(request)
         except RequestError as err:
             return self._reject(err)
-        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo"}
+        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo",
+                 "max_model_len": self.context_tokens}
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's `/tokenize` for chat messages: {"count", "max_model_len"} (no token ids), for clients that fit
+        a request's max_tokens to the room its prompt leaves."""
+        try:
+            self._check_api_key(request)
+            body = await self._read_json(request)
+            generation = parse_chat_request({k: body.get(k) for k in ("messages", "chat_template_kwargs")}
+                                            if isinstance(body, dict) else body, self.config)
+            count = await self.count_tokens(generation.messages, generation.chat_template_kwargs)
+        except RequestError as err:
+            return self._reject(err)
+        return web.json_response({"count": count, "max_model_len": self.context_tokens})
 
     async def _health(self, request: web.Request) -> web.Response:
         if self._closing:
