@@ -7,17 +7,20 @@ with `fapo.outcome.rollout_outcomes` (verification in worker processes), ask the
 return `fapo_reward` per completion, log metrics through TRL's `log_metric`, and write each judged
 rollout's critique to critiques.jsonl.
 
-Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers):
-per-batch values `verify/...`, `grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, `time/judge_busy_s`, NaN where
-a ratio has nothing to count (`fapo.metrics`); the judge's cumulative counters and per-endpoint health under
-`grm/client/...` (`GenRMClient.metrics`, e.g. `grm/client/endpoint/0/healthy`); the shared verifier's
-cumulative `VerifyStats` under `verify/total/...`. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
-No advantages or losses here: TRL computes them.
+Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers): the short,
+fixed set `POLICY_STEP_KEYS` (README's metrics table lists each with its meaning) — per-batch `verify/...`,
+`grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, `time/judge_busy_s`, NaN where a ratio has
+nothing to count (`fapo.metrics`), and `grm/healthy_endpoints` — plus the monitor oracle's `monitor/...` when one is
+set. The detail a dashboard cannot hold goes to OUTPUT/counters.jsonl, one record per batch: the judge's cumulative
+counters and per-endpoint health under `grm/client/...` (`GenRMClient.metrics`, e.g.
+`grm/client/endpoint/0/healthy`) and the shared verifier's cumulative `VerifyStats` under `verify/total/...`.
+`make_grm_reward_func` scores sampled critiques with `grm_reward`. No advantages or losses here: TRL computes them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,17 @@ from fapo.steps import split_steps
 from fapo.train.assess import Assessment, assess_rollouts
 from fapo.train.config import FapoSettings
 from fapo.verify import verify_stats
+
+POLICY_STEP_KEYS = (
+    "verify/accuracy", "verify/no_answer", "verify/timeouts", "verify/errors", "grm/judged", "grm/flawed_ratio",
+    "grm/flawed_of_all", "grm/clean_accuracy", "grm/errors", "grm/cached", "grm/invalid", "grm/latency_p50",
+    "grm/latency_p95", "grm/healthy_endpoints", "reward/mean", "completions/mean_steps", "time/judge_s",
+    "time/judge_busy_s",
+)  # fmt: skip
+"""The keys the policy reward logs every batch (README's metrics table), besides the monitor's `monitor/...`."""
+
+COUNTERS_FILE = "counters.jsonl"
+"""OUTPUT/counters.jsonl: per batch, the judge client's and the verifier's cumulative counters (`cumulative_metrics`)."""
 
 
 def completion_text(completion: Any) -> str:
@@ -70,6 +84,8 @@ class PolicyRewardState:
     monitor_metrics: Callable[[list[str], list[str], list[bool]], dict[str, float]] | None = None
     judge: Judge | None = None
     totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
+    counters: JsonlAppender = field(default_factory=lambda: JsonlAppender(None))
+    """Where each batch's cumulative judge and verifier counters go (OUTPUT/counters.jsonl; None: nowhere)."""
 
     def is_truncated(self, ids: Sequence[int]) -> bool:
         return len(ids) >= self.max_completion_length and (not ids or ids[-1] not in self.eos_token_ids)
@@ -138,14 +154,16 @@ def record_assessment(state: PolicyRewardState, assessment: Assessment, texts: l
              **({"monitor_verdict": monitor_verdicts.get(i)} if state.monitor is not None else {})}
             for i, j in zip(judged_idx, judgements)
         ])
+    counters = cumulative_metrics(state.judge)
+    state.counters.write([{"step": step, **counters}])
     if log_metric is not None:
         metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_wait_s)
         metrics["time/judge_busy_s"] = assessment.judge_busy_s()
+        metrics["grm/healthy_endpoints"] = counters.get("grm/client/healthy_endpoints", math.nan)
         if state.monitor is not None:
             metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
         if state.monitor_metrics is not None:
             metrics.update(state.monitor_metrics(problems, texts, correct))
-        metrics.update(cumulative_metrics(state.judge))
         for key, value in metrics.items():
             log_metric(key, value)
     return rewards
@@ -166,7 +184,7 @@ def _monitor_metrics(verdicts: dict[int, int | None], judged_idx: list[int], jud
 
 def cumulative_metrics(judge: Judge | None) -> dict[str, float]:
     """The judge's counters since it was made under `grm/client/...` (per-endpoint health included) and the
-    shared verifier's `VerifyStats` under `verify/total/...`."""
+    shared verifier's `VerifyStats` under `verify/total/...`: one OUTPUT/counters.jsonl record."""
     judge_metrics = judge.metrics() if judge is not None else {}
     out = {"grm/client/" + key.removeprefix("grm/"): value for key, value in judge_metrics.items()}
     out.update(verify_stats().as_metrics("verify/total/"))

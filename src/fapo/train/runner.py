@@ -99,7 +99,12 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 
     `announce`, if given, receives one line at start: the update schedule TRL will run."""
     from fapo.train.data import policy_rows
-    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
+    from fapo.train.reward_funcs import (
+        COUNTERS_FILE,
+        JsonlAppender,
+        PolicyRewardState,
+        make_policy_reward_func,
+    )
 
     settings = config.fapo
     if settings.trainer == "async":
@@ -119,6 +124,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
         monitor=monitor,
         monitor_metrics=monitor_metrics,
+        counters=JsonlAppender(output_dir / COUNTERS_FILE),
     )
     rollout_func = None
     if settings.rollout == "streaming":
