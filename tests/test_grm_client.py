@@ -662,11 +662,14 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     ]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, rows)
-    with ThreadedEndpoint(StandIn()) as url:
+    standin = StandIn()
+    with ThreadedEndpoint(standin) as url:
         code = cli_main(
-            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5"]
+            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5",
+             "--chat-template-kwargs", '{"enable_thinking": false}']
         )
     assert code == 0
+    assert [b["chat_template_kwargs"] for b in standin.bodies] == [{"enable_thinking": False}] * 3
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == ["s", 7, "one"]
     assert [r["verdict"] for r in written] == [1, 2, 0]  # the stand-in flags the last step
@@ -685,6 +688,9 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["rows"] == 3 and summary["status"] == {"ok": 3, "invalid": 0, "error": 0}
     assert summary["flawed_ratio"] == 1.0 and summary["metrics"]["grm/requests"] == 3
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the flag
+        cli_main(["judge", str(src), "-o", str(out), "--endpoint", url, "--chat-template-kwargs", "[1]"])
+    assert "--chat-template-kwargs" in capsys.readouterr().err
 
 
 def test_cli_judge_exits_nonzero_when_every_row_fails(tmp_path, capsys):

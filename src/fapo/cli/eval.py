@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    from fapo.cli.judge import json_object
     from fapo.grm.types import RECIPE_MAX_TOKENS
 
     p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, metavar="N",
@@ -35,6 +36,8 @@ def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="GenRM sampling temperature (default: none sent, the server's, as in the recipe; 0: greedy)")
     p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, metavar="N",
                    help="GenRM samples, majority verdict (default 1)")
+    p.add_argument(f"--{prefix}chat-template-kwargs", dest="judge_chat_template_kwargs", type=json_object,
+                   metavar="JSON", help="GenRM chat template arguments, e.g. '{\"enable_thinking\": false}'")
     p.add_argument("--api-key", default=os.environ.get("FAPO_GRM_API_KEY"), help="bearer token (default $FAPO_GRM_API_KEY)")
     p.add_argument("--no-gold", action="store_true", help="do not show the gold answer to the GenRM")
 
@@ -145,7 +148,8 @@ def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | Non
     if kind == "endpoint" and not args.endpoint:
         raise CliError("an endpoint judge needs at least one URL (--endpoint http://HOST:PORT/v1)")
     given = {"max_tokens": args.judge_max_tokens, "concurrency": args.judge_concurrency,
-             "temperature": args.judge_temperature, "votes": args.judge_votes, "timeout": args.judge_timeout}
+             "temperature": args.judge_temperature, "votes": args.judge_votes, "timeout": args.judge_timeout,
+             "chat_template_kwargs": args.judge_chat_template_kwargs}
     client = {name: value for name, value in given.items() if value is not None}
     try:
         if kind == "oracle":
