@@ -170,3 +170,35 @@ class _Request:
 
     async def json(self) -> dict:
         return self.body
+
+
+def test_one_budget_and_decoding_for_every_verb_and_path():
+    """Training, `fapo eval`, `fapo judge` and the verl adapter all send the recipe's budget and leave decoding to
+    the server unless told otherwise; `fapo serve-grm` accepts that budget."""
+    import argparse
+
+    from fapo.cli import eval as eval_cli
+    from fapo.cli import judge as judge_cli
+    from fapo.cli.judge import CLIENT_OPTIONS
+    from fapo.integrations.verl import VerlRewardSettings
+    from fapo.serving.chat_api import parse_chat_request
+    from fapo.serving.server import ServerConfig
+    from fapo.train.config import parse_config
+
+    url = "http://127.0.0.1:9/v1"
+    training = parse_config({"fapo": {"model": "m", "train_data": "d", "judge": {"endpoints": [url]}}}).fapo.judge
+    verl = VerlRewardSettings(judge_endpoints=url).judge_config((url,))
+    parser = argparse.ArgumentParser()
+    eval_cli._judge_client_options(parser)
+    args = parser.parse_args([])
+    args.endpoint, args.api_key = [url], None
+    evaluation = eval_cli._judge_spec(args, "endpoint", None, "genrm").config
+    for config in (training, verl, evaluation):
+        assert (config.max_tokens, config.temperature, config.top_p) == (RECIPE_MAX_TOKENS, None, None)
+    judge_parser = argparse.ArgumentParser()
+    judge_cli.register(judge_parser.add_subparsers())
+    judge_args = judge_parser.parse_args(["judge", "in.jsonl", "-o", "out.jsonl", "--endpoint", url])
+    assert all(getattr(judge_args, flag[2:].replace("-", "_")) is None for flag, _, _ in CLIENT_OPTIONS)  # JudgeConfig's
+    request = parse_chat_request({"messages": [{"role": "user", "content": "x"}], "max_tokens": RECIPE_MAX_TOKENS},
+                                 ServerConfig())
+    assert request.max_tokens == RECIPE_MAX_TOKENS
