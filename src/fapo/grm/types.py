@@ -73,7 +73,7 @@ class JudgeConfig:
     none). 0 (greedy) makes a verdict reproducible and the cache exact; voting needs a temperature that samples."""
     top_p: float | None = None
     """Nucleus sampling mass; None sends none (the server's default, as in the recipe)."""
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
     """Extra arguments for the GenRM's chat template, sent with every chat request (vLLM, SGLang and
     `fapo serve-grm` apply them), e.g. {"enable_thinking": false} for a Qwen3 critic."""
     votes: int = 1
