@@ -19,6 +19,7 @@ Plain data and HTTP only: no torch, no tokenizer. The client (`fapo.grm.client`)
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 import urllib.request
@@ -88,7 +89,7 @@ class ContextFit:
         try:
             with urllib.request.urlopen(request, timeout=min(self.config.timeout, 10.0)) as response:
                 listing = json.loads(response.read(1 << 20))
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):  # no answer, or not JSON: the context is unknown
             return None
         return reported_context(listing, endpoint)
 
