@@ -149,7 +149,8 @@ def test_client_imports_no_torch():
         ({"backoff_max": 1e300}, "backoff_max must be a number in"),
         ({"retries": -1}, r"retries must be an integer in \[0, 100\]"),
         ({"max_tokens": 2.5}, "max_tokens must be an integer"),
-        ({"votes": 3}, "set temperature > 0"),
+        ({"votes": 3, "temperature": 0.0}, "set temperature > 0"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs must be a mapping"),
         ({"top_p": 0}, "top_p"),
         ({"tie_break": "coin"}, "tie_break must be 'flawed' or 'clean'"),
         ({"cache_size": -1}, "cache_size"),
@@ -272,7 +273,8 @@ def test_ok_verdict_and_request_shape():
         body["model"] == "critic"
         and body["n"] == 1
         and body["max_tokens"] == 77
-        and body["temperature"] == 0.0
+        and "temperature" not in body and "top_p" not in body  # the defaults: the server's decoding, as in the recipe
+        and "chat_template_kwargs" not in body
     )
     assert "What is 1/0? $x^2$ {braces}" in body["messages"][0]["content"]
     assert ep.auth[0] == "Bearer sekret"
@@ -754,11 +756,14 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     ]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, rows)
-    with ThreadedEndpoint(StandIn()) as url:
+    standin = StandIn()
+    with ThreadedEndpoint(standin) as url:
         code = cli_main(
-            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5"]
+            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5",
+             "--chat-template-kwargs", '{"enable_thinking": false}']
         )
     assert code == 0
+    assert [b["chat_template_kwargs"] for b in standin.bodies] == [{"enable_thinking": False}] * 3
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == ["s", 7, "one"]
     assert [r["verdict"] for r in written] == [1, 2, 0]  # the stand-in flags the last step
@@ -777,6 +782,9 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["rows"] == 3 and summary["status"] == {"ok": 3, "invalid": 0, "error": 0}
     assert summary["flawed_ratio"] == 1.0 and summary["metrics"]["grm/requests"] == 3
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the flag
+        cli_main(["judge", str(src), "-o", str(out), "--endpoint", url, "--chat-template-kwargs", "[1]"])
+    assert "--chat-template-kwargs" in capsys.readouterr().err
 
 
 def test_cli_judge_exits_nonzero_when_every_row_fails(tmp_path, capsys):
@@ -847,7 +855,7 @@ def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
     huge = "x" * 1_500_000 + " \\boxed{0}"
     with ThreadedEndpoint(StandIn(answers=[huge])) as url:
         capped = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=1024 * 1024))
-        by_default = judge_sync(items(1), config(url, retries=0, timeout=60))  # 2048 tokens: 192 KiB
+        by_default = judge_sync(items(1), config(url, retries=0, timeout=60, max_tokens=2048))  # 192 KiB
         allowed = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=4 * 1024 * 1024))
     assert capped[0].status == "error" and "larger than 1048576 bytes" in capped[0].error
     assert by_default[0].status == "error" and "larger than 196608 bytes" in by_default[0].error

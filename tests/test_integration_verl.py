@@ -42,7 +42,6 @@ def tokenizer(tiny_model_dir):
 
 
 def fapo(solution: str, info: dict | None = None, gold: str = GOLD, **kwargs) -> dict:
-    kwargs.setdefault("judge_max_tokens", 512)  # serve-grm caps max_tokens at 8192
     return asyncio.run(compute_score_fapo("testbed", solution, gold, TRAIN if info is None else info, **kwargs))
 
 
@@ -108,7 +107,7 @@ def test_router_path_sends_token_ids_and_reads_output_ids(tokenizer, case, score
     if requests:
         (body,) = requests
         assert set(body) == {"input_ids", "sampling_params"}
-        assert body["sampling_params"] == {"max_new_tokens": 16384, "temperature": 0.0, "top_p": 1.0}
+        assert body["sampling_params"] == {"max_new_tokens": 16384}  # the recipe's: its budget, the server's decoding
         prompt = tokenizer.decode(body["input_ids"])
         assert "<paragraph_0>" in prompt and "[Ground Truth]\n\n5" in prompt and prompt.rstrip().endswith("assistant")
 
@@ -158,8 +157,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     async def run() -> tuple[dict, dict]:
         before = judge_metrics()  # clients of earlier tests' loops may still be alive: compare differences
         for case in ("clean", "skip", "skip", "wrong"):
-            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url,
-                                     judge_max_tokens=512)
+            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url)
         return before, judge_metrics()
 
     before, after = asyncio.run(run())
@@ -168,7 +166,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     assert 0 < after["grm/flawed_ratio"] < 1
 
 
-# (critique, label, total_steps) -> R_outcome + R_process: DESIGN.md §1.4 worked by hand
+# (critique, label, total_steps) -> R_outcome + R_process: docs/design.md §1.2 worked by hand
 GENRM_TABLE = [
     ("ok \\boxed{-1}", -1, 5, 1.0, True, -1),
     ("\\boxed{2}", -1, 5, -1.0, False, 2),
@@ -237,3 +235,16 @@ def test_the_genrm_reward_has_the_recipes_name():
     assert verl.compute_score_fapo_genrm is compute_score_genrm
     assert compute_score_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"] == \
         verl.compute_score_fapo_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"]
+
+
+def test_defaults_against_a_real_serve_grm_process_judge_a_flawed_positive_as_flawed():
+    """The verl adapter with every default (the recipe's 16,384-token budget, the server's decoding) against a
+    `fapo serve-grm` process with its defaults: the flawed positive scores 1 − λ = 0 with a real verdict, never
+    an HTTP 400 read as "no penalty"."""
+    from fapo.serving.launch import launch_subprocess
+
+    with launch_subprocess(["--oracle", "testbed", "--port", "0"]) as server:
+        flawed = fapo(SOLUTIONS["skip"], judge_endpoints=server.url)
+        clean = fapo(SOLUTIONS["clean"], judge_endpoints=server.url)
+    assert (flawed["score"], flawed["is_flawed_positive"], flawed["judge_status"]) == (0.0, True, "ok")
+    assert (clean["score"], clean["is_flawed_positive"], clean["judge_status"]) == (1.0, False, "ok")

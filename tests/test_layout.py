@@ -201,6 +201,18 @@ def test_no_module_is_over_450_lines():
     assert not long, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"
 
 
+MAX_FUNCTION_LINES = 60
+"""One screen: a longer function is split into named steps."""
+
+
+def test_no_function_is_over_a_screen():
+    long = [f"{p.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in _modules() for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"split these functions (over {MAX_FUNCTION_LINES} lines): " + "; ".join(long)
+
+
 @pytest.mark.parametrize("package", ["grm"])
 def test_the_judging_protocol_imports_no_torch_and_no_serving(package):
     modules = sorted(f"fapo.{package}.{p.stem}" for p in (SRC / package).glob("*.py") if p.stem != "__init__")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,25 @@ TRL_TINY = {
     "epsilon_high": 0.28, "bf16": False, "use_cpu": True, "gradient_checkpointing": False, "logging_steps": 1,
     "save_steps": 1, "report_to": "none", "seed": 0, "max_steps": 2,
 }
+
+
+def readme_metric_tables() -> tuple[dict[str, str], dict[str, str]]:
+    """README's "Metrics a run logs" tables, policy and GenRM: {key: when it is logged}."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Metrics a run logs", 1)[1].split("\n## ", 1)[0]
+    tables: list[dict[str, str]] = []
+    for block in section.split("| key | logged | meaning |")[1:]:
+        table: dict[str, str] = {}
+        for line in block.splitlines()[2:]:
+            if not line.startswith("| "):
+                break
+            keys, when = (cell.strip() for cell in line.split(" | ")[:2])
+            for key in re.findall(r"`([^`]+)`", keys):
+                assert key not in table, f"README lists {key} twice"
+                table[key] = when
+        tables.append(table)
+    assert len(tables) == 2, "README's metrics section has the policy table and the GenRM table"
+    return tables[0], tables[1]
 
 
 def write_policy_data(path: Path) -> Path:
@@ -118,21 +138,30 @@ def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_pat
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
         config = policy_config(memorised_policy_dir, data, oracle=None, judge={"endpoints": [server.url]},
-                               overlong_buffer=8)
+                               overlong_buffer=8, monitor_oracle="testbed")
         from fapo.train.runner import train_policy
 
         result = train_policy(config, tmp_path / "run")
     metrics = _assert_trained(result, memorised_policy_dir)
     assert any(m.get("grm/flawed_ratio") is not None for m in metrics)
-    # one logging path: the client's cumulative counters, per-endpoint health and the verifier's stats each step
     steps = [m for m in metrics if "loss" in m]
+    # a dashboard's set: exactly README's table (every-step keys, and those of overlong_buffer and monitor_oracle)
+    policy_table, _ = readme_metric_tables()
+    expected = {key for key, when in policy_table.items()
+                if when in ("every step", "with `overlong_buffer`", "with `monitor_oracle`")}
+    for m in steps:
+        assert set(m) - {"step"} == expected, (sorted(set(m) - {"step"} - expected), sorted(expected - set(m)))
+    assert all(m["grm/healthy_endpoints"] == 1.0 for m in steps)
+    # the detail, in OUTPUT/counters.jsonl: the client's cumulative counters, per-endpoint health, the verifier's
+    counters = read_jsonl(tmp_path / "run" / "counters.jsonl")
+    assert [c["step"] for c in counters] == [m["step"] for m in steps]
     for key in ("grm/client/judgements", "grm/client/requests", "grm/client/healthy_endpoints",
                 "grm/client/endpoint/0/healthy", "grm/client/endpoint/0/requests", "verify/total/items",
                 "verify/total/timeouts", "verify/total/worker_restarts"):
-        assert all(key in m for m in steps), key
-    assert all(m["grm/client/endpoint/0/healthy"] == 1.0 for m in steps)
-    assert steps[-1]["grm/client/requests"] > 0 and steps[-1]["verify/total/items"] >= steps[0]["verify/total/items"] > 0
-    assert all("rewards/soft_overlong_punishment_reward/mean" in m for m in metrics if "loss" in m)  # DAPO term
+        assert all(key in c for c in counters), key
+    assert all(c["grm/client/endpoint/0/healthy"] == 1.0 for c in counters)
+    assert counters[-1]["grm/client/requests"] > 0
+    assert counters[-1]["verify/total/items"] >= counters[0]["verify/total/items"] > 0
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert critiques and all(c["status"] == "ok" and "\\boxed{" in c["critique"] for c in critiques)
     assert all(c["endpoint"] for c in critiques)
@@ -161,8 +190,9 @@ def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_
     metrics = [m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
     after = metrics[1:]
     assert sum(m["grm/errors"] for m in after) > 0
-    assert metrics[0]["grm/client/endpoint/0/healthy"] == 1.0
-    assert metrics[-1]["grm/client/request_errors"] > metrics[0]["grm/client/request_errors"]  # the outage, logged
+    counters = read_jsonl(tmp_path / "run" / "counters.jsonl")
+    assert counters[0]["grm/client/endpoint/0/healthy"] == 1.0
+    assert counters[-1]["grm/client/request_errors"] > counters[0]["grm/client/request_errors"]  # the outage, logged
     # every judgement after the outage is an error (no verdict) or a verdict cached before it
     assert all(m["grm/errors"] + m["grm/cached"] == m["grm/judged"] for m in after)
     for m in after:  # a penalty only where a (cached) verdict said flawed; errors cost nothing
@@ -186,6 +216,11 @@ def test_grm_training(tiny_model_dir, tmp_path):
     result = train_grm(config, tmp_path / "run")
     metrics = _assert_trained_grm(result, model)
     assert all(math.isfinite(m["grm/valid_rate"]) for m in metrics)
+    policy_table, grm_table = readme_metric_tables()  # README's tables: GenRM's keys and TRL's
+    fapo_own = ("verify/", "grm/", "monitor/", "reward/", "rollout/", "time/judge", "rewards/", "completions/mean_steps")
+    trl = {key for key, when in policy_table.items() if when == "every step" and not key.startswith(fapo_own)}
+    expected = set(grm_table) | trl | {"rewards/genrm_reward/mean", "rewards/genrm_reward/std"}
+    assert all(set(m) - {"step"} == expected for m in metrics), sorted(set(metrics[0]) ^ expected)
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert len(critiques) == 2 * 16 and {c["label"] for c in critiques} == {0}
 

@@ -87,12 +87,14 @@ def test_set_overrides(tmp_path):
     path.write_text("learning_rate: 1.0e-6\nfapo:\n  model: m\n  train_data: d\n")
     config = load_config(path, ["learning_rate=3e-4", "fapo.penalty=0", "fapo.judge.endpoints=[http://a/v1]",
                                 "fapo.judge.tie_break=clean", "fapo.judge.top_p=0.9", "fapo.judge.breaker_failures=2",
-                                "fapo.judge.backoff_max=1.5"])
+                                "fapo.judge.backoff_max=1.5", "fapo.judge.chat_template_kwargs={enable_thinking: false}"])
     assert config.trl["learning_rate"] == 3e-4
     judge = config.fapo.judge
     assert config.fapo.penalty == 0 and [e.url for e in judge.endpoints] == ["http://a/v1"]
     assert (judge.tie_break, judge.top_p, judge.breaker_failures, judge.backoff_max) == ("clean", 0.9, 2, 1.5)
     assert judge.retries == 3  # every knob left out keeps JudgeConfig's default: one source of defaults
+    assert judge.chat_template_kwargs == {"enable_thinking": False}
+    assert (judge.max_tokens, judge.temperature) == (16384, None)  # the recipe's budget and the server's decoding
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["penalty"])
 
@@ -122,6 +124,8 @@ BAD_VALUES = [  # (YAML text, the error's start) — each a one-line error namin
     ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    timeout: -1\n", "fapo.judge: timeout must be a number in (0, 86400]"),
     ("fapo:\n  judge:\n    endpoints: [localhost:8000]\n", "fapo.judge: endpoint url 'localhost:8000' must look like"),
     ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    tie_break: maybe\n", "fapo.judge: tie_break must be"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    chat_template_kwargs: [x]\n",
+     "fapo.judge.chat_template_kwargs must be a mapping"),
     ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    votes: two\n", "fapo.judge.votes must be a whole number"),
     ("fapo:\n  model: ./no/such/model\n", "fapo.model: directory not found: ./no/such/model"),
     ("- a\n- b\n", "a training config must be a YAML mapping (key: value lines), got list"),

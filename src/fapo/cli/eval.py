@@ -22,15 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, default=2048, metavar="N",
-                   help="critique length bound in tokens (default 2048)")
-    p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, default=64, metavar="N",
+    from fapo.cli.judge import json_object
+    from fapo.grm.types import RECIPE_MAX_TOKENS
+
+    p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, metavar="N",
+                   help=f"critique length bound in tokens (default {RECIPE_MAX_TOKENS}, the recipe's, fitted to "
+                   "what the server's context leaves)")
+    p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, metavar="N",
                    help="GenRM requests in flight (default 64)")
     p.add_argument(f"--{prefix}timeout", dest="judge_timeout", type=float, metavar="S",
                    help="seconds per GenRM request (default 60; 3600 for a local model)")
-    p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, default=0.0, metavar="T",
-                   help="GenRM sampling temperature (default 0, greedy)")
-    p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, default=1, metavar="N", help="GenRM samples, majority verdict")
+    p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, metavar="T",
+                   help="GenRM sampling temperature (default: none sent, the server's, as in the recipe; 0: greedy)")
+    p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, metavar="N",
+                   help="GenRM samples, majority verdict (default 1)")
+    p.add_argument(f"--{prefix}chat-template-kwargs", dest="judge_chat_template_kwargs", type=json_object,
+                   metavar="JSON", help="GenRM chat template arguments, e.g. '{\"enable_thinking\": false}'")
     p.add_argument("--api-key", default=os.environ.get("FAPO_GRM_API_KEY"), help="bearer token (default $FAPO_GRM_API_KEY)")
     p.add_argument("--no-gold", action="store_true", help="do not show the gold answer to the GenRM")
 
@@ -128,22 +135,28 @@ def _fraction(text: str) -> float:
 
 
 def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | None, model_name: str) -> Any:
-    """The JudgeSpec the arguments describe (None for no judge); CliError on a bad value."""
+    """The JudgeSpec the arguments describe (None for no judge), its client settings a JudgeConfig made here
+    once (options left out keep JudgeConfig's defaults); CliError on a bad value."""
     from fapo.cli import CliError
-    from fapo.eval.judges import JudgeSpec
+    from fapo.eval.judges import JudgeSpec, served_config
+    from fapo.grm.types import JudgeConfig
 
     if kind is None:
         return None
     if model_dir is not None and not Path(model_dir).is_dir():
         raise CliError(f"model directory not found: {model_dir}")
-    client = {"max_tokens": args.judge_max_tokens, "concurrency": args.judge_concurrency,
-              "temperature": args.judge_temperature, "votes": args.judge_votes}
-    timeout = args.judge_timeout or (3600.0 if kind == "model_dir" else None)
-    if timeout is not None:
-        client["timeout"] = timeout
+    if kind == "endpoint" and not args.endpoint:
+        raise CliError("an endpoint judge needs at least one URL (--endpoint http://HOST:PORT/v1)")
+    given = {"max_tokens": args.judge_max_tokens, "concurrency": args.judge_concurrency,
+             "temperature": args.judge_temperature, "votes": args.judge_votes, "timeout": args.judge_timeout,
+             "chat_template_kwargs": args.judge_chat_template_kwargs}
+    client = {name: value for name, value in given.items() if value is not None}
     try:
-        return JudgeSpec(kind, endpoints=tuple(args.endpoint or ()), model=model_name, api_key=args.api_key,
-                         model_dir=model_dir, oracle=args.oracle, device=args.device, client=client)
+        if kind == "oracle":
+            return JudgeSpec(oracle=args.oracle)
+        if kind == "model_dir":
+            return JudgeSpec(served_config(**client), model_dir=model_dir, device=args.device)
+        return JudgeSpec(JudgeConfig(endpoints=tuple(args.endpoint), model=model_name, api_key=args.api_key, **client))
     except ValueError as err:
         raise CliError(str(err)) from err
 

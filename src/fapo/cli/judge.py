@@ -21,6 +21,14 @@ OUTPUT_FIELDS = (
 )  # fmt: skip
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (argparse turns the ValueError into a usage error naming the flag)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 CLIENT_OPTIONS = (
     ("--concurrency", int, "requests in flight at once"),
     ("--timeout", float, "seconds per HTTP attempt"),
@@ -28,6 +36,7 @@ CLIENT_OPTIONS = (
     ("--max-tokens", int, "critique length bound"),
     ("--temperature", float, "sampling temperature (0: greedy)"),
     ("--top-p", float, "nucleus sampling mass"),
+    ("--chat-template-kwargs", json_object, "chat template arguments as JSON, e.g. '{\"enable_thinking\": false}'"),
     ("--votes", int, "samples per solution, majority verdict"),
     ("--cache-size", int, "judgements kept in the client's cache (0: off)"),
     ("--breaker-failures", int, "consecutive failures that take an endpoint out"),

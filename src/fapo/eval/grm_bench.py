@@ -1,7 +1,7 @@
 """GenRM benchmarks: ProcessBench per subset and FlawedPositiveBench, from verdicts to a report.
 
     rows = load_critic_sets(["processbench/gsm8k.jsonl", "processbench/math.jsonl"])
-    verdicts, judgements, _ = judge_critic_rows(rows, JudgeSpec("endpoint", ("http://h:8000/v1",)))
+    verdicts, judgements, _ = judge_critic_rows(rows, JudgeSpec(JudgeConfig(endpoints=("http://h:8000/v1",))))
     report = evaluate_grm(rows, verdicts, judgements=judgements)
     write_grm_report(report, "reports/grm")      # REPORT.json, REPORT.md, confusion.png
 

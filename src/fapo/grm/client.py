@@ -1,6 +1,6 @@
 """Async GenRM client: judge solutions over any number of OpenAI-compatible (or SGLang `/generate`) endpoints.
 
-Owns the HTTP side of judging (DESIGN.md §1.5): keep-alive connections per endpoint
+Owns the HTTP side of judging (docs/design.md §4.4): keep-alive connections per endpoint
 (`fapo.grm.http`), a global concurrency limit, least-outstanding routing and circuit breakers
 (`fapo.grm.routing`), retries with exponential backoff and jitter, majority voting over n samples,
 an LRU cache keyed by the exact prompt (with identical concurrent requests sharing one in-flight
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fapo.grm.fit import ContextFit
 from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
 from fapo.grm.protocols import ChatCompletions, RequestProtocol, Sample
@@ -73,6 +74,9 @@ class GenRMClient:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._models = [json.dumps(e.model) for e in config.endpoints]
         self._sampling = self.protocol.sampling(config)
+        # Requests are fitted to each endpoint's context (chat completions; `fapo.grm.fit`).
+        self._fit = ContextFit(config, [_auth_header(e) for e in config.endpoints]) \
+            if isinstance(self.protocol, ChatCompletions) else None
         self._pools: list[ConnectionPool] | None = None
         self._closed = False
         self._cache: OrderedDict[bytes, Judgement] = OrderedDict()
@@ -105,6 +109,8 @@ class GenRMClient:
     async def aclose(self) -> None:
         """Close the connections; requests still in flight end as "error" judgements, none are retried."""
         self._closed = True
+        if self._fit is not None:
+            self._fit.close()
         if self._pools is not None:
             for pool in self._pools:
                 pool.close()
@@ -266,7 +272,15 @@ class GenRMClient:
         if self._closed:
             self._router.release(pick)
             return _Outcome(error="the client was closed")
-        body = self.protocol.body(self._models[i], prompt, self._sampling)
+        sampling = self._sampling
+        if self._fit is not None:
+            fitted = await self._fit.fit(i, prompt.removeprefix('"messages":'))
+            if fitted.error is not None:  # no room on this endpoint: another may have a longer context
+                self._router.release(pick)
+                return _Outcome(error=fitted.error, retry=True)
+            if fitted.max_tokens != self.config.max_tokens:
+                sampling = self.protocol.sampling(replace(self.config, max_tokens=fitted.max_tokens))
+        body = self.protocol.body(self._models[i], prompt, sampling)
         self._counts["grm/requests"] += 1
         t = time.perf_counter()
         try:
@@ -338,7 +352,8 @@ class GenRMClient:
         grm/request_errors, grm/retries, grm/breaker_waits (waits for an open breaker's probe), grm/fail_fast
         (no healthy endpoint until the request's deadline), grm/in_flight,
         grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
-        in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
+        in-flight request), grm/cache_size. Context: grm/fitted (requests sent with less than max_tokens, to
+        fit the endpoint's context; `fapo.grm.fit`). Per endpoint i: grm/endpoint/<i>/requests, errors,
         in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
         """
         m = {k: float(v) for k, v in self._counts.items()}
@@ -347,6 +362,7 @@ class GenRMClient:
         m["grm/cache_size"] = float(len(self._cache))
         m["grm/in_flight"] = float(sum(s.in_flight for s in self._router.states))
         m["grm/healthy_endpoints"] = float(sum(map(self._router.healthy, range(len(self._router.states)))))
+        m["grm/fitted"] = float(self._fit.fitted if self._fit is not None else 0)
         m.update(self._router.metrics())
         return m
 

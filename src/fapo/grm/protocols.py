@@ -56,6 +56,12 @@ def _loads(raw: bytes) -> Any:
         return None
 
 
+def decoding(config: JudgeConfig) -> dict[str, float]:
+    """The sampling fields a request carries: temperature and top_p where set; None leaves them to the server."""
+    fields = {"temperature": config.temperature, "top_p": config.top_p}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class RequestProtocol(Protocol):
     """How a judging request is sent and its answer read."""
 
@@ -63,7 +69,8 @@ class RequestProtocol(Protocol):
     """Appended to each endpoint's base URL, e.g. "/chat/completions"."""
 
     def sampling(self, config: JudgeConfig) -> str:
-        """The sampling settings as a JSON object fragment (no braces), made once per client."""
+        """The sampling settings as a JSON object fragment (no braces), made once per client (and again for a
+        request whose `max_tokens` is fitted to an endpoint's context)."""
         ...
 
     async def prompt(self, messages: list[dict[str, Any]], messages_json: str) -> str:
@@ -85,8 +92,10 @@ class ChatCompletions:
     route = "/chat/completions"
 
     def sampling(self, config: JudgeConfig) -> str:
-        fields = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p}
-        return json.dumps(fields | {"n": config.votes})[1:-1]
+        fields = {"max_tokens": config.max_tokens, **decoding(config), "n": config.votes}
+        if config.chat_template_kwargs:
+            fields["chat_template_kwargs"] = config.chat_template_kwargs
+        return json.dumps(fields)[1:-1]
 
     async def prompt(self, messages: list[dict[str, Any]], messages_json: str) -> str:
         return '"messages":' + messages_json
@@ -131,12 +140,13 @@ class TokenGenerate:
             if not callable(getattr(tokenizer, method, None)):
                 raise TypeError(f"TokenGenerate needs a tokenizer with .{method}(), got {type(tokenizer).__name__}")
         self.tokenizer = tokenizer
+        self.template_kwargs: dict[str, Any] = {}
 
     def sampling(self, config: JudgeConfig) -> str:
         if config.votes != 1:
             raise ValueError(f"the /generate protocol asks for one sample per request; set votes=1 (got {config.votes})")
-        params = {"max_new_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p}
-        return '"sampling_params":' + json.dumps(params)
+        self.template_kwargs = dict(config.chat_template_kwargs or {})  # the client's: applied in `prompt`
+        return '"sampling_params":' + json.dumps({"max_new_tokens": config.max_tokens, **decoding(config)})
 
     async def prompt(self, messages: list[dict[str, Any]], messages_json: str) -> str:
         ids = await asyncio.to_thread(self._encode, messages)
@@ -144,7 +154,8 @@ class TokenGenerate:
 
     def _encode(self, messages: list[dict[str, Any]]) -> list[int]:
         try:
-            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                     **self.template_kwargs)
         except Exception as err:  # a tokenizer's own failure (no chat template, bad message): no request
             raise ValueError(f"cannot apply the GenRM's chat template: {type(err).__name__}: {err}") from err
         if isinstance(ids, Mapping):  # transformers >= 5 returns a BatchEncoding by default

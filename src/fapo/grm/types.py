@@ -7,16 +7,22 @@ Plain data and pure functions shared by the HTTP client (`fapo.grm.client`), the
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from yarl import URL
 
 from fapo.bounds import check_number
 
 Status = Literal["ok", "invalid", "error"]
+
+RECIPE_MAX_TOKENS = 16384
+"""The judge's critique budget in new tokens: the FAPO recipe's (verl-recipe `fapo/reward_fn_reasoning.py`,
+`GRM_SAMPLING_PARAMS = {"max_new_tokens": 16384}`; the remote variant sends `max_tokens=16384`). Every verb and
+path defaults to it through `JudgeConfig.max_tokens`."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,18 @@ class JudgeConfig:
     """Seconds one HTTP attempt may take, connect to last byte; a timeout is retried elsewhere."""
     retries: int = 3
     """Extra attempts after the first on connection errors, timeouts, 5xx, 429 (so at most 1 + retries)."""
-    max_tokens: int = 2048
-    """Upper bound on the critique's length in tokens; a truncated critique usually parses as "invalid"."""
-    temperature: float = 0.0
-    """Sampling temperature. 0 (greedy) makes a verdict reproducible and the cache exact; voting needs > 0."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
+    max_tokens: int = RECIPE_MAX_TOKENS
+    """Upper bound on the critique's length in tokens (the recipe's 16,384 by default); where an endpoint
+    reports its context, a request is fitted to the room its prompt leaves (`fapo.grm.fit`). A critique cut
+    short usually parses as "invalid"."""
+    temperature: float | None = None
+    """Sampling temperature; None sends none, so the server's default decoding samples (the recipe's: it sends
+    none). 0 (greedy) makes a verdict reproducible and the cache exact; voting needs a temperature that samples."""
+    top_p: float | None = None
+    """Nucleus sampling mass; None sends none (the server's default, as in the recipe)."""
+    chat_template_kwargs: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    """Extra arguments for the GenRM's chat template, sent with every chat request (vLLM, SGLang and
+    `fapo serve-grm` apply them), e.g. {"enable_thinking": false} for a Qwen3 critic."""
     votes: int = 1
     """Samples per request (`n`); the verdict is their majority (see `majority_verdict`)."""
     tie_break: Literal["flawed", "clean"] = "flawed"
@@ -97,9 +109,12 @@ class JudgeConfig:
             needed = 64 * 1024 + self.votes * min(self.max_tokens, 2**20) * 64
             object.__setattr__(self, "max_response_bytes", min(16 * 1024 * 1024, needed))
         for name, low, high, integer in _BOUNDS:
-            check_number(name, getattr(self, name), low, high, integer=integer, low_open=name in ("timeout", "top_p"))
+            if getattr(self, name) is not None or name not in ("temperature", "top_p"):  # None: the server's
+                check_number(name, getattr(self, name), low, high, integer=integer,
+                             low_open=name in ("timeout", "top_p"))
+        object.__setattr__(self, "chat_template_kwargs", _template_kwargs(self.chat_template_kwargs))
         _check(
-            self.votes == 1 or self.temperature > 0,
+            self.votes == 1 or self.temperature != 0,
             f"votes={self.votes} with temperature=0 samples the same critique {self.votes} times; "
             "set temperature > 0 (e.g. 0.7) or votes=1",
         )
@@ -141,6 +156,19 @@ _BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _template_kwargs(kwargs: object) -> dict[str, Any] | None:
+    """A copy of `chat_template_kwargs` as a JSON object, or None; ValueError when it is not one."""
+    if kwargs is None:
+        return None
+    _check(isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs),
+           f"chat_template_kwargs must be a mapping of names to values, e.g. {{enable_thinking: false}}: {kwargs!r}")
+    try:
+        json.dumps(dict(kwargs), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"chat_template_kwargs must hold JSON values only: {err}") from err
+    return dict(kwargs)
 
 
 @dataclass(frozen=True)

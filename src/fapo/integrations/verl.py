@@ -1,4 +1,4 @@
-"""fapo inside verl: drop-in reward functions for verl's reward loop (DESIGN.md §1.1, §1.4).
+"""fapo inside verl: drop-in reward functions for verl's reward loop (docs/design.md §1.1, §1.2).
 
 Point a verl run script at them with one line each:
 
@@ -131,9 +131,9 @@ class VerlRewardSettings:
                            **{**VERL_JUDGE_DEFAULTS, **dict(self.judge_client)})
 
 
-VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "max_tokens": 16384, "concurrency": 256}
-"""Where verl's defaults differ from `JudgeConfig`'s: FAPO-GenRM-4B critiques run to thousands of tokens
-(16384 is the recipe's `max_new_tokens`), and one reward worker judges a whole batch at once."""
+VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "concurrency": 256}
+"""Where verl's defaults differ from `JudgeConfig`'s: a critique of the recipe's 16,384 tokens (`JudgeConfig`'s
+`max_tokens`, as everywhere) takes minutes, and one reward worker judges a whole batch at once."""
 
 _CLIENT_FIELDS = tuple(f.name for f in fields(JudgeConfig) if f.name not in ("endpoints", "model", "api_key"))
 SETTINGS = tuple(f.name for f in fields(VerlRewardSettings) if f.name != "judge_client") + tuple(
@@ -202,7 +202,7 @@ async def compute_score_fapo(
     reward_model_tokenizer: Any = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, DESIGN §1.1).
+    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, docs/design.md §1.1).
 
     The GenRM is asked only about verified-correct rollouts of training data (`extra_info["split"]`
     is not "test"), with `extra_info["question"]` as the problem. Returns a dict that verl logs:
@@ -236,7 +236,7 @@ async def compute_score_fapo(
 def compute_score_genrm(
     solution_str: str, ground_truth: int | str, extra_info: Mapping[str, Any] | None, **kwargs: Any
 ) -> dict[str, Any]:
-    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, DESIGN §1.4).
+    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, docs/design.md §1.2).
 
     `solution_str` is the GenRM's critique, `ground_truth` the earliest wrong step (−1: none) and
     `extra_info["total_steps"]` the solution's number of steps (FAPO-Critic rows carry both).

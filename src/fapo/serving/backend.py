@@ -8,7 +8,7 @@ Two backends exist: a transformers causal LM (`fapo.serving.hf_backend`) and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class GenerationRequest:
     """Number of choices to return."""
     seed: int | None = None
     """Optional sampling seed."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra arguments for the chat template (e.g. {"enable_thinking": False}); backends without one ignore them."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class CompletionBackend(Protocol):
         ...
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Prompt length in tokens, for the response's `usage` field."""
+        """Prompt length in tokens, for the response's `usage` field and the context check. A backend whose
+        chat template takes arguments also accepts `chat_template_kwargs=` (the server passes it when a request
+        has some)."""
         ...
 
 

@@ -29,7 +29,7 @@ class ChatLimits(Protocol):
     """The limits `parse_chat_request` applies (a `fapo.serving.server.ServerConfig` has them)."""
 
     default_max_tokens: int
-    max_tokens_limit: int
+    max_tokens_limit: int | None
     max_n: int
     max_request_tokens: int
 
@@ -69,7 +69,8 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
-    max_tokens = _int_field("max_tokens", max_tokens, config.default_max_tokens, 1, config.max_tokens_limit)
+    limit = config.max_tokens_limit if config.max_tokens_limit is not None else 2**31 - 1  # None: the context's
+    max_tokens = _int_field("max_tokens", max_tokens, config.default_max_tokens, 1, limit)
     temperature = _number_field("temperature", body.get("temperature"), 1.0, 0.0, 100.0)
     if temperature < GREEDY_BELOW:
         temperature = 0.0
@@ -86,7 +87,18 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     return GenerationRequest(
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
+        chat_template_kwargs=_template_kwargs(body.get("chat_template_kwargs")),
     )
+
+
+def _template_kwargs(value: Any) -> dict[str, Any] | None:
+    """`chat_template_kwargs`: an object of named arguments for the chat template (None when absent or empty)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(k in ("messages", "add_generation_prompt", "tokenize") for k in value):
+        raise RequestError(400, "'chat_template_kwargs' must be an object of chat template arguments other than "
+                                "messages, add_generation_prompt and tokenize")
+    return value or None
 
 
 def _is_unicode(text: str) -> bool:

@@ -170,14 +170,18 @@ class TransformersBackend:
         model, tokenizer = load_model(path, device=device, dtype=dtype)
         return cls(model, tokenizer, model_name or str(path))
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text: the chat template with the assistant turn opened."""
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def render(self, messages: list[dict[str, str]], chat_template_kwargs: dict[str, Any] | None = None) -> str:
+        """The prompt text: the chat template (with the request's template arguments) with the assistant turn opened."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                  **(chat_template_kwargs or {}))
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Prompt length in tokens; called from one counting thread at a time, never under generation's lock."""
+    def count_prompt_tokens(self, messages: list[dict[str, str]],
+                            chat_template_kwargs: dict[str, Any] | None = None) -> int:
+        """Prompt length in tokens, rendered as `render` does; called from one counting thread at a time, with a
+        tokenizer of its own, never under generation's lock."""
         tokenizer = self._counting_tokenizer
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             chat_template=self.tokenizer.chat_template, **(chat_template_kwargs or {}))
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def interrupt(self) -> None:
@@ -190,7 +194,7 @@ class TransformersBackend:
         choice_index = [j for r in requests for j in range(r.n)]
         started_at = self._interrupts
         with self._tokenizer_lock:
-            prompts = [self.render(r.messages) for r in requests]
+            prompts = [self.render(r.messages, r.chat_template_kwargs) for r in requests]
             batch = self.tokenizer(
                 [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.model.device)

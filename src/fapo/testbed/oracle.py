@@ -126,5 +126,5 @@ class OracleBackend:
             out.append([completion] * request.n)
         return out
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    def count_prompt_tokens(self, messages: list[dict[str, str]], chat_template_kwargs: object = None) -> int:
         return sum(len(str(m.get("content", "")).split()) for m in messages)

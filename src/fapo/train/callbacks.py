@@ -49,7 +49,8 @@ def _jsonable(value: Any) -> Any:
 class MetricsFileCallback(TrainerCallback):
     """Appends every log record as {"step", ...} to metrics.jsonl; trims files past a resumed step."""
 
-    def __init__(self, output_dir: Path, trimmed_files: tuple[str, ...] = ("metrics.jsonl", "critiques.jsonl")):
+    def __init__(self, output_dir: Path,
+                 trimmed_files: tuple[str, ...] = ("metrics.jsonl", "critiques.jsonl", "counters.jsonl")):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / "metrics.jsonl"
         self.trimmed = trimmed_files

@@ -72,6 +72,8 @@ def _describe(expected: Any) -> str:
         return " or ".join(_describe(a) for a in args if a is not type(None)) + ", or null"
     if typing.get_origin(expected) is list:
         return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    if typing.get_origin(expected) is dict:
+        return "a mapping"
     return names.get(expected, str(expected))
 
 
@@ -81,6 +83,8 @@ def _matches(value: Any, expected: Any) -> bool:
         return value is None or any(_matches(value, a) for a in args if a is not type(None))
     if typing.get_origin(expected) is list:
         return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if typing.get_origin(expected) is dict:
+        return isinstance(value, dict)
     if expected is bool:
         return isinstance(value, bool)
     if expected is int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def overridden_model(settings: FapoSettings, output_dir: str | Path) -> FapoSett
                 pass
     config = read_model_config(str(source))
     config["max_position_embeddings"] = settings.max_position_embeddings
-    scratch = target / f".config.json.{os.getpid()}"
+    scratch = target / f".config.json.{os.getpid()}.{threading.get_ident()}"
     scratch.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(scratch, target / "config.json")
     return dataclasses.replace(settings, model=str(target))

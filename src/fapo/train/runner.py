@@ -106,7 +106,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     `announce`, if given, receives one line at start: the update schedule TRL will run."""
     from fapo.io import JsonlAppender
     from fapo.train.data import policy_rows
-    from fapo.train.reward_funcs import PolicyRewardState, make_policy_reward_func
+    from fapo.train.reward_funcs import COUNTERS_FILE, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
     if settings.trainer == "async":
@@ -128,6 +128,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
         monitor=monitor,
         monitor_metrics=monitor_metrics,
+        counters=JsonlAppender(output_dir / COUNTERS_FILE),
     )
     rollout_func = None
     if settings.rollout == "streaming":
@@ -146,7 +147,7 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
               resume: bool = False, callbacks: Sequence[Any] = (),
               announce: Callable[[str], None] | None = None) -> TrainResult:
-    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4); `announce` as in train_policy."""
+    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (docs/design.md §1.2); `announce` as in train_policy."""
     from fapo.io import JsonlAppender
     from fapo.train.data import grm_rows
     from fapo.train.reward_funcs import make_grm_reward_func
