@@ -400,20 +400,19 @@ def test_the_recipes_budget_is_accepted_and_cut_to_the_context(tiny_backend):
     backend = ContextStub()
     with serve_in_thread(backend) as server:
         status, body = chat(server.url, max_tokens=16384)
-    assert status == 200 and backend.max_tokens == [64 - backend.count_prompt_tokens(HELLO)]
+    assert status == 200 and backend.asked == [64 - backend.count_prompt_tokens(HELLO)]
 
 
 class ContextStub(StubBackend):
-    """A stub with a 64-token context that records the max_tokens it was asked to generate."""
+    """A stub with a small context (tokens are words) that records the max_tokens it was asked to generate."""
 
-    context_tokens = 64
-
-    def __init__(self) -> None:
+    def __init__(self, context_tokens: int = 64) -> None:
         super().__init__()
-        self.max_tokens: list[int] = []
+        self.context_tokens = context_tokens
+        self.asked: list[int] = []
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        self.max_tokens += [r.max_tokens for r in requests]
+        self.asked += [r.max_tokens for r in requests]
         return super().generate(requests)
 
 

@@ -15,21 +15,7 @@ import pytest
 
 from fapo.serving.backend import Completion, GenerationRequest
 from fapo.serving.launch import launch_subprocess, serve_in_thread
-from test_grm_server import HELLO, StubBackend, call, chat, metrics, wait_for
-
-
-class ContextStub(StubBackend):
-    """A stub with a 20-token context (tokens are words); records the max_tokens it is asked for."""
-
-    context_tokens = 20
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[int] = []
-
-    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        self.asked += [r.max_tokens for r in requests]
-        return super().generate(requests)
+from test_grm_server import HELLO, ContextStub, StubBackend, call, chat, metrics, wait_for
 
 
 class LongRequestsWait(StubBackend):
@@ -77,7 +63,7 @@ def test_a_prompt_longer_than_the_context_answers_400_with_the_counts(tiny_model
 
 
 def test_max_tokens_is_cut_to_the_room_the_context_leaves():
-    backend = ContextStub()
+    backend = ContextStub(20)
     with serve_in_thread(backend) as server:
         assert chat(server.url, messages=[{"role": "user", "content": "w " * 15}], max_tokens=100)[0] == 200
         status, body = chat(server.url, messages=[{"role": "user", "content": "w " * 25}])
