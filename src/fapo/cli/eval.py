@@ -67,8 +67,9 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q = verbs.add_parser("policy", help=text, description=text + ".")
     q.add_argument("--model", required=True, help="policy model directory (or hub name)")
     q.add_argument("--data", required=True, metavar="FILE", help="JSONL of problems (MATH-500, AIME24, GSM8K, ...)")
-    q.add_argument("--problem-field", help="problem column (default: problem, else question)")
-    q.add_argument("--answer-field", default="answer", help="gold answer column (default answer; GSM8K's '#### N' ok)")
+    q.add_argument("--problem-field", help="problem column (default: the row schema's, problem, question, ...)")
+    q.add_argument("--answer-field", help="gold answer column (default: the row schema's, gold, ground_truth, "
+                   "answer, ...; GSM8K's '#### N' ok)")
     q.add_argument("--prompt-template", help="user message with {problem} (default: the training default; testbed: '{problem}')")
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="last_boxed: the last \\boxed{} answers; strict: exactly one box, nothing after (as in training)")

@@ -1,7 +1,8 @@
 """GenRM benchmark inputs: ProcessBench-format rows and prediction files, validated line by line.
 
 A data row is `{id, problem, steps, label, final_answer_correct[, ground_truth]}` (ProcessBench's
-format; the testbed's critic files add `ground_truth`). `problem`, `steps` and `label` are required;
+format; the testbed's critic files add `ground_truth`); `id`, `problem` and the gold answer are read under
+any of their `fapo.schema` names. `problem`, `steps` and `label` are required;
 a row without `id` gets `<subset>:<line>`, one without `final_answer_correct` is left out of
 FlawedPositiveBench. A subset's name is its file's stem. A prediction row is `{id, verdict}` as
 `fapo judge` writes it (an optional `subset` field tells equal ids of different files apart; an
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo.io import DataError, iter_jsonl
+from fapo.schema import gold_text, lookup, missing_message, problem_text
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,12 @@ class CriticRow:
 
 
 def _critic_row(row: dict[str, Any], subset: str, where: str, lineno: int) -> CriticRow:
-    problem, steps, label = row["problem"], row["steps"], row["label"]
-    if not isinstance(problem, str):
-        raise DataError(f"{where}: field 'problem' must be a string")
+    found = lookup(row, "problem")
+    if found is None:
+        raise DataError(f"{where}: {missing_message('problem', row, fix='add the problem text')}")
+    problem, steps, label = problem_text(found.value), row["steps"], row["label"]
+    if problem is None:
+        raise DataError(f"{where}: field {found.name!r} must be a string")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: field 'steps' must be a list of strings")
     if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
@@ -49,19 +54,20 @@ def _critic_row(row: dict[str, Any], subset: str, where: str, lineno: int) -> Cr
     answer_correct = row.get("final_answer_correct")
     if answer_correct is not None and not isinstance(answer_correct, bool):
         raise DataError(f"{where}: field 'final_answer_correct' must be true, false or null")
-    gold = row.get("ground_truth")
-    if gold is not None and not isinstance(gold, (str, int, float)):
-        raise DataError(f"{where}: field 'ground_truth' must be a string or a number")
-    row_id = row.get("id", f"{subset}:{lineno}")
-    return CriticRow(subset, str(row_id), problem, tuple(steps), label, answer_correct,
-                     None if gold is None else str(gold), where)
+    gold = lookup(row, "gold")
+    gold_value = None if gold is None else gold_text(gold.value)
+    if gold is not None and gold_value is None:
+        raise DataError(f"{where}: field {gold.name!r} must be a string or a number")
+    row_id = lookup(row, "id")
+    return CriticRow(subset, str(row_id.value) if row_id else f"{subset}:{lineno}", problem, tuple(steps), label,
+                     answer_correct, gold_value, where)
 
 
 def load_critic_rows(path: str | Path, limit: int | None = None) -> list[CriticRow]:
     """The rows of one ProcessBench-format file (the first `limit` when given); DataError on a bad row."""
     subset = Path(path).stem
     rows: list[CriticRow] = []
-    for lineno, row in iter_jsonl(path, required=("problem", "steps", "label")):
+    for lineno, row in iter_jsonl(path, required=("steps", "label")):
         if limit is not None and len(rows) >= limit:
             break
         rows.append(_critic_row(row, subset, f"{path}:{lineno}", lineno))
