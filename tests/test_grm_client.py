@@ -41,6 +41,7 @@ class StandIn:
     delay: float = 0.0
     answers: list[str] | None = None
     fail_first: int = 0
+    finish_reason: str = "stop"
     requests: int = 0
     bodies: list[dict] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
@@ -73,7 +74,7 @@ class StandIn:
         else:
             texts = [self.answers[i % len(self.answers)] for i in range(n)]
         choices = [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": self.finish_reason}
             for i, t in enumerate(texts)
         ]
         return web.json_response({"id": "c", "object": "chat.completion", "choices": choices})
@@ -702,7 +703,7 @@ def test_cli_judge_exits_nonzero_when_every_row_fails(tmp_path, capsys):
         ('{"id": 2, "problem": "p", "steps": ["a"]', "in.jsonl:2: invalid JSON"),
         ({"id": 2, "problem": "p"}, "in.jsonl:2: give 'steps'"),
         ({"id": 2, "problem": "p", "steps": [1, 2]}, "in.jsonl:2: field 'steps' must be a list of strings"),
-        ({"problem": "p", "steps": ["a"]}, "in.jsonl:2: missing field id"),
+        ({"id": 3, "steps": ["a"]}, "in.jsonl:2: no problem field (looked for problem, question"),
         ([1, 2], "in.jsonl:2: expected a JSON object"),
     ],
 )
@@ -758,3 +759,25 @@ def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
     assert allowed[0].status == "ok" and allowed[0].verdict == 0
     with pytest.raises(ValueError, match="max_response_bytes"):
         config(url, max_response_bytes=10)
+
+
+def test_a_critique_cut_at_max_tokens_is_no_verdict_even_with_a_box():
+    """finish_reason "length": the unfinished critique's box (here a valid step index) is not a verdict."""
+
+    async def run() -> list[Judgement]:
+        cut, whole = StandIn(finish_reason="length"), StandIn()
+        urls = await start_all(cut, whole)
+        try:
+            async with GenRMClient(config(urls[0], max_tokens=7)) as client_cut:
+                first = await client_cut.judge_many(items(3))
+            async with GenRMClient(config(urls[1])) as client_whole:
+                second = await client_whole.judge_many(items(3))
+            return first + second
+        finally:
+            await stop_all(cut, whole)
+
+    results = asyncio.run(run())
+    assert [j.status for j in results] == ["invalid"] * 3 + ["ok"] * 3
+    assert all(j.truncated and j.verdict is None and "truncated" in j.error and "max_tokens (7)" in j.error
+               for j in results[:3])
+    assert not any(j.truncated for j in results[3:])

@@ -28,7 +28,7 @@ from typing import Any
 
 from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
-from fapo.grm.protocols import ChatCompletions, RequestProtocol
+from fapo.grm.protocols import ChatCompletions, RequestProtocol, Sample
 from fapo.grm.routing import LATENCY_WINDOW, Pick, Router, percentiles
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement, majority_verdict  # noqa: F401 (public here too)
 from fapo.metrics import ratio
@@ -36,9 +36,9 @@ from fapo.metrics import ratio
 
 @dataclass(slots=True)
 class _Outcome:
-    """What one HTTP attempt produced: texts (an answer), or an error that may be retried."""
+    """What one HTTP attempt produced: samples (an answer), or an error that may be retried."""
 
-    texts: list[str] | None = None
+    samples: list[Sample] | None = None
     error: str | None = None
     retry: bool = False
     retry_after: float | None = None
@@ -207,8 +207,8 @@ class GenRMClient:
                 tried.append(pick.index)
                 outcome = await self._send(pick, prompt)
             url = cfg.endpoints[pick.index].url
-            if outcome.texts is not None:
-                return self._answer(outcome.texts, num_steps, url, attempt, t0)
+            if outcome.samples is not None:
+                return self._answer(outcome.samples, num_steps, url, attempt, t0)
             error = outcome.error or "unknown error"
             if not outcome.retry or attempt > cfg.retries:
                 return _failure(error, url, attempt, time.perf_counter() - t0)
@@ -248,10 +248,10 @@ class GenRMClient:
             return _Outcome(error=f"{kind}: {err}" if str(err) else kind, retry=True)
         latency = time.perf_counter() - t
         if status == 200:
-            texts = self.protocol.texts(raw)
-            if texts is not None:
+            samples = self.protocol.samples(raw)
+            if samples is not None:
                 self._router.succeed(pick, latency)
-                return _Outcome(texts=texts)
+                return _Outcome(samples=samples)
             self._router.fail(pick, latency)
             self._counts["grm/request_errors"] += 1
             return _Outcome(error=f"malformed chat completion: {_snippet(raw)}", retry=True)
@@ -268,15 +268,19 @@ class GenRMClient:
         response = await self._open()[index].post(body, self.config.timeout)
         return response.status, response.body, response.headers.get("retry-after")
 
-    def _answer(self, texts: list[str], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
+    def _answer(self, samples: list[Sample], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
+        """The majority verdict of the samples; a sample cut at max_tokens abstains (no verdict), whatever
+        box its unfinished text may hold."""
         latency = time.perf_counter() - t0
-        verdicts = [parse_verdict(t, num_steps) for t in texts]
+        verdicts = [None if s.truncated else parse_verdict(s.text, num_steps) for s in samples]
         verdict = majority_verdict(verdicts, self.config.tie_break)
         if verdict is None:
-            shown = texts[0] if texts else None
-            why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(texts)} sample(s)"
-            return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why)
-        critique = texts[verdicts.index(verdict)]
+            shown = samples[0].text if samples else None
+            cut = sum(s.truncated for s in samples)
+            why = (f"truncated: {cut} of {len(samples)} critique(s) reached max_tokens ({self.config.max_tokens})"
+                   if cut else f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(samples)} sample(s)")
+            return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why, truncated=cut > 0)
+        critique = samples[verdicts.index(verdict)].text
         return Judgement(verdict, verdict >= 0, "ok", critique, url, attempts, latency)
 
     def _count(self, j: Judgement) -> Judgement:

@@ -7,7 +7,8 @@ runs with `skip_tokenizer_init`, so the client applies the GenRM's chat template
 
 A protocol only renders requests and reads answers; routing, retries, the breaker and the cache
 stay in `fapo.grm.client`. Never imports torch or transformers: `TokenGenerate` is handed a
-tokenizer object (anything with `apply_chat_template` and `decode`).
+tokenizer object (anything with `apply_chat_template` and `decode`). Both report a sample the server cut at
+`max_tokens` (OpenAI's finish reason "length", SGLang's `meta_info.finish_reason.type`) as truncated.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from fapo.grm.types import JudgeConfig
+
+
+class Sample(NamedTuple):
+    """One sampled critique and whether the server cut it at `max_tokens` (finish reason "length")."""
+
+    text: str
+    truncated: bool = False
 
 
 class RequestProtocol(Protocol):
@@ -38,8 +46,8 @@ class RequestProtocol(Protocol):
         """The request body for one attempt."""
         ...
 
-    def texts(self, raw: bytes) -> list[str] | None:
-        """The answer's texts (one per sample), or None when the body is not an answer."""
+    def samples(self, raw: bytes) -> list[Sample] | None:
+        """The answer's samples (text, cut at max_tokens?), or None when the body is not an answer."""
         ...
 
 
@@ -58,12 +66,13 @@ class ChatCompletions:
     def body(self, model_json: str, prompt: str, sampling: str) -> bytes:
         return f'{{"model":{model_json},{prompt},{sampling}}}'.encode()
 
-    def texts(self, raw: bytes) -> list[str] | None:
+    def samples(self, raw: bytes) -> list[Sample] | None:
         try:
             choices = json.loads(raw)["choices"]
             if not isinstance(choices, list) or not choices:
                 return None
-            return [str(c["message"].get("content") or "") for c in choices]
+            return [Sample(str(c["message"].get("content") or ""), c.get("finish_reason") == "length")
+                    for c in choices]
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -109,7 +118,7 @@ class TokenGenerate:
     def body(self, model_json: str, prompt: str, sampling: str) -> bytes:
         return f"{{{prompt},{sampling}}}".encode()
 
-    def texts(self, raw: bytes) -> list[str] | None:
+    def samples(self, raw: bytes) -> list[Sample] | None:
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -118,11 +127,13 @@ class TokenGenerate:
             answer = answer[0]
         if not isinstance(answer, dict):
             return None
+        reason = (answer.get("meta_info") or {}).get("finish_reason") if isinstance(answer.get("meta_info"), dict) else None
+        truncated = (reason.get("type") if isinstance(reason, dict) else reason) == "length"
         ids = answer.get("output_ids")
         if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             try:
-                return [str(self.tokenizer.decode(ids, skip_special_tokens=True))]
+                return [Sample(str(self.tokenizer.decode(ids, skip_special_tokens=True)), truncated)]
             except Exception:  # ids outside the vocabulary: the server and tokenizer disagree
                 return None
         text = answer.get("text")
-        return [text] if isinstance(text, str) else None
+        return [Sample(text, truncated)] if isinstance(text, str) else None

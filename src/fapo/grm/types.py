@@ -59,7 +59,7 @@ class JudgeConfig:
     retries: int = 3
     """Extra attempts after the first on connection errors, timeouts, 5xx, 429 (so at most 1 + retries)."""
     max_tokens: int = 2048
-    """Upper bound on the critique's length in tokens; a truncated critique usually parses as "invalid"."""
+    """Upper bound on the critique's length in tokens; a critique cut here is "invalid" (no verdict, `truncated`)."""
     temperature: float = 0.0
     """Sampling temperature. 0 (greedy) makes a verdict reproducible and the cache exact; voting needs > 0."""
     top_p: float = 1.0
@@ -158,6 +158,8 @@ class Judgement:
     cached: bool = False
     error: str | None = None
     """What went wrong, for "invalid" and "error"."""
+    truncated: bool = False
+    """An "invalid" judgement whose critique was cut at max_tokens before a verdict (counted as no verdict)."""
 
     def __post_init__(self) -> None:
         if self.status == "ok":
