@@ -22,14 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, default=2048, metavar="N",
-                   help="critique length bound in tokens (default 2048)")
+    p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, metavar="N",
+                   help="critique budget in tokens; a critique cut there is no verdict (default 2048; recipe 8192)")
     p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, default=64, metavar="N",
                    help="GenRM requests in flight (default 64)")
     p.add_argument(f"--{prefix}timeout", dest="judge_timeout", type=float, metavar="S",
                    help="seconds per GenRM request (default 60; 3600 for a local model)")
-    p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, default=0.0, metavar="T",
-                   help="GenRM sampling temperature (default 0, greedy)")
+    p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, metavar="T",
+                   help="GenRM sampling temperature (default 0, greedy; recipe 0.6)")
+    p.add_argument(f"--{prefix}top-p", dest="judge_top_p", type=float, metavar="P",
+                   help="GenRM nucleus sampling mass (default 1.0; recipe 0.95)")
     p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, default=1, metavar="N", help="GenRM samples, majority verdict")
     p.add_argument("--api-key", default=os.environ.get("FAPO_GRM_API_KEY"), help="bearer token (default $FAPO_GRM_API_KEY)")
     p.add_argument("--no-gold", action="store_true", help="do not show the gold answer to the GenRM")
@@ -50,6 +52,11 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
     q.add_argument("--device", help="device for --model-dir (default: CUDA when available)")
     q.add_argument("--limit", type=_positive_int, help="use only the first N rows of each file")
+    q.add_argument("--sample", type=_positive_int, metavar="N",
+                   help="a stratified random sample of N rows of each file (strata: wrong answer, flawed positive, "
+                   "error-free, as ProcessBench's; each in proportion, at least one each when N allows)")
+    q.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    _preset_option(q)
     q.add_argument("--min-coverage", type=_fraction, default=0.5, metavar="F",
                    help="exit 1 when fewer than this fraction of rows have a valid verdict (default 0.5; "
                    "below 1 a warning is printed: rows without one count as wrong, or as 'clean' on "
@@ -58,7 +65,7 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
     q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md and confusion.png here")
     q.add_argument("--save-predictions", metavar="FILE",
-                   help="write the verdicts as {subset, id, verdict, status} ('-': stdout)")
+                   help="write the verdicts as {subset, id, verdict, status, truncated, critique} ('-': stdout)")
     q.set_defaults(func=run_grm)
 
 
@@ -74,10 +81,11 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="last_boxed: the last \\boxed{} answers; strict: exactly one box, nothing after (as in training)")
     q.add_argument("--limit", type=_positive_int, help="use only the first N problems")
-    q.add_argument("--k", type=int, default=16, help="samples per problem (default 16)")
-    q.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    q.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    q.add_argument("--max-tokens", type=int, default=2048, help="most tokens per sample (default 2048)")
+    q.add_argument("--k", type=int, help="samples per problem (default 16; recipe 32)")
+    q.add_argument("--temperature", type=float, help="sampling temperature (default 1.0; recipe 1.0)")
+    q.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1.0; recipe 0.7)")
+    q.add_argument("--max-tokens", type=int, help="most tokens per sample (default 2048; recipe 8192)")
+    _preset_option(q)
     q.add_argument("--batch-size", type=int, default=64, help="sequences per transformers generate call (default 64)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     q.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
@@ -106,6 +114,21 @@ def _register_curves(verbs: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------- shared
+
+
+def _preset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["default", "recipe"], default="default",
+                   help="sampling settings: default (fapo's, CPU-friendly) or recipe (what the FAPO recipe validates "
+                   "with: policy avg@32 at T 1.0, top_p 0.7, 8192 tokens; GenRM T 0.6, top_p 0.95, 8192 tokens); "
+                   "a flag given explicitly wins")
+
+
+def _judge_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The judge's temperature, top_p and max_tokens: the preset's, under the flags given."""
+    from fapo.eval.presets import JUDGE_PRESETS, preset_values
+
+    return preset_values(JUDGE_PRESETS, args.preset, {"temperature": args.judge_temperature,
+                                                     "top_p": args.judge_top_p, "max_tokens": args.judge_max_tokens})
 
 
 def _positive_int(text: str) -> int:
@@ -137,8 +160,7 @@ def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | Non
         return None
     if model_dir is not None and not Path(model_dir).is_dir():
         raise CliError(f"model directory not found: {model_dir}")
-    client = {"max_tokens": args.judge_max_tokens, "concurrency": args.judge_concurrency,
-              "temperature": args.judge_temperature, "votes": args.judge_votes}
+    client = {"concurrency": args.judge_concurrency, "votes": args.judge_votes, **_judge_sampling(args)}
     timeout = args.judge_timeout or (3600.0 if kind == "model_dir" else None)
     if timeout is not None:
         client["timeout"] = timeout
@@ -202,7 +224,9 @@ def run_grm(args: argparse.Namespace) -> int:
     kind = "endpoint" if args.endpoint else "model_dir" if args.model_dir else "oracle" if args.judge else None
     spec = _judge_spec(args, kind, args.model_dir, args.model)
     try:
-        rows = load_critic_sets(args.data, args.limit)
+        if args.sample and args.limit:
+            raise CliError("--sample and --limit both choose rows; give one")
+        rows = load_critic_sets(args.data, args.limit, sample=args.sample, seed=args.seed)
         judgements, metrics, statuses = None, None, None
         if spec is None:
             predictions = read_predictions(args.predictions, rows)
@@ -216,9 +240,11 @@ def run_grm(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from err
     except OSError as err:  # e.g. a --model-dir without weights or tokenizer
         raise CliError(f"cannot load the GenRM: {err}") from err
-    report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses)
+    settings = ({"rows": len(rows)} | ({"sample": args.sample, "seed": args.seed} if args.sample else {})
+                | ({} if spec is None else {"preset": args.preset, **_judge_sampling(args)}))
+    report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses, settings)
     if args.save_predictions:
-        _save_predictions(args.save_predictions, rows, verdicts, statuses)
+        _save_predictions(args.save_predictions, rows, verdicts, statuses, judgements)
     if args.report_dir:
         paths = write_grm_report(report, args.report_dir)
         print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -243,13 +269,17 @@ def _grm_exit_status(report: Any, judgements: list[Any] | None, kind: str | None
     return 0
 
 
-def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str]) -> None:
+def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str],
+                      judgements: list[Any] | None) -> None:
+    """{subset, id, verdict, status}, and the judge's truncated flag and critique when a judge ran."""
     from fapo.cli import CliError
     from fapo.io import write_jsonl
 
+    said = judgements or [None] * len(rows)
     try:
         write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
-                           for r, v, s in zip(rows, verdicts, statuses, strict=True)))
+                           | ({} if j is None else {"truncated": j.truncated, "critique": j.critique})
+                           for r, v, s, j in zip(rows, verdicts, statuses, said, strict=True)))
     except OSError as err:
         raise CliError(f"cannot write {'stdout' if path == '-' else path}: {err.strerror or err}") from err
 
@@ -262,6 +292,7 @@ def run_policy(args: argparse.Namespace) -> int:
     from fapo.eval.generation import SamplingConfig
     from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
     from fapo.eval.policy_report import policy_markdown, write_policy_report
+    from fapo.eval.presets import POLICY_PRESETS, preset_values
     from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, load_problems
     from fapo.io import DataError
 
@@ -275,8 +306,10 @@ def run_policy(args: argparse.Namespace) -> int:
         raise CliError(f"--judge-model-dir given with --judge {kind}; drop one")
     spec = _judge_spec(args, None if kind == "none" else kind, args.judge_model_dir, args.grm_model)
     try:
-        sampling = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                  batch_size=args.batch_size, seed=args.seed, backend=args.backend, device=args.device)
+        chosen = preset_values(POLICY_PRESETS, args.preset, {"k": args.k, "temperature": args.temperature,
+                                                             "top_p": args.top_p, "max_tokens": args.max_tokens})
+        sampling = SamplingConfig(**chosen, batch_size=args.batch_size, seed=args.seed, backend=args.backend,
+                                  device=args.device)
         config = PolicyEvalConfig(sampling, args.prompt_template or DEFAULT_PROMPT_TEMPLATE,
                                   answer_format=args.answer_format, judge_with_gold=not args.no_gold)
         problems = load_problems(args.data, args.problem_field, args.answer_field, args.limit)

@@ -76,8 +76,37 @@ def load_critic_rows(path: str | Path, limit: int | None = None) -> list[CriticR
     return rows
 
 
-def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> list[CriticRow]:
-    """Rows of several files, one subset each; two files with the same stem are an error."""
+def stratified_sample(rows: Sequence[CriticRow], n: int, seed: int = 0) -> list[CriticRow]:
+    """`n` rows drawn at random (seeded) within strata, in file order: wrong final answer, flawed positive
+    (right answer, a wrong step), error-free (ProcessBench's own split strata). Each stratum gets its share
+    of `n` (largest remainders), and at least one row when `n` is at least the number of strata, so that
+    acc_err, acc_corr and FlawedPositiveBench are all measured. All rows when `n` >= len(rows)."""
+    import random
+
+    if n >= len(rows):
+        return list(rows)
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        name = "error-free" if row.label == -1 else "flawed positive" if row.final_answer_correct else "wrong"
+        strata.setdefault(name, []).append(i)
+    floor = 1 if n >= len(strata) else 0
+    exact = {k: n * len(v) / len(rows) for k, v in strata.items()}
+    take = {k: max(floor, int(x)) for k, x in exact.items()}
+    for k in sorted(strata, key=lambda k: exact[k] - int(exact[k]), reverse=True):
+        if sum(take.values()) >= n:
+            break
+        take[k] += 1
+    while sum(take.values()) > n:  # the floor overshot: take back from the largest stratum
+        take[max(take, key=take.get)] -= 1
+    rng = random.Random(seed)
+    chosen = sorted(i for k, v in strata.items() for i in rng.sample(v, min(take[k], len(v))))
+    return [rows[i] for i in chosen]
+
+
+def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None, sample: int | None = None,
+                     seed: int = 0) -> list[CriticRow]:
+    """Rows of several files, one subset each (the first `limit`, or a `stratified_sample` of `sample` rows,
+    of each); two files with the same stem are an error."""
     seen: dict[str, str | Path] = {}
     rows: list[CriticRow] = []
     for path in paths:
@@ -85,7 +114,8 @@ def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> l
         if subset in seen:
             raise DataError(f"{path}: subset name {subset!r} is already taken by {seen[subset]}; rename one file")
         seen[subset] = path
-        rows += load_critic_rows(path, limit)
+        subset_rows = load_critic_rows(path, limit)
+        rows += stratified_sample(subset_rows, sample, seed) if sample else subset_rows
     return rows
 
 
