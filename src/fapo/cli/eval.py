@@ -1,4 +1,4 @@
-"""`fapo eval grm|policy|curves`: GenRM benchmarks, policy evaluation, training curves.
+"""`fapo eval grm|policy|rollouts|curves`: GenRM benchmarks, policy evaluation, audits of rollouts, curves.
 
 Parses arguments, calls `fapo.eval`, writes the reports. Holds no metric logic. `eval grm` imports
 torch only with --model-dir; `eval curves` never does.
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = p.add_subparsers(dest="eval_verb", metavar="WHAT", required=True)
     _register_grm(verbs)
     _register_policy(verbs)
+    _register_rollouts(verbs)
     _register_curves(verbs)
 
 
@@ -101,6 +102,41 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
     q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md, samples.jsonl and plots here")
     q.set_defaults(func=run_policy)
+
+
+def _register_rollouts(verbs: argparse._SubParsersAction) -> None:
+    text = ("audit existing rollouts: verify, judge the verified-correct ones, report accuracy and the "
+            "flawed-positive ratio per training step and data source")
+    q = verbs.add_parser("rollouts", help=text, description=text + ". Reads verl's rollout/validation dumps, TRL's "
+                         "completion logs, fapo's critiques.jsonl, any JSONL/JSON/parquet (README, 'Row schema'); "
+                         "rows are written as they are done and --resume continues them.")
+    q.add_argument("files", nargs="+", metavar="FILE", help="rollout files or directories (verl dump dir, TRL output dir)")
+    source = q.add_mutually_exclusive_group(required=True)
+    source.add_argument("--endpoint", action="append", metavar="URL", help="GenRM server base URL, repeatable")
+    source.add_argument("--judge", choices=["oracle", "none"], help="the programmatic judge (see --oracle), or none "
+                        "(accuracy only)")
+    q.add_argument("--model", default="genrm", help="model name sent to --endpoint servers (default genrm)")
+    q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
+    q.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD (problem, response, gold, step, data_source, id) from COLUMN (dotted path); "
+                   "repeatable")
+    q.add_argument("--group-by", metavar="COLUMN", help="group rows by this column (default: the training step)")
+    q.add_argument("--gold-file", action="append", metavar="FILE",
+                   help="data with problems and gold answers, joined by problem text (TRL logs carry no gold)")
+    q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
+                   help="the answer rule (default last_boxed; strict: exactly one box, as in training)")
+    q.add_argument("--verify-timeout", type=float, default=5.0, metavar="S", help="math-verify seconds per row")
+    q.add_argument("--window", type=_positive_int, default=2048, metavar="N",
+                   help="rollouts in flight at once (default 2048; keeps the GenRM batch full)")
+    q.add_argument("--examples", type=int, default=5, metavar="N", help="flawed positives shown with critiques")
+    _preset_option(q)
+    _judge_client_options(q)
+    q.add_argument("--rows", metavar="ROWS.jsonl", help="audited rows, written as they are done "
+                   "(default REPORT_DIR/rows.jsonl)")
+    q.add_argument("--resume", action="store_true", help="continue --rows: its rows are counted, never judged again")
+    q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
+    q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md, audit.png (and rows.jsonl) here")
+    q.set_defaults(func=run_rollouts, device=None)
 
 
 def _register_curves(verbs: argparse._SubParsersAction) -> None:
@@ -322,6 +358,49 @@ def run_policy(args: argparse.Namespace) -> int:
         paths = write_policy_report(report, args.report_dir)
         print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     _emit(report.to_json(), policy_markdown(report), args.output)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+
+
+def run_rollouts(args: argparse.Namespace) -> int:
+    from fapo.cli import CliError
+    from fapo.eval.audit import AuditConfig, audit_rollouts
+    from fapo.eval.audit_report import audit_markdown, write_audit_report
+    from fapo.eval.rollout_rows import RowSettings, gold_index
+    from fapo.io import DataError
+    from fapo.schema import FieldMap
+
+    rows_path = args.rows or (str(Path(args.report_dir) / "rows.jsonl") if args.report_dir else None)
+    if rows_path is None:
+        raise CliError("say where the audited rows go: --rows FILE or --report-dir DIR")
+    inputs = list(args.files) + list(args.gold_file or [])
+    _check_outputs(args.report_dir, [args.output], inputs)
+    _check_outputs(None, [rows_path], inputs)
+    kind = "endpoint" if args.endpoint else None if args.judge == "none" else "oracle"
+    spec = _judge_spec(args, kind, None, args.model)
+    try:
+        mapping = FieldMap.parse(args.map)
+        rows = RowSettings(mapping, args.group_by, gold_index(args.gold_file, mapping) if args.gold_file else {})
+        config = AuditConfig(rows_path, rows, resume=args.resume, with_gold=not args.no_gold,
+                             answer_rule=args.answer_format, verify_timeout=args.verify_timeout, window=args.window,
+                             examples=args.examples, progress=True)
+        settings = {} if spec is None else {"preset": args.preset, **_judge_sampling(args)}
+        report = audit_rollouts(list(args.files), config, spec, settings)
+    except (DataError, ValueError) as err:
+        raise CliError(str(err)) from err
+    except OSError as err:
+        raise CliError(f"cannot write {rows_path}: {err.strerror or err}") from err
+    print(f"rows: {rows_path}", file=sys.stderr)
+    if args.report_dir:
+        paths = write_audit_report(report, args.report_dir)
+        print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    _emit(report.to_json(), audit_markdown(report), args.output)
+    total = report.total
+    if spec is not None and total["correct"] and total["errors"] == total["correct"]:
+        print("fapo eval rollouts: every judgement failed (is the GenRM server up?)", file=sys.stderr)
+        return 1
     return 0
 
 
