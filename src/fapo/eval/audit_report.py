@@ -120,8 +120,8 @@ class AuditTally:
                 and texts is not None):
             self.examples.append({
                 "key": audit.get("key"), "group": key[0], "source": key[1], "verdict": audit.get("verdict"),
-                "problem": _excerpt(texts.get("problem")), "response": _excerpt(texts.get("response")),
-                "critique": _excerpt(audit.get("critique")),
+                "problem": _excerpt(texts.get("problem")), "named_step": _excerpt(_step(texts, audit.get("verdict"))),
+                "response": _excerpt(texts.get("response")), "critique": _excerpt(audit.get("critique")),
             })
 
     def report(self, group_by: str = "step", **fields: Any) -> AuditReport:
@@ -141,6 +141,14 @@ class AuditTally:
             group_by=group_by,
             **fields,
         )
+
+
+def _step(texts: dict[str, Any], verdict: Any) -> str | None:
+    """The paragraph the verdict names, as the GenRM was shown it (`fapo.steps.split_steps`)."""
+    from fapo.steps import split_steps
+
+    steps = split_steps(texts["response"]) if isinstance(texts.get("response"), str) else []
+    return steps[verdict] if isinstance(verdict, int) and 0 <= verdict < len(steps) else None
 
 
 def _excerpt(text: Any) -> str | None:
@@ -204,7 +212,10 @@ def _examples_markdown(examples: list[dict[str, Any]]) -> list[str]:
         return []
     parts = ["## Flawed positives the judge named (first few)"]
     for ex in examples:
-        parts.append(f"**{ex['key']}** ({ex['group']}, {ex['source']}): verdict step {ex['verdict']}.\n\n"
+        problem = " ".join((ex.get("problem") or "").split())[:300]
+        step = " ".join((ex.get("named_step") or "").split())[:400]
+        parts.append(f"**{ex['key']}** ({ex['group']}, {ex['source']}): {problem}\n\n"
+                     f"Step {ex['verdict']}, named wrong: {step}\n\nCritique:\n\n"
                      + "\n".join("> " + line for line in (ex.get("critique") or "").splitlines()[:20]))
     return parts
 
