@@ -282,3 +282,16 @@ def test_every_verb_reads_the_aliases(tmp_path, capsys):
     assert judged["id"] == "a" and judged["verdict"] == -1
     (prompt,) = backend.asked
     assert "What is 2+3?" in prompt and "<paragraph_1>\n\\boxed{5}" in prompt and "5" in prompt
+
+
+def test_eval_rollouts_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    rows = tmp_path / "r.jsonl"
+    rows.write_text(json.dumps({"problem": "1+1?", "response": "\\boxed{2}", "gold": "2"}) + "\n")
+    code = ("import sys; from fapo.cli import main; "
+            f"rc = main(['eval', 'rollouts', {str(rows)!r}, '--judge', 'none', '--rows', {str(tmp_path / 'o.jsonl')!r}]); "
+            "bad = {'torch', 'transformers'} & set(sys.modules); print(bad); sys.exit(rc or bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
