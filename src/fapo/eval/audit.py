@@ -53,7 +53,8 @@ class AuditConfig:
     answer_rule: AnswerRule = "last_boxed"
     verify_timeout: float = 5.0
     verify_chunk: int = 256
-    """Rollouts verified per call (one worker-pool batch)."""
+    """Most rollouts verified per call (one worker-pool batch); the first calls take 16, 32, ... so that the
+    judge has work while the verifier's workers start."""
     window: int = 2048
     """Most rollouts in flight (read, verified, waiting for the judge or for the rows before them)."""
     examples: int = 5
@@ -199,7 +200,9 @@ async def _run(rollouts: Iterator[Rollout], judge: Any, config: AuditConfig, wri
             progress.advance(task is not None)
         writer.flush()
 
-    while chunk := list(itertools.islice(rollouts, config.verify_chunk)):
+    size = min(16, config.verify_chunk)  # small first chunks: the judge starts while the verifier warms up
+    while chunk := list(itertools.islice(rollouts, size)):
+        size = min(2 * size, config.verify_chunk)
         outcomes = await asyncio.to_thread(_verify, chunk, config)
         for rollout, outcome in zip(chunk, outcomes, strict=True):
             ask = judge is not None and outcome is not None and outcome.correct
