@@ -258,6 +258,7 @@ def test_schema_texts():
     assert problem_text("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n") == "What is 2+2?"
     assert problem_text([{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}]) == "Q?"
     assert problem_text("A plain problem.") == "A plain problem."
+    assert problem_text("Q?\n\nPlease reason step by step, and put your final answer within \\boxed{}.") == "Q?"
     assert response_texts([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == ["ab"]
     assert response_texts(["a", "b"]) == ["a", "b"] and response_texts(3) is None
     assert gold_text(420) == "420" and gold_text("Janet ... #### 1,200") == "1200" and gold_text(["x"]) == "x"

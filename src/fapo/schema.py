@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fapo.policy_prompt import gold_answer
+from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE, gold_answer
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "id": ("id", "idx", "uid", "request_id"),
@@ -100,13 +100,16 @@ def missing_message(canonical: str, row: Mapping[str, Any], mapping: FieldMap = 
     return f"no {canonical} field (looked for {tried}; the row has {', '.join(sorted(map(str, row))) or 'nothing'}); {fix}"
 
 
+_INSTRUCTION = DEFAULT_PROMPT_TEMPLATE.split("{problem}", 1)[1].strip()
+"""What fapo's default prompt template adds after the problem (TRL logs of fapo runs hold it)."""
 _CHAT_TOKENS = re.compile(r"<\|im_(?:start|end)\|>|<\|endoftext\|>")
 _TRANSCRIPT = re.compile(r"^\s*(?:system\n.*?\n)?user\n(?P<user>.*?)\n*assistant\n?\s*$", re.DOTALL)
 
 
 def problem_text(value: Any) -> str | None:
     """The user's problem from a string, a chat-message list (the last user turn) or a decoded ChatML
-    transcript (`system\\n...\\nuser\\nPROBLEM\\nassistant\\n`, what verl's dumps hold); None otherwise."""
+    transcript (`system\\n...\\nuser\\nPROBLEM\\nassistant\\n`, what verl's dumps hold), without the
+    instruction fapo's default prompt template appends; None otherwise."""
     if isinstance(value, list):
         users = [m.get("content") for m in value if isinstance(m, Mapping) and m.get("role") == "user"]
         value = users[-1] if users else None
@@ -114,7 +117,10 @@ def problem_text(value: Any) -> str | None:
         return None
     text = _CHAT_TOKENS.sub("", value) if "<|im_" in value else value
     match = _TRANSCRIPT.match(text)
-    return (match.group("user") if match else text).strip()
+    text = (match.group("user") if match else text).strip()
+    if text.endswith(_INSTRUCTION) and len(text) > len(_INSTRUCTION):
+        text = text[: -len(_INSTRUCTION)].strip()
+    return text
 
 
 def response_texts(value: Any) -> list[str] | None:
