@@ -130,7 +130,8 @@ def _draw_series(ax: Any, series: Mapping[str, tuple[Sequence[int], Sequence[flo
 def plot_audit(by_group_source: Mapping[str, Mapping[str, Mapping[str, Any]]], by_group: Mapping[str, Mapping[str, Any]],
                group_by: str, path: str | Path) -> Path:
     """The audit's two panels, accuracy and flawed-positive ratio per group (training step), one line per
-    data source and one for all; bars when there is a single group."""
+    data source and one for all (bars when there is a single group); the second panel also shows, dashed, the
+    share of correct rollouts without a verdict, which the ratio leaves out."""
     sources = sorted({s for cells in by_group_source.values() for s in cells})
     series: dict[str, dict[str, Mapping[str, Any]]] = {s: {g: c[s] for g, c in by_group_source.items() if s in c}
                                                        for s in sources}
@@ -147,10 +148,13 @@ def plot_audit(by_group_source: Mapping[str, Mapping[str, Mapping[str, Any]]], b
             for name, cells in series.items():
                 points = [(g, c[key]) for g, c in cells.items() if c[key] is not None]
                 ax.plot([g for g, _ in points], [v for _, v in points], marker=".", label=name)
+            if key == "flawed_positive_ratio":
+                missing = [(g, 100.0 * c["no_verdict"] / c["correct"]) for g, c in by_group.items() if c["correct"]]
+                ax.plot([g for g, _ in missing], [v for _, v in missing], color="gray", linestyle="--",
+                        label="no verdict (% of correct)")
             ax.set_xlabel(group_by)
             ax.tick_params(axis="x", labelsize=7, rotation=45)
-            if len(series) > 1:
-                ax.legend(fontsize=7)
-        ax.set(ylabel="%", ylim=(0, 100), title=title)
+            ax.legend(fontsize=7)
+        ax.set(ylabel="%", ylim=(0, 103), title=title)
     fig.savefig(path, dpi=110)
     return Path(path)
