@@ -399,7 +399,8 @@ def run_rollouts(args: argparse.Namespace) -> int:
     _emit(report.to_json(), audit_markdown(report), args.output)
     total = report.total
     if spec is not None and total["correct"] and total["errors"] == total["correct"]:
-        print("fapo eval rollouts: every judgement failed (is the GenRM server up?)", file=sys.stderr)
+        hint = "is the GenRM server up?" if kind == "endpoint" else f"can oracle {args.oracle!r} judge these problems?"
+        print(f"fapo eval rollouts: every judgement failed ({hint})", file=sys.stderr)
         return 1
     return 0
 
