@@ -296,3 +296,24 @@ def test_eval_rollouts_never_imports_torch(tmp_path):
             "bad = {'torch', 'transformers'} & set(sys.modules); print(bad); sys.exit(rc or bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_fapo_run_dir_and_a_json_array(qwen_rows, tmp_path):
+    """fapo's critiques.jsonl (problem, answer, completion, step) in its run directory, and a JSON array file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')  # not rollouts: the directory's critiques.jsonl is read
+    critiques = [{"step": 1 + i % 2, "problem": r["question"], "answer": r["gt"], "completion": r["response"][0],
+                  "verdict": -1, "status": "ok"} for i, r in enumerate(qwen_rows[:6])]
+    (run / "critiques.jsonl").write_text("".join(json.dumps(c) + "\n" for c in critiques))
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps({"rows": [{"question": r["question"], "output": r["response"][1], "gts": r["gt"]}
+                                          for r in qwen_rows[:4]]}))
+    out = tmp_path / "audit"
+    assert main(["eval", "rollouts", str(run), str(array), "--judge", "none", "--report-dir", str(out)]) == 0
+    report = json.loads((out / "REPORT.json").read_text())
+    assert report["total"]["rollouts"] == 10
+    assert report["total"]["correct"] == sum(r["score"][0] for r in qwen_rows[:6]) + sum(r["score"][1] for r in qwen_rows[:4])
+    assert {g: c["rollouts"] for g, c in report["by_group"].items()} == {"1": 3, "2": 3, "all": 4}
+    keys = [json.loads(line)["audit"]["key"] for line in (out / "rows.jsonl").open()]
+    assert keys[0] == f"{run}/critiques.jsonl:1" and keys[-1] == f"{array}:#4"
