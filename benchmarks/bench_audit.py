@@ -31,6 +31,7 @@ from fapo.eval.judges import JudgeSpec
 from fapo.eval.rollout_files import iter_rows
 from fapo.eval.rollout_rows import to_rollouts
 from fapo.grm.prompt import grm_messages
+from fapo.grm.types import JudgeConfig
 from fapo.outcome import rollout_outcomes
 from fapo.serving.launch import launch_subprocess
 from fapo.steps import split_steps
@@ -77,8 +78,9 @@ def reference(url: str, prompts: list[list[dict]], args: argparse.Namespace) -> 
 
 
 def audit(url: str, path: Path, out: Path, args: argparse.Namespace, window: int) -> dict:
-    spec = JudgeSpec("endpoint", (url,), client={"concurrency": args.concurrency, "max_tokens": args.max_tokens,
-                                                 "timeout": 3600.0})
+    config = JudgeConfig(endpoints=(url,), concurrency=args.concurrency, max_tokens=args.max_tokens, timeout=3600.0,
+                         temperature=0.0)  # greedy, as the benchmark client asks
+    spec = JudgeSpec(config)
     t0 = time.perf_counter()
     report = audit_rollouts([str(path)], AuditConfig(str(out), window=window), spec)
     wall = time.perf_counter() - t0

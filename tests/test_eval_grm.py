@@ -325,26 +325,33 @@ def test_tiny_model_over_a_real_server(tiny_model_dir, processbench_slice, tmp_p
 
 def test_model_dir_serves_in_process(tiny_model_dir, processbench_slice, tmp_path):
     from fapo.eval.grm_bench import judge_critic_rows
-    from fapo.eval.judges import JudgeSpec
+    from fapo.eval.judges import JudgeSpec, served_config
 
     rows = load_critic_rows(processbench_slice, limit=2)
-    spec = JudgeSpec("model_dir", model_dir=str(tiny_model_dir), device="cpu", client={"max_tokens": 4})
+    spec = JudgeSpec(served_config(max_tokens=4, temperature=0.0), model_dir=str(tiny_model_dir), device="cpu")
     verdicts, judgements, metrics = judge_critic_rows(rows, spec)
     assert len(verdicts) == len(judgements) == 2
     assert all(j.status in ("ok", "invalid") for j in judgements)
     assert all(v is None for v, j in zip(verdicts, judgements) if j.status != "ok")
     assert metrics["grm/requests"] == 2
-    with pytest.raises(ValueError, match="needs model_dir"):
-        JudgeSpec("model_dir")
+    assert JudgeSpec(model_dir=str(tiny_model_dir)).config.timeout == 3600.0  # a local model's default settings
+    with pytest.raises(ValueError, match="exactly one of"):
+        JudgeSpec()
 
 
 def test_judge_spec_validation(small_set, capsys):
     from fapo.eval.judges import JudgeSpec
+    from fapo.grm.types import JudgeConfig
 
-    with pytest.raises(ValueError, match="unknown client field"):
-        JudgeSpec("endpoint", endpoints="http://127.0.0.1:9/v1", client={"max_token": 8})
+    with pytest.raises(ValueError, match="exactly one of"):
+        JudgeSpec(JudgeConfig(endpoints=("http://127.0.0.1:9/v1",)), oracle="testbed")
     with pytest.raises(ValueError, match="unknown oracle"):
-        JudgeSpec("oracle", oracle="nope")
+        JudgeSpec(oracle="nope")
+    with pytest.raises(TypeError, match="JudgeConfig"):
+        JudgeSpec({"endpoints": ["http://127.0.0.1:9/v1"]})
+    assert main(["eval", "grm", "--data", str(small_set), "--endpoint", "http://127.0.0.1:9/v1",
+                 "--votes", "3", "--temperature", "0"]) == 2
+    assert "set temperature > 0" in capsys.readouterr().err
     assert main(["eval", "grm", "--data", str(small_set), "--endpoint", "localhost:8000"]) == 2
     assert "must look like http://HOST:PORT/v1" in capsys.readouterr().err
     assert main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", "--oracle", "nope"]) == 2

@@ -137,7 +137,7 @@ def test_evaluate_policy_library_gsm8k_format_with_a_verdict_function(skipping_p
     problems = load_problems(data)
     assert problems[0].answer == POLICY_ANSWER
     config = PolicyEvalConfig(SamplingConfig(k=4, temperature=0.0, max_tokens=60), prompt_template="{problem}")
-    judge = JudgeSpec("oracle", verdict_fn=skip_checker)
+    judge = JudgeSpec(verdict_fn=skip_checker)
     report = evaluate_policy(str(skipping_policy_dir), problems, config, judge=judge)
     s = report.scores
     assert s.n_rollouts == 4 and report.judge == "oracle skip_checker"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -42,6 +43,8 @@ class StandIn:
     answers: list[str] | None = None
     fail_first: int = 0
     finish_reason: str = "stop"
+    raw: bytes | None = None
+    """When set, every answer is this body (status 200), whatever was asked."""
     requests: int = 0
     bodies: list[dict] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
@@ -55,6 +58,8 @@ class StandIn:
         self.auth.append(request.headers.get("Authorization"))
         if self.requests <= self.fail_first:
             return web.Response(status=500, text="warming up")
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
         if self.mode == "hang":
             await asyncio.sleep(3600)
         if self.delay:
@@ -138,10 +143,15 @@ def test_client_imports_no_torch():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"concurrency": 0}, "concurrency must be >= 1"),
-        ({"timeout": 0}, "timeout must be > 0"),
-        ({"retries": -1}, "retries must be >= 0"),
-        ({"votes": 3}, "set temperature > 0"),
+        ({"concurrency": 0}, r"concurrency must be an integer in \[1, 65536\]"),
+        ({"timeout": 0}, r"timeout must be a number in \(0, 86400\]"),
+        ({"timeout": float("inf")}, "timeout must be a number in"),
+        ({"breaker_cooldown": float("nan")}, "breaker_cooldown must be a number in"),
+        ({"backoff_max": 1e300}, "backoff_max must be a number in"),
+        ({"retries": -1}, r"retries must be an integer in \[0, 100\]"),
+        ({"max_tokens": 2.5}, "max_tokens must be an integer"),
+        ({"votes": 3, "temperature": 0.0}, "set temperature > 0"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs must be a mapping"),
         ({"top_p": 0}, "top_p"),
         ({"tie_break": "coin"}, "tie_break must be 'flawed' or 'clean'"),
         ({"cache_size": -1}, "cache_size"),
@@ -264,7 +274,8 @@ def test_ok_verdict_and_request_shape():
         body["model"] == "critic"
         and body["n"] == 1
         and body["max_tokens"] == 77
-        and body["temperature"] == 0.0
+        and "temperature" not in body and "top_p" not in body  # the defaults: the server's decoding, as in the recipe
+        and "chat_template_kwargs" not in body
     )
     assert "What is 1/0? $x^2$ {braces}" in body["messages"][0]["content"]
     assert ep.auth[0] == "Bearer sekret"
@@ -431,26 +442,139 @@ def test_breaker_opens_probes_and_recovers():
     assert final_n > probed_n + 10 and m["grm/endpoint/0/healthy"] == 1.0
 
 
-def test_fail_fast_when_every_endpoint_is_down():
+def test_every_endpoint_down_fails_each_request_at_its_own_deadline():
     async def scenario():
         dead = [StandIn(), StandIn()]
         urls = await start_all(*dead)
         await stop_all(*dead)  # nothing listens on these ports now
-        cfg = config(*urls, concurrency=16, retries=5, breaker_failures=2, breaker_cooldown=30)
+        cfg = config(*urls, timeout=0.05, concurrency=16, retries=1, breaker_failures=2, breaker_cooldown=30)
         async with GenRMClient(cfg) as grm:
             t0 = time.perf_counter()
-            results = await grm.judge_many(items(300))
+            results = await grm.judge_many(items(160))
             many_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             single = await grm.judge("p", ["a"])
             return results, many_s, single, time.perf_counter() - t0, grm.metrics()
 
     results, many_s, single, single_s, m = asyncio.run(scenario())
-    assert len(results) == 300 and all(j.status == "error" and j.verdict is None for j in results)
-    assert many_s < 2.0 and single_s < 0.05, (many_s, single_s)
-    assert single.attempts == 0 and "circuit breakers are open" in single.error
+    assert len(results) == 160 and all(j.status == "error" and j.verdict is None for j in results)
+    # each request waits for a probe up to its deadline, timeout × (1 + retries) = 0.1 s, then gives up
+    assert 0.09 <= single_s < 0.3 and many_s < 160 / 16 * 0.1 + 2.0, (many_s, single_s)
+    assert single.attempts == 0 and "circuit breakers are open" in single.error and "deadline" in single.error
     assert m["grm/requests"] <= 2 * 16 + 4  # no piling up: roughly what was in flight when they opened
-    assert m["grm/fail_fast"] >= 280 and m["grm/errors"] == 301
+    assert m["grm/fail_fast"] >= 140 and m["grm/errors"] == 161
+
+
+@dataclass
+class Flaky(StandIn):
+    """Answers a share of requests with a transient 500, drawn from its own seeded generator."""
+
+    failure_rate: float = 0.3
+    burst: range = range(100, 112)
+    """Arrivals that fail whatever the draw (an outage of a moment), so that the breaker surely opens."""
+    rng: random.Random = field(default_factory=lambda: random.Random(27))
+    arrivals: int = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals += 1
+        await asyncio.sleep(0.02)
+        if self.rng.random() < self.failure_rate or self.arrivals in self.burst:
+            await request.read()
+            return web.Response(status=500, text="transient")
+        return await super().handle(request)
+
+
+def test_a_flaky_only_endpoint_judges_nearly_every_row():
+    """One endpoint failing 30% of requests at random, and 12 in a row once: its breaker opens (3 failures in a
+    row), and requests then wait for the half-open probe instead of failing at once."""
+    async def scenario():
+        flaky = Flaky()
+        [url] = await start_all(flaky)
+        cfg = config(url, concurrency=16, retries=3, breaker_failures=3, breaker_cooldown=0.2, backoff_base=0.01, backoff_max=0.2)
+        try:
+            async with GenRMClient(cfg) as grm:
+                return await grm.judge_many(items(500)), grm.metrics()
+        finally:
+            await stop_all(flaky)
+
+    results, m = asyncio.run(scenario())
+    assert_complete(results, 500)
+    judged = sum(j.status == "ok" for j in results)
+    assert judged >= 0.95 * 500, (judged, m)
+    assert m["grm/breaker_waits"] > 0  # the breaker did open: the case this test is about
+
+
+def _choice_body(content: object, finish_reason: object = "stop") -> bytes:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+    return json.dumps({"choices": [choice]}).encode()
+
+
+@pytest.mark.parametrize("raw, status, why", [
+    (b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "error", "malformed chat completion"),
+    (b'{"choices": [{"message": {"content": "\\\\boxed{-1}"}, "n": 1' + b"0" * 5000 + b"}]}", "error", "malformed"),
+    (_choice_body("Step 0 may be wrong \\boxed{-1} then I ran out", "length"), "invalid", "'length'"),
+    (_choice_body("\\boxed{-1}", "content_filter"), "invalid", "'content_filter'"),
+    (_choice_body("\\boxed{-1}", ["length"]), "invalid", "'list'"),
+    (_choice_body([{"type": "text", "text": "\\boxed{-1}"}]), "invalid", "a list, not text"),
+    (b'{"choices": [1, 2]}', "error", "malformed chat completion"),
+])
+def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
+    """Deep nesting (RecursionError in json), huge integers, a cut or filtered critique, content as parts."""
+    async def scenario():
+        ep = StandIn(raw=raw)
+        [url] = await start_all(ep)
+        try:
+            async with GenRMClient(config(url, retries=1, max_response_bytes=2**20)) as grm:
+                return await grm.judge("p", ["a", "b"])
+        finally:
+            await stop_all(ep)
+
+    j = asyncio.run(scenario())
+    assert j.status == status and j.verdict is None and why in j.error, j
+
+
+def test_a_sample_says_why_it_is_no_verdict_and_whether_it_was_cut():
+    """One Sample shape for both protocols: cut at max_tokens is unusable and truncated; filtered or given as
+    parts is unusable, not truncated; a whole critique is usable."""
+    from fapo.grm.protocols import ChatCompletions, TokenGenerate
+
+    chat = ChatCompletions()
+    [cut] = chat.samples(_choice_body("Step 0 \\boxed{0} and then", "length"))
+    [filtered] = chat.samples(_choice_body("\\boxed{0}", "content_filter"))
+    [parts] = chat.samples(_choice_body([{"type": "text", "text": "\\boxed{0}"}]))
+    [whole] = chat.samples(_choice_body("\\boxed{0}"))
+    assert cut.truncated and "'length'" in cut.unusable
+    assert filtered.unusable and not filtered.truncated and parts.unusable and not parts.truncated
+    assert whole.unusable is None and not whole.truncated
+
+    class Tokenizer:
+        def apply_chat_template(self, *args, **kwargs):
+            return [1]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "Step 0 \\boxed{0}"
+
+    sglang = TokenGenerate(Tokenizer())
+    meta = {"finish_reason": {"type": "length", "length": 7}}
+    [cut] = sglang.samples(json.dumps({"output_ids": [5, 6], "meta_info": meta}).encode())
+    [whole] = sglang.samples(json.dumps({"text": "\\boxed{0}", "meta_info": {"finish_reason": {"type": "stop"}}}).encode())
+    assert cut.truncated and cut.unusable and whole.unusable is None and not whole.truncated
+
+
+def test_one_bad_choice_abstains_and_the_others_vote():
+    body = {"choices": [7, {"message": {"content": "Step 1 \\boxed{1}"}, "finish_reason": "stop"}]}
+
+    async def scenario():
+        ep = StandIn(raw=json.dumps(body).encode())
+        [url] = await start_all(ep)
+        try:
+            async with GenRMClient(config(url, votes=2, temperature=0.7)) as grm:
+                return await grm.judge("p", ["a", "b"])
+        finally:
+            await stop_all(ep)
+
+    j = asyncio.run(scenario())
+    assert j.status == "ok" and j.verdict == 1
 
 
 # --- voting, cache, metrics, cancellation ---------------------------------------------------------
@@ -661,11 +785,14 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     ]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, rows)
-    with ThreadedEndpoint(StandIn()) as url:
+    standin = StandIn()
+    with ThreadedEndpoint(standin) as url:
         code = cli_main(
-            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5"]
+            ["judge", str(src), "-o", str(out), "--endpoint", url, "--concurrency", "4", "--timeout", "5",
+             "--chat-template-kwargs", '{"enable_thinking": false}']
         )
     assert code == 0
+    assert [b["chat_template_kwargs"] for b in standin.bodies] == [{"enable_thinking": False}] * 3
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == ["s", 7, "one"]
     assert [r["verdict"] for r in written] == [1, 2, 0]  # the stand-in flags the last step
@@ -684,6 +811,9 @@ def test_cli_judge_end_to_end(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["rows"] == 3 and summary["status"] == {"ok": 3, "invalid": 0, "error": 0}
     assert summary["flawed_ratio"] == 1.0 and summary["metrics"]["grm/requests"] == 3
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the flag
+        cli_main(["judge", str(src), "-o", str(out), "--endpoint", url, "--chat-template-kwargs", "[1]"])
+    assert "--chat-template-kwargs" in capsys.readouterr().err
 
 
 def test_cli_judge_exits_nonzero_when_every_row_fails(tmp_path, capsys):
@@ -754,9 +884,12 @@ def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
     huge = "x" * 1_500_000 + " \\boxed{0}"
     with ThreadedEndpoint(StandIn(answers=[huge])) as url:
         capped = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=1024 * 1024))
-        allowed = judge_sync(items(1), config(url, retries=0, timeout=60))
+        by_default = judge_sync(items(1), config(url, retries=0, timeout=60, max_tokens=2048))  # 192 KiB
+        allowed = judge_sync(items(1), config(url, retries=0, timeout=60, max_response_bytes=4 * 1024 * 1024))
     assert capped[0].status == "error" and "larger than 1048576 bytes" in capped[0].error
+    assert by_default[0].status == "error" and "larger than 196608 bytes" in by_default[0].error
     assert allowed[0].status == "ok" and allowed[0].verdict == 0
+    assert JudgeConfig(endpoints=(url,), max_tokens=16384, concurrency=256).max_response_bytes == 64 * 1024 * 17
     with pytest.raises(ValueError, match="max_response_bytes"):
         config(url, max_response_bytes=10)
 

@@ -194,11 +194,22 @@ def test_health_models_and_metrics(stub_server):
     assert call(f"{root}/health") == (200, {"status": "ok", "model": "stub"})
     status, models = call(f"{stub_server.url}/models")
     assert status == 200 and [m["id"] for m in models["data"]] == ["stub"]
+    assert "max_tokens_limit" not in models["data"][0] and "max_model_len" not in models["data"][0]  # no bounds
     status, body = chat(stub_server.url, n=2)
     assert status == 200 and body["choices"][1]["message"]["content"].endswith("#1")
     stats = metrics(stub_server.url)
     assert stats["requests"] == stats["completed"] == 1 and stats["generated_tokens"] == 6
     assert stats["latency_s"]["p50"] is not None and stats["queue_depth"] == 0
+
+
+def test_models_reports_the_context_as_vllm_does(tiny_backend, tiny_model_dir):
+    """`max_model_len` in /v1/models is the model's context, the field vLLM and SGLang report, so that a dry run
+    can tell whether a GenRM prompt plus max_tokens fits before training."""
+    context = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    with serve_in_thread(tiny_backend, ServerConfig(port=0, max_tokens_limit=4096)) as server:
+        status, models = call(f"{server.url}/models")
+    assert status == 200 and models["data"][0]["id"] == "tiny-grm"
+    assert models["data"][0]["max_model_len"] == context and models["data"][0]["max_tokens_limit"] == 4096
 
 
 BAD_BODIES = [
@@ -365,3 +376,59 @@ def test_subprocess_serves_and_stops_on_sigterm_within_seconds_even_while_genera
         status = process.stop(timeout=20)
     assert status == 0, process.output()
     assert "listening on" in process.output() and "stopped" in process.output()
+
+
+# ------------------------------------------------------------------------------------ the judge's budget
+
+THINKING_TEMPLATE = (  # Qwen3's switch, in miniature: thinking off writes an empty think block
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_the_recipes_budget_is_accepted_and_cut_to_the_context(tiny_backend):
+    """No constant below the context: max_tokens 16384 (the recipe's) is served, cut to the room the prompt
+    leaves in the model's context, which `/v1/models` and `/tokenize` report as vLLM does."""
+    with serve_in_thread(tiny_backend) as server:
+        root = server.url.removesuffix("/v1")
+        status, models = call(f"{server.url}/models")
+        assert status == 200 and models["data"][0]["max_model_len"] == tiny_backend.context_tokens == 4096
+        status, counted = call(f"{root}/tokenize", {"model": "any", "messages": HELLO, "add_generation_prompt": True})
+        assert status == 200 and counted == {"count": tiny_backend.count_prompt_tokens(HELLO), "max_model_len": 4096}
+    assert ServerConfig().max_tokens_limit is None
+    backend = ContextStub()
+    with serve_in_thread(backend) as server:
+        status, body = chat(server.url, max_tokens=16384)
+    assert status == 200 and backend.max_tokens == [64 - backend.count_prompt_tokens(HELLO)]
+
+
+class ContextStub(StubBackend):
+    """A stub with a 64-token context that records the max_tokens it was asked to generate."""
+
+    context_tokens = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_tokens: list[int] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        self.max_tokens += [r.max_tokens for r in requests]
+        return super().generate(requests)
+
+
+def test_chat_template_kwargs_reach_the_template(tiny_backend):
+    template = tiny_backend.tokenizer.chat_template
+    tiny_backend.tokenizer.chat_template = THINKING_TEMPLATE
+    try:
+        with serve_in_thread(tiny_backend) as server:
+            root = server.url.removesuffix("/v1")
+            plain = call(f"{root}/tokenize", {"messages": HELLO})[1]["count"]
+            off = call(f"{root}/tokenize", {"messages": HELLO, "chat_template_kwargs": {"enable_thinking": False}})
+            assert off[0] == 200 and off[1]["count"] > plain
+            status, body = chat(server.url, max_tokens=2, temperature=0, chat_template_kwargs={"enable_thinking": False})
+            assert status == 200 and body["usage"]["prompt_tokens"] == off[1]["count"]
+            status, body = chat(server.url, max_tokens=2, chat_template_kwargs=["enable_thinking"])
+            assert status == 400 and "chat_template_kwargs" in body["error"]["message"]
+    finally:
+        tiny_backend.tokenizer.chat_template = template

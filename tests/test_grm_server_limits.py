@@ -71,7 +71,7 @@ def test_a_prompt_longer_than_the_context_answers_400_with_the_counts(tiny_model
     assert backend.context_tokens == 4096
     with serve_in_thread(backend) as server:
         status, body = call(f"{server.url}/chat/completions",
-                            {"messages": [{"role": "user", "content": "x " * 5000}], "max_tokens": 1})
+                            {"messages": [{"role": "user", "content": "x " * 3000}], "max_tokens": 1})
         assert status == 400 and "tokens; this model's context is 4096 tokens" in body["error"]["message"]
         assert metrics(server.url)["rejected"]["400"] == 1 and metrics(server.url)["batches"] == 0
 
@@ -179,6 +179,7 @@ def test_connections_over_the_cap_are_answered_503():
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"messages": [], "n": ' + b"9" * 5000 + b"}", "not usable JSON"),
     (b'{"messages": [{"role": "user", "content": "a\\ud800"}]}', "not valid Unicode"),
+    (b'{"messages": [' + b",".join([b'{"role": "user", "content": ""}'] * 5000) + b"]}", "at most 1024"),
 ])
 def test_hostile_json_answers_400_and_is_counted(raw, message):
     with serve_in_thread(StubBackend()) as server:
@@ -195,3 +196,90 @@ def test_api_key_from_the_environment():
         assert chat(process.url)[0] == 401
         url = f"{process.url}/chat/completions"
         assert call(url, {"messages": HELLO}, headers={"Authorization": "Bearer k3y"})[0] == 200
+
+
+# ------------------------------------------------------------------------------------ one request, its own failure
+
+
+class PoisonStub(StubBackend):
+    """Fails any batch holding a message "poison" (as a backend fails on a request it cannot sample)."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        self.batch_sizes.append(len(requests))
+        if any(r.messages[-1]["content"] == "poison" for r in requests):
+            raise RuntimeError("cannot sample")
+        return [[Completion("ok", "stop", 1)] * r.n for r in requests]
+
+
+def test_a_request_that_fails_generation_fails_alone():
+    backend = PoisonStub()
+    with serve_in_thread(backend, max_wait_ms=300, max_batch=8) as server:
+        contents = ["a", "b", "poison", "c", "d"]
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda c: call(f"{server.url}/chat/completions",
+                                                   {"messages": [{"role": "user", "content": c}]}), contents))
+        assert [status for status, _ in answers] == [200, 200, 500, 200, 200]
+        assert max(backend.batch_sizes) > 1  # they were batched together, then separated
+        assert metrics(server.url)["errors"] == 1
+
+
+def test_a_near_zero_temperature_is_greedy_and_its_batch_is_answered(tiny_model_dir):
+    from fapo.serving.hf_backend import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
+    with serve_in_thread(backend, max_wait_ms=300) as server:
+        temperatures = [1e-45, 0.7, 1.0, 5e-324, 0.0]
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda t: chat(server.url, temperature=t, max_tokens=4), temperatures))
+        assert [status for status, _ in answers] == [200] * 5, answers
+        assert answers[0][1]["choices"][0]["message"] == answers[4][1]["choices"][0]["message"]  # both greedy
+
+
+def test_an_oversized_prompt_is_refused_before_it_is_counted_in_full(tiny_model_dir):
+    """4 MiB of prompt on a 4096-token model: refused after counting a few pieces, while small requests
+    keep their latency (counting never takes generation's tokenizer lock)."""
+    from fapo.serving.hf_backend import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_model_dir), device="cpu")
+    huge = {"messages": [{"role": "user", "content": "12 + 34 = 46. " * 300_000}], "max_tokens": 1}
+    with serve_in_thread(backend) as server:
+        assert chat(server.url, max_tokens=1)[0] == 200  # warm
+        t0 = time.perf_counter()
+        status, body = call(f"{server.url}/chat/completions", huge)
+        refused_s = time.perf_counter() - t0
+        assert status == 400 and "more than 8192 tokens" in body["error"]["message"]
+        assert refused_s < 1.5, refused_s
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"Authorization: Bearer \xff\xfe\r\n", 401),  # not UTF-8: was a 500
+    ("Authorization: Bearer é\r\n".encode("latin-1"), 401),
+    (b"Authorization: Bearer k\r\nContent-Encoding: gzip\r\n", 400),  # a body that is not gzip: was a 500
+    (b"Authorization: Bearer k\r\nContent-Length: abc\r\n", 400),
+])
+def test_a_malformed_request_is_a_counted_client_error_never_a_500(head, status):
+    body = json.dumps({"messages": HELLO}).encode()
+    length = b"" if b"Content-Length" in head else b"Content-Length: %d\r\n" % len(body)
+    with serve_in_thread(StubBackend(), api_key="k") as server:
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        sock = _raw(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head + length + b"\r\n" + body)
+        try:
+            assert sock.recv(64).split(b" ")[1] == str(status).encode()
+        finally:
+            sock.close()
+        snapshot = metrics(server.url)
+        assert snapshot["errors"] == 0
+        assert call(f"{server.url}/chat/completions", {"messages": HELLO}, headers={"Authorization": "Bearer k"})[0] == 200
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--api-key", ""], "--api-key (or $FAPO_GRM_API_KEY) is empty"),
+    (["--api-key", " "], "--api-key (or $FAPO_GRM_API_KEY) is empty"),
+    (["--max-wait-ms", "1e9"], "max_wait_ms must be a number in [0, 60000]"),
+    (["--body-timeout", "1e300"], "body_timeout_s must be a number in (0, 3600]"),
+])
+def test_serve_grm_refuses_an_empty_key_and_unbounded_waits(capsys, option, message):
+    from fapo.cli import main
+
+    assert main(["serve-grm", "--oracle", "testbed", "--port", "0", *option]) == 2
+    assert message in capsys.readouterr().err

@@ -42,7 +42,6 @@ def tokenizer(tiny_model_dir):
 
 
 def fapo(solution: str, info: dict | None = None, gold: str = GOLD, **kwargs) -> dict:
-    kwargs.setdefault("judge_max_tokens", 512)  # serve-grm caps max_tokens at 8192
     return asyncio.run(compute_score_fapo("testbed", solution, gold, TRAIN if info is None else info, **kwargs))
 
 
@@ -108,7 +107,7 @@ def test_router_path_sends_token_ids_and_reads_output_ids(tokenizer, case, score
     if requests:
         (body,) = requests
         assert set(body) == {"input_ids", "sampling_params"}
-        assert body["sampling_params"] == {"max_new_tokens": 16384, "temperature": 0.0, "top_p": 1.0}
+        assert body["sampling_params"] == {"max_new_tokens": 16384}  # the recipe's: its budget, the server's decoding
         prompt = tokenizer.decode(body["input_ids"])
         assert "<paragraph_0>" in prompt and "[Ground Truth]\n\n5" in prompt and prompt.rstrip().endswith("assistant")
 
@@ -142,8 +141,9 @@ def test_misconfiguration_is_a_clear_error(oracle_url):
         fapo(SOLUTIONS["clean"], {"split": "train"}, judge_endpoints=oracle_url)
     with pytest.raises(TypeError, match="judge_endpoint'"):
         fapo(SOLUTIONS["clean"], judge_endpoint=oracle_url)
-    with pytest.raises(ValueError, match="penalty"):
-        fapo(SOLUTIONS["clean"], judge_endpoints=oracle_url, penalty=-1)
+    for penalty in (-1, float("nan"), float("inf"), 1e300):  # nan/inf would poison the group's advantages
+        with pytest.raises(ValueError, match=r"penalty \(λ\) must be a number in \[0, 1000\]"):
+            fapo(SOLUTIONS["clean"], judge_endpoints=oracle_url, penalty=penalty)
 
 
 def test_baseline_verifies_only():
@@ -157,8 +157,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     async def run() -> tuple[dict, dict]:
         before = judge_metrics()  # clients of earlier tests' loops may still be alive: compare differences
         for case in ("clean", "skip", "skip", "wrong"):
-            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url,
-                                     judge_max_tokens=512)
+            await compute_score_fapo("testbed", SOLUTIONS[case], GOLD, TRAIN, judge_endpoints=oracle_url)
         return before, judge_metrics()
 
     before, after = asyncio.run(run())
@@ -167,7 +166,7 @@ def test_judge_metrics_count_this_process_judgements(oracle_url):
     assert 0 < after["grm/flawed_ratio"] < 1
 
 
-# (critique, label, total_steps) -> R_outcome + R_process: DESIGN.md §1.4 worked by hand
+# (critique, label, total_steps) -> R_outcome + R_process: docs/design.md §1.2 worked by hand
 GENRM_TABLE = [
     ("ok \\boxed{-1}", -1, 5, 1.0, True, -1),
     ("\\boxed{2}", -1, 5, -1.0, False, 2),
@@ -192,6 +191,12 @@ def test_genrm_reward_rejects_bad_rows():
         compute_score_genrm("\\boxed{1}", 1, {})
     with pytest.raises(ValueError, match="ground_truth"):
         compute_score_genrm("\\boxed{1}", "first", {"total_steps": 3})
+    with pytest.raises(ValueError, match="ground_truth 3 names no step of a 3-step solution"):
+        compute_score_genrm("\\boxed{1}", 3, {"total_steps": 3})
+    for fractional in (2.5, "2.5", True, float("inf")):
+        with pytest.raises(ValueError, match="total_steps"):
+            compute_score_genrm("\\boxed{1}", 1, {"total_steps": fractional})
+    assert compute_score_genrm("\\boxed{1}", 1, {"total_steps": 3.0})["score"] == 1.0
 
 
 def test_every_judge_config_field_is_a_reward_kwarg():
@@ -207,3 +212,39 @@ def test_every_judge_config_field_is_a_reward_kwarg():
     assert config.endpoints[0].model == "g" and config.timeout == VERL_JUDGE_DEFAULTS["timeout"]
     with pytest.raises(ValueError, match="tie_break must be"):
         _settings({"judge_tie_break": "maybe"}, "compute_score_fapo")
+
+
+def test_the_verl_and_trl_paths_read_answers_by_the_same_tail_rule():
+    """verl cannot tell a reward function that a response was cut; the recipe reads every response's last 300
+    characters, and so do both of fapo's paths (TRL with `fapo.truncation_rule: tail`), cut or not."""
+    from fapo.outcome import rollout_outcomes
+    from test_outcome import TAIL_CASES
+
+    texts = [c[0] for c in TAIL_CASES]
+    trl = [o.correct for o in rollout_outcomes(texts, ["5"] * len(texts), [c[1] for c in TAIL_CASES],
+                                               truncation="tail", workers=1)]
+    verl = [asyncio.run(compute_score_baseline(t, "5"))["acc"] for t in texts]
+    assert verl == trl == [c[2] for c in TAIL_CASES]
+    with pytest.raises(ValueError, match="verl does not tell a reward function"):
+        asyncio.run(compute_score_baseline(texts[0], "5", truncation_rule="wrong"))
+
+
+def test_the_genrm_reward_has_the_recipes_name():
+    from fapo.integrations import verl
+
+    assert verl.compute_score_fapo_genrm is compute_score_genrm
+    assert compute_score_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"] == \
+        verl.compute_score_fapo_genrm("\\boxed{1}", "1", {"total_steps": 3})["score"]
+
+
+def test_defaults_against_a_real_serve_grm_process_judge_a_flawed_positive_as_flawed():
+    """The verl adapter with every default (the recipe's 16,384-token budget, the server's decoding) against a
+    `fapo serve-grm` process with its defaults: the flawed positive scores 1 − λ = 0 with a real verdict, never
+    an HTTP 400 read as "no penalty"."""
+    from fapo.serving.launch import launch_subprocess
+
+    with launch_subprocess(["--oracle", "testbed", "--port", "0"]) as server:
+        flawed = fapo(SOLUTIONS["skip"], judge_endpoints=server.url)
+        clean = fapo(SOLUTIONS["clean"], judge_endpoints=server.url)
+    assert (flawed["score"], flawed["is_flawed_positive"], flawed["judge_status"]) == (0.0, True, "ok")
+    assert (clean["score"], clean["is_flawed_positive"], clean["judge_status"]) == (1.0, False, "ok")

@@ -14,13 +14,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fapo"
 
 LAYERS: dict[str, int] = {
     "cli": 4,
-    "demo": 3,
+    "demo": 3, "trl": 3,
     "train": 2, "eval": 2, "testbed": 2,
     "grm": 1, "serving": 1, "verify": 1, "outcome": 1, "models": 1, "integrations": 1,
     "boxed": 0, "steps": 0, "io": 0, "process_pool": 0, "policy_prompt": 0, "rewards": 0, "theory": 0,
-    "metrics": 0, "oracles": 0, "answers": 0, "schema": 0, "__init__": 0,
+    "metrics": 0, "oracles": 0, "answers": 0, "schema": 0, "bounds": 0, "__init__": 0,
 }
-"""Top-level unit (package or module under fapo/) → floor: cli → demo → {train, eval, testbed} → {grm, serving,
+"""Top-level unit (package or module under fapo/) → floor: cli → {demo, trl} → {train, eval, testbed} → {grm, serving,
 verify, ...} → small helpers. An import may go down or stay on its floor, never up."""
 
 SIDEWAYS_FORBIDDEN: dict[str, set[str]] = {
@@ -199,6 +199,18 @@ def test_no_module_is_over_450_lines():
     long = {str(p.relative_to(SRC)): n for p in _modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert not long, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"
+
+
+MAX_FUNCTION_LINES = 60
+"""One screen: a longer function is split into named steps."""
+
+
+def test_no_function_is_over_a_screen():
+    long = [f"{p.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in _modules() for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"split these functions (over {MAX_FUNCTION_LINES} lines): " + "; ".join(long)
 
 
 @pytest.mark.parametrize("package", ["grm"])

@@ -40,10 +40,11 @@ def test_training_evaluation_and_the_testbed_agree(tmp_path):
     from fapo.eval.generation import Sample
     from fapo.eval.policy import verify_samples
     from fapo.eval.problems import EvalProblem
+    from fapo.io import JsonlAppender
     from fapo.testbed.answer import are_correct
     from fapo.testbed.task import parse_problem
     from fapo.train.config import parse_config
-    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+    from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 
     problem = "Start with 7. (1) Add 3. (2) Add 2."
     assert parse_problem(problem) is not None
@@ -58,3 +59,33 @@ def test_training_evaluation_and_the_testbed_agree(tmp_path):
     evaluated = [r.correct for r in verify_samples([EvalProblem("p0", problem, "12")], samples, "strict")]
     testbed = are_correct([problem] * len(texts), texts, cut)
     assert [r == 1.0 for r in rewards] == evaluated == testbed == [c[2] for c in CASES]
+
+
+LONG_AFTER = " and then some more checking" * 12  # 336 characters: pushes a box out of the last 300
+TAIL_CASES = [  # (completion, truncated, correct under "tail", correct under "wrong"), rule "last_boxed"
+    ("x" * 1000 + " The answer is \\boxed{5}", True, True, False),  # cut, answer in the tail: the recipe counts it
+    ("The answer is \\boxed{5}" + LONG_AFTER, True, False, False),  # cut, box before the tail
+    ("The answer is \\boxed{5}" + LONG_AFTER, False, False, True),  # complete: the recipe still reads only the tail
+    ("2 + 3 = 5\n\nThe answer is \\boxed{5}", False, True, True),
+    ("The answer is \\boxed{6}", True, False, False),
+]
+
+
+@pytest.mark.parametrize("truncation", ["tail", "wrong"])
+def test_the_truncation_rule_table(truncation):
+    texts, cut = [c[0] for c in TAIL_CASES], [c[1] for c in TAIL_CASES]
+    outcomes = rollout_outcomes(texts, ["5"] * len(texts), cut, "last_boxed", truncation=truncation, workers=1)
+    assert [o.correct for o in outcomes] == [c[2] if truncation == "tail" else c[3] for c in TAIL_CASES]
+    with pytest.raises(ValueError, match="truncation rule"):
+        rollout_outcomes(texts, ["5"] * len(texts), cut, truncation="maybe")
+
+
+def test_the_tail_rule_is_the_recipes_verify():
+    """Reference: verl-recipe fapo's `verify` keeps `solution_str[-300:]` and takes its last \\boxed{}."""
+    from fapo.boxed import last_boxed
+
+    texts = [c[0] for c in TAIL_CASES] + [c[0] + "}}" for c in TAIL_CASES]
+    recipe = [(last_boxed(t[-300:]) or "").strip() == "5" for t in texts]
+    ours = [o.correct for o in rollout_outcomes(texts, ["5"] * len(texts), [True] * len(texts), truncation="tail",
+                                                 workers=1)]
+    assert ours == recipe

@@ -1,4 +1,4 @@
-"""FAPO rewards (DESIGN §1.1, §1.4) and the λ analysis (§1.3), cross-checked by simulation."""
+"""FAPO rewards (docs/design.md §1.1, §1.2) and the λ analysis (docs/design.md §3), cross-checked by simulation."""
 
 from __future__ import annotations
 

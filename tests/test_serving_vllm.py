@@ -220,7 +220,7 @@ def hf_server(genrm_dir):
 def _judge(url: str, rows: Path, out: Path) -> list[dict]:
     from fapo.cli import main
 
-    assert main(["judge", str(rows), "-o", str(out), "--endpoint", url, "--max-tokens", "40"]) == 0
+    assert main(["judge", str(rows), "-o", str(out), "--endpoint", url, "--max-tokens", "40", "--temperature", "0"]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -250,7 +250,7 @@ def test_eval_grm_through_vllm_scores_as_through_serve_grm(vllm_server, hf_serve
     for name, server in (("vllm", vllm_server), ("hf", hf_server)):
         out = tmp_path / f"{name}.json"
         assert main(["eval", "grm", "--data", str(critic_rows), "--endpoint", server.url, "--max-tokens", "40",
-                     "-o", str(out), "--min-coverage", "0"]) == 0
+                     "--temperature", "0", "-o", str(out), "--min-coverage", "0"]) == 0
         reports[name] = json.loads(out.read_text())
     assert reports["vllm"]["judge_status"] == reports["hf"]["judge_status"] == {"ok": 5, "invalid": 1, "error": 0}
     assert reports["vllm"]["subsets"] == reports["hf"]["subsets"]
@@ -270,7 +270,7 @@ def test_train_policy_judges_through_vllm(vllm_server, memorised_policy_dir, tmp
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"problem": problem, "answer": answer}) + "\n" for _ in range(16)))
     fapo = {"model": str(memorised_policy_dir), "train_data": str(data), "prompt_template": "{problem}",
-            "judge": "http", "judge_endpoints": [vllm_server.url], "judge_max_tokens": 24, "answer_format": "strict",
+            "judge": {"endpoints": [vllm_server.url], "max_tokens": 24}, "answer_format": "strict",
             "verify_workers": 1}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**TRL_TINY, "fapo": fapo}))

@@ -264,3 +264,21 @@ def test_is_correct_uses_the_strict_rule_and_verify():
     assert are_correct([PAIR, ADDS], ["\\boxed{12}", "\\boxed{12}"]) == [True, False]
     with pytest.raises(ValueError, match="not a testbed problem"):
         is_correct("What is 2 + 2?", "\\boxed{4}")
+
+
+@pytest.mark.parametrize("unit", ["[Math Problem]\n\n", "<paragraph_0>\n", "<paragraph_0>\nx\n</paragraph_1>"])
+def test_the_served_oracle_parses_a_hostile_prompt_in_linear_time(unit):
+    """421 KiB of one repeated header or tag: the lazy-regex parser took ~56 s (quadratic) holding the GIL."""
+    import time
+
+    from fapo.serving.launch import serve_in_thread
+    from fapo.serving.server import load_oracle
+    from test_grm_server import call
+
+    head = "[Math Problem]\n\nStart with 2. (1) Add 3. What is the result?\n\n[AI Solution]\n\n"
+    with serve_in_thread(load_oracle("testbed")) as server:
+        t0 = time.perf_counter()
+        status, body = call(f"{server.url}/chat/completions",
+                            {"messages": [{"role": "user", "content": (head if "para" in unit else "")
+                                           + unit * (421 * 1024 // len(unit))}]})
+        assert status == 200 and time.perf_counter() - t0 < 3.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import pytest
 from conftest import policy_case
 from fapo.grm.judge import resolve_oracle
 from fapo.grm.local import LocalJudge
+from fapo.io import JsonlAppender
 from fapo.train.config import parse_config
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 
 TRL_TINY = {
     "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
@@ -21,6 +23,25 @@ TRL_TINY = {
     "epsilon_high": 0.28, "bf16": False, "use_cpu": True, "gradient_checkpointing": False, "logging_steps": 1,
     "save_steps": 1, "report_to": "none", "seed": 0, "max_steps": 2,
 }
+
+
+def readme_metric_tables() -> tuple[dict[str, str], dict[str, str]]:
+    """README's "Metrics a run logs" tables, policy and GenRM: {key: when it is logged}."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Metrics a run logs", 1)[1].split("\n## ", 1)[0]
+    tables: list[dict[str, str]] = []
+    for block in section.split("| key | logged | meaning |")[1:]:
+        table: dict[str, str] = {}
+        for line in block.splitlines()[2:]:
+            if not line.startswith("| "):
+                break
+            keys, when = (cell.strip() for cell in line.split(" | ")[:2])
+            for key in re.findall(r"`([^`]+)`", keys):
+                assert key not in table, f"README lists {key} twice"
+                table[key] = when
+        tables.append(table)
+    assert len(tables) == 2, "README's metrics section has the policy table and the GenRM table"
+    return tables[0], tables[1]
 
 
 def write_policy_data(path: Path) -> Path:
@@ -117,21 +138,30 @@ def test_policy_training_with_the_oracle_over_http(memorised_policy_dir, tmp_pat
     data = write_policy_data(tmp_path / "train.jsonl")
     with serve_in_thread(load_oracle("testbed")) as server:
         config = policy_config(memorised_policy_dir, data, oracle=None, judge={"endpoints": [server.url]},
-                               overlong_buffer=8)
+                               overlong_buffer=8, monitor_oracle="testbed")
         from fapo.train.runner import train_policy
 
         result = train_policy(config, tmp_path / "run")
     metrics = _assert_trained(result, memorised_policy_dir)
     assert any(m.get("grm/flawed_ratio") is not None for m in metrics)
-    # one logging path: the client's cumulative counters, per-endpoint health and the verifier's stats each step
     steps = [m for m in metrics if "loss" in m]
+    # a dashboard's set: exactly README's table (every-step keys, and those of overlong_buffer and monitor_oracle)
+    policy_table, _ = readme_metric_tables()
+    expected = {key for key, when in policy_table.items()
+                if when in ("every step", "with `overlong_buffer`", "with `monitor_oracle`")}
+    for m in steps:
+        assert set(m) - {"step"} == expected, (sorted(set(m) - {"step"} - expected), sorted(expected - set(m)))
+    assert all(m["grm/healthy_endpoints"] == 1.0 for m in steps)
+    # the detail, in OUTPUT/counters.jsonl: the client's cumulative counters, per-endpoint health, the verifier's
+    counters = read_jsonl(tmp_path / "run" / "counters.jsonl")
+    assert [c["step"] for c in counters] == [m["step"] for m in steps]
     for key in ("grm/client/judgements", "grm/client/requests", "grm/client/healthy_endpoints",
                 "grm/client/endpoint/0/healthy", "grm/client/endpoint/0/requests", "verify/total/items",
                 "verify/total/timeouts", "verify/total/worker_restarts"):
-        assert all(key in m for m in steps), key
-    assert all(m["grm/client/endpoint/0/healthy"] == 1.0 for m in steps)
-    assert steps[-1]["grm/client/requests"] > 0 and steps[-1]["verify/total/items"] >= steps[0]["verify/total/items"] > 0
-    assert all("rewards/soft_overlong_punishment_reward/mean" in m for m in metrics if "loss" in m)  # DAPO term
+        assert all(key in c for c in counters), key
+    assert all(c["grm/client/endpoint/0/healthy"] == 1.0 for c in counters)
+    assert counters[-1]["grm/client/requests"] > 0
+    assert counters[-1]["verify/total/items"] >= counters[0]["verify/total/items"] > 0
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert critiques and all(c["status"] == "ok" and "\\boxed{" in c["critique"] for c in critiques)
     assert all(c["endpoint"] for c in critiques)
@@ -160,8 +190,9 @@ def test_a_judge_dying_mid_run_does_not_stop_training(memorised_policy_dir, tmp_
     metrics = [m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
     after = metrics[1:]
     assert sum(m["grm/errors"] for m in after) > 0
-    assert metrics[0]["grm/client/endpoint/0/healthy"] == 1.0
-    assert metrics[-1]["grm/client/request_errors"] > metrics[0]["grm/client/request_errors"]  # the outage, logged
+    counters = read_jsonl(tmp_path / "run" / "counters.jsonl")
+    assert counters[0]["grm/client/endpoint/0/healthy"] == 1.0
+    assert counters[-1]["grm/client/request_errors"] > counters[0]["grm/client/request_errors"]  # the outage, logged
     # every judgement after the outage is an error (no verdict) or a verdict cached before it
     assert all(m["grm/errors"] + m["grm/cached"] == m["grm/judged"] for m in after)
     for m in after:  # a penalty only where a (cached) verdict said flawed; errors cost nothing
@@ -185,6 +216,11 @@ def test_grm_training(tiny_model_dir, tmp_path):
     result = train_grm(config, tmp_path / "run")
     metrics = _assert_trained_grm(result, model)
     assert all(math.isfinite(m["grm/valid_rate"]) for m in metrics)
+    policy_table, grm_table = readme_metric_tables()  # README's tables: GenRM's keys and TRL's
+    fapo_own = ("verify/", "grm/", "monitor/", "reward/", "rollout/", "time/judge", "rewards/", "completions/mean_steps")
+    trl = {key for key, when in policy_table.items() if when == "every step" and not key.startswith(fapo_own)}
+    expected = set(grm_table) | trl | {"rewards/genrm_reward/mean", "rewards/genrm_reward/std"}
+    assert all(set(m) - {"step"} == expected for m in metrics), sorted(set(metrics[0]) ^ expected)
     critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
     assert len(critiques) == 2 * 16 and {c["label"] for c in critiques} == {0}
 
@@ -238,3 +274,68 @@ def test_train_policy_cli_prints_the_schedule_and_the_clip_binds(memorised_polic
     clipped = [m["clip_ratio/region_mean"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")
                if "clip_ratio/region_mean" in m]
     assert len(clipped) == 4 and clipped[0] == 0.0 and max(clipped[1:]) > 0.0, clipped
+
+
+def test_a_run_whose_judge_keeps_failing_stops_with_the_reason(memorised_policy_dir, tmp_path):
+    """No silent GRPO: a GenRM that crashes on every request (HTTP 500) stops training once more than the
+    tolerated share of the window failed, instead of training GRPO under a FAPO config. The data is the recipe's
+    verl-format parquet, read as it is (default fields)."""
+    from failing_genrm import BrokenGenRM
+    from fapo.grm.failure_window import JudgeFailuresExceeded
+    from fapo.serving.launch import serve_in_thread
+    from fapo.train.runner import train_policy
+    from test_examples_trl import verl_rows
+
+    data = verl_rows(tmp_path / "train.parquet", 16)
+    with serve_in_thread(BrokenGenRM("crash")) as server:
+        config = policy_config(memorised_policy_dir, data, {"max_steps": 5}, oracle=None,
+                               judge={"endpoints": [server.url], "retries": 0},
+                               judge_failure_window=20, judge_failure_rate=0.2)
+        with pytest.raises(JudgeFailuresExceeded, match=r"errors.*more than 20% of 20.*turning into GRPO"):
+            train_policy(config, tmp_path / "run")
+    critiques = read_jsonl(tmp_path / "run" / "critiques.jsonl")
+    assert critiques and all(c["status"] == "error" for c in critiques)  # what it judged was written first
+    assert all(c["problem"] == POLICY_PROBLEM and c["answer"] == POLICY_ANSWER for c in critiques)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_truncation_is_read_with_the_trainers_end_tokens(tiny_model_dir, tmp_path):
+    """The end tokens are TRL's own (tokenizer EOS + generation_config.eos_token_id + pad), taken from the
+    trainer: a completion at the length limit that ends on a generation_config-only end token is complete."""
+    import shutil
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer, GenerationConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    extra_end = tokenizer.convert_tokens_to_ids("<|im_start|>")  # plays Qwen's <|im_end|> beside <|endoftext|>
+    generation = GenerationConfig.from_pretrained(str(model_dir))
+    generation.eos_token_id = [tokenizer.eos_token_id, extra_end]
+    generation.save_pretrained(str(model_dir))
+    settings = policy_config(model_dir, tmp_path, oracle=None).fapo
+    state = PolicyRewardState(settings, None, None, None, JsonlAppender(None))
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), **{k: v for k, v in TRL_TINY.items() if k != "max_steps"},
+                      max_steps=1)
+    trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          args=args, train_dataset=Dataset.from_list([{"prompt": "p"}] * 4),
+                          processing_class=tokenizer)
+    state.bind_trainer(trainer)
+    assert state.eos_token_ids == {tokenizer.eos_token_id, extra_end, tokenizer.pad_token_id}
+    full = [5] * (args.max_completion_length - 1)
+    assert not state.is_truncated(full + [extra_end])  # the old {eos, pad} set read this as cut
+    assert not state.is_truncated(full + [tokenizer.eos_token_id])
+    assert state.is_truncated(full + [7]) and not state.is_truncated([7])
+
+
+def test_the_tail_rule_scores_a_cut_rollout_from_its_last_300_characters(tmp_path):
+    settings = policy_config(tmp_path, tmp_path, oracle=None, answer_format="last_boxed", truncation_rule="tail").fapo
+    state = PolicyRewardState(settings, 3, frozenset({99}), None, JsonlAppender(None))
+    cut_right = "x" * 500 + CLEAN
+    cut_early = CLEAN + " and on" * 60
+    completions = [[{"role": "assistant", "content": c}] for c in (cut_right, cut_early)]
+    rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3]] * 2, [POLICY_PROBLEM] * 2,
+                                             [POLICY_ANSWER] * 2, 1, None))
+    assert rewards == [1.0, -1.0]  # under "wrong" both are -1 (test_truncated_completion_is_no_answer)

@@ -154,13 +154,36 @@ def test_metrics_tail_reads_only_complete_new_lines(tmp_path):
 
 
 def test_async_args_keep_what_asyncgrpo_knows_and_say_what_it_drops(tmp_path):
-    config = policy_config(tmp_path, tmp_path, trl={"steps_per_generation": 4, "max_staleness": 2},
-                           trainer="async")
+    config = policy_config(tmp_path, tmp_path, trl={"vllm_gpu_memory_utilization": 0.5, "max_staleness": 2,
+                                                    "loss_type": "dapo", "delta": None}, trainer="async")
     lines: list[str] = []
     args = async_grpo_args(config, tmp_path / "run", 3, lines.append)
     assert args.max_steps == 3 and args.num_generations == 4 and args.max_staleness == 2
     assert len(lines) == 1 and "groups of 4 from vLLM" in lines[0]
-    assert "not used by AsyncGRPOTrainer: " in lines[0] and "steps_per_generation" in lines[0]
+    assert "up to max_staleness = 2 optimizer steps before" in lines[0]
+    assert lines[0].endswith("not used by AsyncGRPOTrainer: vllm_gpu_memory_utilization")
+
+
+def test_async_refuses_the_paper_config_settings_it_would_drop(tmp_path):
+    """The 7B config's dual clip and generation batch have no AsyncGRPOTrainer equivalent: one line names them;
+    its token-mean loss, group std and untruncated masking are what AsyncGRPOTrainer does, so they pass."""
+    from fapo.train.config import ConfigError, load_config
+
+    paper = Path(__file__).resolve().parents[1] / "configs" / "qwen2.5-math-7b-fapo.yaml"
+    config = load_config(paper, ["fapo.trainer=async"])
+    with pytest.raises(ConfigError) as err:
+        async_grpo_args(config, tmp_path / "run", 3)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("--trainer async would drop ")
+    for dropped in ("delta: 10.0", "generation_batch_size: 4096"):
+        assert dropped in message
+    for same in ("loss_type", "scale_rewards", "mask_truncated_completions", "beta"):
+        assert same not in message
+    ok = load_config(paper, ["fapo.trainer=async", "delta=null", "generation_batch_size=null", "bf16=false",
+                             "use_cpu=true"])
+    lines: list[str] = []
+    assert async_grpo_args(ok, tmp_path / "run", 3, lines.append).max_staleness == 4
+    assert "max_staleness = 4" in lines[0]
 
 
 @pytest.mark.gpu

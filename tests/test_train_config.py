@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,12 +87,14 @@ def test_set_overrides(tmp_path):
     path.write_text("learning_rate: 1.0e-6\nfapo:\n  model: m\n  train_data: d\n")
     config = load_config(path, ["learning_rate=3e-4", "fapo.penalty=0", "fapo.judge.endpoints=[http://a/v1]",
                                 "fapo.judge.tie_break=clean", "fapo.judge.top_p=0.9", "fapo.judge.breaker_failures=2",
-                                "fapo.judge.backoff_max=1.5"])
+                                "fapo.judge.backoff_max=1.5", "fapo.judge.chat_template_kwargs={enable_thinking: false}"])
     assert config.trl["learning_rate"] == 3e-4
     judge = config.fapo.judge
     assert config.fapo.penalty == 0 and [e.url for e in judge.endpoints] == ["http://a/v1"]
     assert (judge.tie_break, judge.top_p, judge.breaker_failures, judge.backoff_max) == ("clean", 0.9, 2, 1.5)
     assert judge.retries == 3  # every knob left out keeps JudgeConfig's default: one source of defaults
+    assert judge.chat_template_kwargs == {"enable_thinking": False}
+    assert (judge.max_tokens, judge.temperature) == (16384, None)  # the recipe's budget and the server's decoding
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["penalty"])
 
@@ -117,15 +120,22 @@ def test_tiny_configs_are_what_the_demo_runs(name, builder):
 BAD_VALUES = [  # (YAML text, the error's start) — each a one-line error naming the key
     ("max_steps: -5\n", "max_steps must be a whole number >= 1"),
     ("learning_rate: fast\n", "learning_rate must be a number > 0, got 'fast'"),
-    ("fapo:\n  verify_timeout: 0\n", "fapo.verify_timeout must be a number of seconds > 0, got 0"),
-    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    timeout: -1\n", "fapo.judge: timeout must be > 0 seconds"),
+    ("fapo:\n  verify_timeout: 0\n", "fapo.verify_timeout must be a number in (0, 600], got 0"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    timeout: -1\n", "fapo.judge: timeout must be a number in (0, 86400]"),
     ("fapo:\n  judge:\n    endpoints: [localhost:8000]\n", "fapo.judge: endpoint url 'localhost:8000' must look like"),
     ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    tie_break: maybe\n", "fapo.judge: tie_break must be"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    chat_template_kwargs: [x]\n",
+     "fapo.judge.chat_template_kwargs must be a mapping"),
     ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    votes: two\n", "fapo.judge.votes must be a whole number"),
     ("fapo:\n  model: ./no/such/model\n", "fapo.model: directory not found: ./no/such/model"),
     ("- a\n- b\n", "a training config must be a YAML mapping (key: value lines), got list"),
     ("fapo:\n  penalty: abc\n", "fapo.penalty must be a number, got 'abc'"),
     ("fapo:\n  prompt_template: 5\n", "fapo.prompt_template must be a string, got 5"),
+    ("fapo:\n  step_split: '('\n", 'fapo.step_split must be "paragraph", "line" or a regular expression'),
+    ("fapo:\n  verify_timeout: 1.0e+300\n", "fapo.verify_timeout must be a number in (0, 600]"),
+    ("fapo:\n  penalty: 1.0e+300\n", "fapo.penalty (λ) must be a number in [0, 1000]"),
+    ("fapo:\n  judge:\n    endpoints: [http://a/v1]\n    breaker_cooldown: 1.0e+300\n",
+     "fapo.judge: breaker_cooldown must be a number in [0, 3600]"),
 ]
 
 
@@ -166,3 +176,37 @@ def test_bad_values_fail_fast_before_trl_is_imported(tmp_path):
         err = ast.literal_eval(err)
         assert code == "2" and float(seconds) < 1.0, line
         assert err.startswith("fapo train: error: " + message) and err.count("\n") == 1, (message, err)
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("fapo:\n  penalty: 1.0\n  model: m\n  penalty: 0.0\n")
+    with pytest.raises(ConfigError, match="key 'penalty' is given twice"):
+        load_config(path)
+
+
+def test_an_output_dir_that_is_a_file_or_unwritable_is_refused_before_work(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"problem": "p", "answer": "1"}\n')
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    blocked.chmod(0o500)
+    outputs = [data] if os.geteuid() == 0 else [data, blocked / "run"]  # root may write anywhere
+    try:
+        for out in outputs:
+            path = tmp_path / "c.yaml"
+            path.write_text(f"output_dir: {out}\nfapo:\n  model: {tmp_path}\n  train_data: {data}\n")
+            with pytest.raises(ConfigError, match="output_dir must be a directory this user can write"):
+                load_config(path)
+    finally:
+        blocked.chmod(0o700)
+
+
+def test_a_hub_model_missing_offline_is_a_config_error(tmp_path, monkeypatch):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"problem": "p", "answer": "1"}\n')
+    path = tmp_path / "c.yaml"
+    path.write_text(f"fapo:\n  model: fapo-tests/no-such-model\n  train_data: {data}\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="neither a directory nor in the local hub cache"):
+        load_config(path, check_paths=True)

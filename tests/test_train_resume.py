@@ -54,3 +54,18 @@ def test_sigkill_then_resume(memorised_policy_dir, tmp_path):
     judged = {m["step"]: m["grm/judged"] for m in read_jsonl(out / "metrics.jsonl") if "loss" in m}
     critique_steps = [c["step"] for c in read_jsonl(out / "critiques.jsonl")]
     assert {s: critique_steps.count(s) for s in judged} == judged  # one critique per judged rollout, none twice
+
+
+def test_resume_drops_a_line_torn_inside_a_character_and_keeps_lone_surrogates(tmp_path):
+    """critiques.jsonl after a kill: a GenRM reply holding a lone surrogate was written (escaped), and the last
+    line was cut inside a multi-byte character. Resuming at step 1 keeps step 1's rows and drops the rest."""
+    from fapo.io import JsonlAppender, read_jsonl
+    from fapo.train.callbacks import truncate_jsonl_after
+
+    path = tmp_path / "critiques.jsonl"
+    critique = json.loads('"Step 0 is fine \\ud800 \\\\boxed{-1}"')
+    JsonlAppender(path).write([{"step": 1, "critique": critique}, {"step": 2, "critique": "é"}])
+    with path.open("ab") as f:
+        f.write('{"step": 2, "critique": "é'.encode()[:-1])
+    assert truncate_jsonl_after(path, 1) == 2
+    assert read_jsonl(path) == [{"step": 1, "critique": critique}]

@@ -94,7 +94,7 @@ def test_the_configs_rule_for_other_gpu_counts_keeps_the_schedule(name, world_si
 
 
 def test_tiny_policy_config_makes_several_optimizer_steps_per_generation_batch():
-    """Only then can the clip bind (DESIGN.md §1.2). The tiny GenRM config (15 GenRM RL steps in the demo) still
+    """Only then can the clip bind (docs/design.md §2). The tiny GenRM config (15 GenRM RL steps in the demo) still
     makes one optimizer step per generation batch."""
     s = effective_schedule(load_config(CONFIGS / "tiny-cpu-policy.yaml").trl, world_size=1)
     assert (s.optimizer_steps_per_generation, s.prompts_per_optimizer_step, s.prompts_per_generation) == (4, 2, 8)

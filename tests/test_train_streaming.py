@@ -11,10 +11,11 @@ import pytest
 
 from fapo.grm.judge import resolve_oracle
 from fapo.grm.local import LocalJudge
+from fapo.io import JsonlAppender
 from fapo.serving.launch import serve_in_thread
 from fapo.serving.server import load_oracle
 from fapo.train.assess import assess_rollouts
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import PolicyRewardState, score_policy_batch
 from fapo.train.streaming import chunk_bounds
 from test_train import (
     CLEAN,

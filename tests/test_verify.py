@@ -211,6 +211,56 @@ def test_a_worker_that_times_out_is_killed_and_replaced(verifier):
     assert verifier.stats().worker_tasks == after.worker_tasks + 2  # math-verify answered, not the fast path
 
 
+POWER_TOWER = "\\boxed{2^{2^{2^{2^{2^{2}}}}}}"  # sympy evaluates it in C, holding the GIL, growing without end
+
+
+def test_a_task_past_the_workers_memory_limit_is_a_memory_status():
+    verifier = Verifier(workers=1, memory_bytes=300 * 2**20)
+    try:
+        start = time.monotonic()
+        [result] = verifier.verify_batch([POWER_TOWER], ["2"], timeout=60)
+        assert result.status == "memory" and not result.correct and time.monotonic() - start < 45
+        assert verifier.stats().memory_limits == 1
+        assert verifier.verify_batch(["\\boxed{\\frac{2}{4}}"], ["0.5"])[0].correct  # a fresh worker
+    finally:
+        verifier.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_a_busy_worker_does_not_outlive_its_parent():
+    """The parent is killed (SIGKILL; Python's SIGTERM ends it just as abruptly) while its worker grinds (in
+    C, GIL held) on a task with 3 s of time: the worker ends after 3 + 1 s of CPU time, not left running
+    with no deadline. The wait below is in wall time, generous for a loaded machine."""
+    import os
+    import signal
+
+    code = ("import sys, threading\nfrom fapo.verify import Verifier\nv = Verifier(workers=1)\nv.start()\n"
+            "print(v._pool._workers[0].process.pid, flush=True)\n"
+            f"v.verify_batch([{POWER_TOWER!r}], ['2'], timeout=3)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the task is running
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 90
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        parent.kill()
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_cache_and_in_batch_repeats(verifier):
     responses = ["\\boxed{\\sqrt{2}/2}", "so \\boxed{\\sqrt{2}/2}", "\\boxed{\\frac{\\sqrt 2}{2}}"]
     first = verifier.verify_batch(responses, ["\\frac{1}{\\sqrt{2}}"] * 3, timeout=DATA_TIMEOUT)
@@ -225,8 +275,9 @@ def test_cache_and_in_batch_repeats(verifier):
 def test_misuse_raises():
     with pytest.raises(ValueError, match="one gold per response"):
         Verifier(workers=1).verify_batch(["a"], [])
-    with pytest.raises(ValueError, match="timeout"):
-        Verifier(workers=1).verify_batch(["a"], ["b"], timeout=0)
+    for timeout in (0, float("inf"), float("nan"), 1e300):
+        with pytest.raises(ValueError, match=r"timeout must be a number in \(0, 600\]"):
+            Verifier(workers=1).verify_batch(["a"], ["b"], timeout=timeout)
     with pytest.raises(ValueError, match="workers"):
         Verifier(workers=0)
 
@@ -285,6 +336,11 @@ def test_cli_verify_writes_to_stdout(tmp_path, capsys):
         (['{"response": "a", "gold": "1"}', "", '{"response": "b"}'], ":3: no gold field"),
         (['["response", "gold"]'], ":1: expected a JSON object"),
         (['{"response": ["a"], "gold": "1"}'], ":1: `response` must be a string"),
+        (['{"response": "a", "gold": ' + "[" * 5000 + "]" * 5000 + "}"], ":1: unusable JSON (nested too deeply)"),
+        (['{"response": "a", "gold": ' + "7" * 5000 + "}"], ":1: unusable JSON (Exceeds the limit"),
+        (['{"response": "\\\\boxed{1}", "gold": NaN}'], ":1: unusable JSON (NaN is not a JSON number"),
+        (['{"response": "\\\\boxed{1}", "gold": -Infinity}'], ":1: unusable JSON (-Infinity is not"),
+        (['{"response": "\\\\boxed{1}", "gold": 1e999}'], ":1: unusable JSON (1e999 overflows a float"),
     ],
 )
 def test_cli_verify_bad_input_names_the_line(tmp_path, lines, message):

@@ -57,7 +57,7 @@ ray job submit --no-wait --runtime-env="${RUNTIME_ENV}" --address "${RAY_ADDRESS
     +reward_model.reward_kwargs.overlong_buffer_cfg.log=True \
     +reward_model.reward_kwargs.max_resp_len=${max_response_length} \
     custom_reward_function.path=pkg://fapo.integrations.verl \
-    custom_reward_function.name=compute_score_genrm \
+    custom_reward_function.name=compute_score_fapo_genrm \
     trainer.logger='["console","wandb"]' trainer.project_name=FAPO-Reproduce trainer.experiment_name=FAPO-GenRM-4B-fapo \
     trainer.n_gpus_per_node="${NGPUS_PER_NODE}" trainer.nnodes="${NNODES}" trainer.val_before_train=True \
     trainer.test_freq=10 trainer.save_freq=10 trainer.total_epochs=10 trainer.total_training_steps=500 \

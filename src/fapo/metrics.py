@@ -5,9 +5,9 @@ The empty-case convention. A ratio, mean or percentile over nothing is undefined
 `percentile` return NaN, and logged metrics (metrics.jsonl, TRL's loggers, `GenRMClient.metrics()`) carry
 that NaN, never a 0.0 that reads like a measurement (`grm/flawed_ratio` of a batch with no judged rollout is
 NaN); counts are 0. JSON reports write an undefined score as null (`percent` below returns None). Cumulative
-counters are namespaced apart from per-batch values: `grm/client/...` and `verify/total/...` in training logs.
+counters are namespaced apart from per-batch values: `grm/client/...` and `verify/total/...` in a run's counters.jsonl.
 
-Definitions (DESIGN.md §1.4; ProcessBench, Zheng et al. 2024; FAPO §4, arXiv 2510.22543), all in
+Definitions (docs/design.md §1.3; ProcessBench, Zheng et al. 2024; FAPO §4, arXiv 2510.22543), all in
 percent (0–100):
 
     acc_err  = 100 · #{erroneous items whose exact earliest-error index is named} / #erroneous

@@ -3,7 +3,11 @@
 Owns: starting worker processes (fresh interpreters, connected by a socket), handing each one task
 at a time, the per-task deadline, killing and replacing a worker that overruns or dies, and the
 worker's side of the protocol (`serve`). The timeout holds in any thread of the caller, unlike
-`signal.alarm`, which works in the main thread only.
+`signal.alarm`, which works in the main thread only. A worker also bounds itself, so that it never
+outlives its parent by more than one task's time nor grows without limit: an address-space limit
+(`memory_bytes`; a task that hits it is a "memory" failure), a CPU-time limit per task (the kernel
+ends a worker still busy after its task's time plus one second, even when the parent was killed and
+cannot), and a thread that exits the worker once its parent is gone.
 
 Must not know what the tasks are: a worker runs a "module:function" named by the caller, which
 returns the handler for its tasks. No math, no imports beyond the standard library (and `fapo`, to
@@ -17,9 +21,11 @@ import importlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,9 +43,10 @@ _CLOSE_GRACE = 1.0  # seconds a worker gets to exit after being told to, before 
 class TaskFailure:
     """What a task that got no answer from its handler gets instead."""
 
-    kind: Literal["timeout", "error"]
-    """"timeout" (ran past its deadline; the worker was killed and replaced) or "error" (the worker
-    died, no worker could start, or the run was left before the task was done)."""
+    kind: Literal["timeout", "memory", "error"]
+    """"timeout" (ran past its deadline; the worker was killed and replaced), "memory" (the task needed more
+    memory than the worker's address-space limit; the worker was replaced) or "error" (the worker died, no
+    worker could start, or the run was left before the task was done)."""
     detail: str = ""
     """What happened, for the log."""
 
@@ -48,26 +55,75 @@ class TaskFailure:
 # Worker side: runs in the pool's processes only.
 
 
-def serve(fd: int, setup: str) -> None:
+def serve(fd: int, setup: str, memory_bytes: int = 0) -> None:
     """Worker main loop on socket `fd`.
 
-    Calls `setup` ("module:function") once, which prepares the process (imports, warm-up) and
-    returns the handler; then says "ready" and sends `("done", handler(task))` for each task
-    until it receives None or the socket closes.
+    Limits its address space to `memory_bytes` (0: no limit) and watches its parent; calls `setup`
+    ("module:function") once, which prepares the process (imports, warm-up) and returns the handler;
+    then says "ready" and, for each `(task, seconds)` received, sends `("done", handler(task))` (or
+    `("memory", why)` and exits, when the task ran out of memory) until it receives None or the socket
+    closes. Each task may use `seconds` + 1 s of CPU time; the kernel ends the worker past that.
     """
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    _exit_with_parent(os.getppid())
+    if memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, resource.getrlimit(resource.RLIMIT_AS)[1]))
     module, function = setup.split(":")
     handle: Callable[[Any], Any] = getattr(importlib.import_module(module), function)()
     conn.send("ready")
     while True:
         try:
-            task = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
-        if task is None:
+        if message is None:
             return
-        conn.send(("done", handle(task)))
+        task, seconds = message
+        _limit_cpu(seconds + 1.0)
+        try:
+            answer = handle(task)
+            out_of_memory = memory_bytes > 0 and _peak_address_space() >= 0.9 * memory_bytes
+        except MemoryError:
+            out_of_memory = True
+        if out_of_memory:  # also when the handler's library caught the MemoryError: its answer is not one
+            conn.send(("memory", f"the task needed more than the worker's {memory_bytes / 2**30:.2g} GiB"))
+            return
+        conn.send(("done", answer))
+
+
+def _peak_address_space() -> int:
+    """This process's largest address space so far in bytes (Linux's VmPeak; 0 where /proc has none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A daemon thread that ends this process once `parent` is gone (it then has another parent). It runs
+    whenever the worker lets go of the GIL; the CPU limit covers a task that does not."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="fapo-parent-watch", daemon=True).start()
+
+
+def _limit_cpu(seconds: float) -> None:
+    """Let the CPU time used so far grow by at most `seconds` before the kernel sends SIGXCPU (which ends
+    the process): the bound on a task that nobody is left to time out."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(used.ru_utime + used.ru_stime + seconds) + 1
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -92,13 +148,14 @@ class _Worker:
     `__main__` in every worker. The cost is the interpreter's start plus the handler's imports.
     """
 
-    _COMMAND = "import sys; from fapo.process_pool import serve; serve(int(sys.argv[1]), sys.argv[2])"
+    _COMMAND = ("import sys; from fapo.process_pool import serve; "
+                "serve(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]))")
 
-    def __init__(self, setup: str) -> None:
+    def __init__(self, setup: str, memory_bytes: int = 0) -> None:
         self.conn, child_conn = multiprocessing.Pipe(duplex=True)
         fd = child_conn.fileno()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", self._COMMAND, str(fd), setup],
+            [sys.executable, "-c", self._COMMAND, str(fd), setup, str(memory_bytes)],
             pass_fds=(fd,),
             env=_worker_env(),
             stdin=subprocess.DEVNULL,
@@ -130,9 +187,11 @@ class ProcessPool:
     at a time. `pid` is the process that made the pool: after a fork, the workers are not the child's.
     """
 
-    def __init__(self, size: int, setup: str) -> None:
+    def __init__(self, size: int, setup: str, memory_bytes: int = 0) -> None:
         self.size = size
         self.setup = setup
+        self.memory_bytes = memory_bytes
+        """Address-space limit of each worker in bytes (0: none)."""
         self.restarts = 0  # workers killed (timeout) or found dead and replaced
         self._workers: list[_Worker] = []
         self._running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, deadline)
@@ -181,12 +240,12 @@ class ProcessPool:
         while len(self._workers) > self.size:
             self._workers.pop().stop()
         while len(self._workers) < self.size:
-            self._workers.append(_Worker(self.setup))
+            self._workers.append(_Worker(self.setup, self.memory_bytes))
 
     def _replace(self, worker: _Worker) -> None:
         self._running.pop(worker, None)
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(self.setup)
+        self._workers[self._workers.index(worker)] = _Worker(self.setup, self.memory_bytes)
         self.restarts += 1
 
     def _dispatch(self, tasks: list[Any], pending: deque[int], timeout: float) -> None:
@@ -196,7 +255,7 @@ class ProcessPool:
             if worker.ready and worker not in self._running:
                 i = pending.popleft()
                 try:
-                    worker.conn.send(tasks[i])
+                    worker.conn.send((tasks[i], timeout))
                 except OSError:  # died while idle: retry the task on a fresh worker
                     pending.appendleft(i)
                     self._replace(worker)
@@ -241,8 +300,12 @@ class ProcessPool:
         if message == "ready":
             worker.ready = True
             return 0
-        if isinstance(message, tuple) and worker in self._running:
+        if isinstance(message, tuple) and message[0] == "done" and worker in self._running:
             outcomes[self._running.pop(worker)[0]] = message[1]
+            return 0
+        if isinstance(message, tuple) and message[0] == "memory" and worker in self._running:
+            outcomes[self._running.pop(worker)[0]] = TaskFailure("memory", message[1])
+            self._replace(worker)  # it exits after saying so
             return 0
         was_ready = worker.ready
         if worker in self._running:

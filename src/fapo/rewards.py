@@ -1,4 +1,4 @@
-"""FAPO's rewards (DESIGN.md §1.1 and §1.4), as pure functions.
+"""FAPO's rewards (docs/design.md §1.1 and §1.2), as pure functions.
 
 `fapo_reward` is the policy reward; `grm_reward` trains the GenRM. Advantages and losses are TRL's
 business, not this module's.
@@ -6,9 +6,13 @@ business, not this module's.
 
 from __future__ import annotations
 
+MAX_PENALTY = 1000.0
+"""Largest λ a config may give (the paper's is 1): finite, so a flawed positive's reward stays a number that
+GRPO's group advantages can use (nan or −inf would poison its whole group)."""
+
 
 def fapo_reward(is_correct: bool, is_flawed: bool | None, penalty: float = 1.0) -> float:
-    """R_FAPO(o) = R_RLVR(o) − λ·[R_RLVR(o) = +1 and GenRM says flawed]   (paper §3, DESIGN §1.1).
+    """R_FAPO(o) = R_RLVR(o) − λ·[R_RLVR(o) = +1 and GenRM says flawed]   (paper §3, docs/design.md §1.1).
 
     R_RLVR is +1 for a verified-correct final answer and −1 otherwise. `is_flawed=None` means the
     GenRM could not say (error or invalid output): that is not a verdict, so no penalty.
@@ -20,7 +24,7 @@ def fapo_reward(is_correct: bool, is_flawed: bool | None, penalty: float = 1.0) 
 
 
 def grm_reward(predicted: int | None, label: int, num_steps: int) -> float:
-    """R_GenRM = R_outcome + R_process   (paper §3.2, DESIGN §1.4).
+    """R_GenRM = R_outcome + R_process   (paper §3.2, docs/design.md §1.2).
 
     R_outcome = +1 if (predicted flawed) == (label flawed) else −1; an unparseable verdict
     (`predicted=None`) is −1 with no process term.

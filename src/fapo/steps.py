@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 
-_BLANK_LINE = re.compile(r"\n[ \t]*\n+")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n[\r\n]*")  # a line of spaces, tabs or CR: LF and CRLF text alike
 
 
 def split_steps(solution: str, mode: str = "paragraph") -> list[str]:
     """Split `solution` into non-empty, stripped steps.
 
     mode:
-      - "paragraph" (default): blocks separated by one or more blank lines.
+      - "paragraph" (default): blocks separated by one or more blank lines (LF or CRLF line ends).
       - "line": every non-empty line is a step.
       - any other string: a regular expression used as the separator.
     An empty or whitespace-only solution has no steps.

@@ -1,4 +1,4 @@
-"""The analysis behind λ = 1 (DESIGN.md §1.3; paper §3.3). Standard library only.
+"""The analysis behind λ = 1 (docs/design.md §3; paper §3.3). Standard library only.
 
 A group of rollouts has fractions α (clean correct), γ (flawed positive), β (wrong). FAPO rewards
 them 1, 1−λ, −1; GRPO rewards them 1, 1, −1. Here advantages are (r − mean) / (std + eps) with the
@@ -54,21 +54,21 @@ def group_stats(clean: float, flawed: float, wrong: float, penalty: float = 1.0,
 
 
 def flip_ratio(penalty: float = 1.0) -> float:
-    """ρ_shift = 2/λ − 1: flawed positives get a negative advantage once ρ = α/β exceeds it (§1.3)."""
+    """ρ_shift = 2/λ − 1: flawed positives get a negative advantage once ρ = α/β exceeds it (docs/design.md §3)."""
     if penalty <= 0:
         raise ValueError("penalty must be > 0 (with λ = 0 flawed positives are never penalised)")
     return 2.0 / penalty - 1.0
 
 
 def stability_ratio(penalty: float = 1.0) -> float:
-    """4/λ − 1: once ρ exceeds it, FAPO's group std is larger than GRPO's (§1.3)."""
+    """4/λ − 1: once ρ exceeds it, FAPO's group std is larger than GRPO's (docs/design.md §3)."""
     if penalty <= 0:
         raise ValueError("penalty must be > 0")
     return 4.0 / penalty - 1.0
 
 
 def variance_gap(clean: float, flawed: float, wrong: float, penalty: float = 1.0) -> float:
-    """σ²_FAPO − σ²_GRPO = λγ(1 − γ)(λ − 4/(ρ + 1)), ρ = α/β, in closed form (§1.3).
+    """σ²_FAPO − σ²_GRPO = λγ(1 − γ)(λ − 4/(ρ + 1)), ρ = α/β, in closed form (docs/design.md §3).
 
     `clean, flawed, wrong` are fractions or counts (normalised here). With β = 0 (ρ = ∞) the last factor is λ.
     """

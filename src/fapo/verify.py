@@ -30,12 +30,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fapo.answers import answer_source, fast_verdict, fast_verdict_normalized, gold_answer, normalize_answer  # noqa: F401 (public here too)
+from fapo.bounds import check_number
 from fapo.process_pool import ProcessPool, TaskFailure
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["ok", "no_answer", "timeout", "error"]
-STATUSES: tuple[Status, ...] = ("ok", "no_answer", "timeout", "error")
+Status = Literal["ok", "no_answer", "timeout", "memory", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "no_answer", "timeout", "memory", "error")
+
+MAX_TIMEOUT_S = 600.0
+"""Longest math-verify time one item may be given (a worker's CPU is bounded by it, also when orphaned)."""
+
+WORKER_MEMORY_BYTES = 2**30
+"""Address-space limit of each math-verify worker: an answer whose evaluation needs more (a power tower
+like `2^{2^{2^{2^{2^{2}}}}}`) ends as status "memory" instead of taking the machine's memory."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,8 @@ class VerifyResult:
     """The extracted final answer (the last box's content, or math-verify's extracted text); None if none."""
     status: Status
     """"ok" (a verdict was reached), "no_answer" (nothing to extract), "timeout" (the item's math-verify
-    work ran past `timeout` and its worker was replaced) or "error" (math-verify failed, a worker died,
+    work ran past `timeout` and its worker was replaced), "memory" (it needed more than
+    `WORKER_MEMORY_BYTES`; its worker was replaced) or "error" (math-verify failed, a worker died,
     a non-string input, or a gold with no parseable answer). `correct` is False unless "ok"."""
 
 
@@ -66,6 +75,8 @@ class VerifyStats:
     """Items sent to a math-verify worker."""
     no_answer: int = 0
     timeouts: int = 0
+    memory_limits: int = 0
+    """Items that hit the worker's address-space limit (status "memory")."""
     errors: int = 0
     worker_restarts: int = 0
     """Workers killed (timeout) or found dead and replaced."""
@@ -143,6 +154,8 @@ def _check_with_math_verify(task: _Task) -> _Outcome:
         pred = answer.strip() if mode == "boxed" else _extracted_text(pred_parsed)
         correct = math_verify_verify(gold_parsed, pred_parsed, timeout_seconds=None)
         return ("ok", bool(correct), pred, "")
+    except MemoryError:  # the worker's address-space limit: the pool reports it and replaces the worker
+        raise
     except Exception as err:  # reported as the item's status, never swallowed
         return ("error", False, None, f"{type(err).__name__}: {str(err)[:200]}")
 
@@ -202,9 +215,12 @@ class Verifier:
     uses one shared instance; a trainer may keep its own to read its own counters.
     """
 
-    def __init__(self, workers: int | None = None, cache_size: int = 100_000) -> None:
+    def __init__(self, workers: int | None = None, cache_size: int = 100_000,
+                 memory_bytes: int = WORKER_MEMORY_BYTES) -> None:
         self.workers = default_workers() if workers is None else _check_workers(workers)
         self.cache_size = cache_size
+        self.memory_bytes = memory_bytes
+        """Each worker's address-space limit (bytes)."""
         self._cache: OrderedDict[tuple, VerifyResult] = OrderedDict()
         self._counts = dict.fromkeys(VerifyStats.__dataclass_fields__, 0)
         self._pool: ProcessPool | None = None
@@ -216,8 +232,7 @@ class Verifier:
         """One `VerifyResult` per (response, gold) pair, in order; see the module-level function."""
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds: pass one gold per response")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        check_number("timeout", timeout, 0, MAX_TIMEOUT_S, low_open=True)
         with self._lock:
             if workers is not None:
                 self.workers = _check_workers(workers)
@@ -276,6 +291,8 @@ class Verifier:
             self._counts["no_answer"] += 1
         elif result.status == "timeout":
             self._counts["timeouts"] += 1
+        elif result.status == "memory":
+            self._counts["memory_limits"] += 1
         elif result.status == "error":
             self._counts["errors"] += 1
 
@@ -283,7 +300,7 @@ class Verifier:
         if self._pool is not None and self._pool.pid != os.getpid():
             self._pool = None  # inherited through fork: those workers belong to the parent
         if self._pool is None:
-            self._pool = ProcessPool(self.workers, setup="fapo.verify:prepare_worker")
+            self._pool = ProcessPool(self.workers, setup="fapo.verify:prepare_worker", memory_bytes=self.memory_bytes)
         self._pool.size = self.workers
         return self._pool
 
@@ -344,7 +361,7 @@ def verify_batch(
     most `timeout` seconds per item. A worker that overruns is killed and replaced ("timeout"); any
     failure is status "error". Verdicts are cached. A call is at most about
     ceil(hard items / workers) * timeout, plus ~1-3 s for each worker (re)started meanwhile.
-    Raises ValueError only for misuse: unequal lengths, timeout <= 0, workers < 1.
+    Raises ValueError only for misuse: unequal lengths, timeout not in (0, MAX_TIMEOUT_S], workers < 1.
     """
     return default_verifier().verify_batch(responses, golds, workers=workers, timeout=timeout)
 

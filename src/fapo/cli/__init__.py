@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 # Verb modules, in the order `fapo --help` lists them.
@@ -18,6 +19,7 @@ VERB_MODULES = [
     "fapo.cli.testbed",
     "fapo.cli.serve_grm",
     "fapo.cli.judge",
+    "fapo.cli.data",
     "fapo.cli.train",
     "fapo.cli.demo",
     "fapo.cli.eval",
@@ -39,7 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
+    _finite_floats(parser)
     return parser
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a number (nan, inf and 1e999 are refused, exit 2)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1] (nan refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _finite_floats(parser: argparse.ArgumentParser) -> None:
+    """Every `type=float` option of every verb (nested ones included) becomes `finite_float`: one rule for
+    all numeric options, so that no verb can take infinity for "never"."""
+    for action in parser._actions:  # argparse keeps the options here; there is no public accessor
+        if action.type is float:
+            action.type = finite_float
+        for child in (action.choices or {}).values() if isinstance(action.choices, dict) else ():
+            if isinstance(child, argparse.ArgumentParser):
+                _finite_floats(child)
 
 
 def main(argv: list[str] | None = None) -> int:

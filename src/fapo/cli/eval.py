@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fapo.cli import fraction, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a GenRM (ProcessBench, FlawedPositiveBench), a policy, or training curves")
@@ -23,17 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    from fapo.cli.judge import json_object
+    from fapo.grm.types import RECIPE_MAX_TOKENS
+
     p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, metavar="N",
-                   help="critique budget in tokens; a critique cut there is no verdict (default 2048; recipe 8192)")
-    p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, default=64, metavar="N",
+                   help=f"critique length bound in tokens, fitted to what the server's context leaves; a critique "
+                   f"cut there is no verdict (default {RECIPE_MAX_TOKENS}, the recipe's; --preset recipe 8192)")
+    p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, metavar="N",
                    help="GenRM requests in flight (default 64)")
     p.add_argument(f"--{prefix}timeout", dest="judge_timeout", type=float, metavar="S",
                    help="seconds per GenRM request (default 60; 3600 for a local model)")
     p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, metavar="T",
-                   help="GenRM sampling temperature (default 0, greedy; recipe 0.6)")
+                   help="GenRM sampling temperature (default: none sent, the server's, as in the recipe; 0: greedy; "
+                   "--preset recipe 0.6)")
     p.add_argument(f"--{prefix}top-p", dest="judge_top_p", type=float, metavar="P",
-                   help="GenRM nucleus sampling mass (default 1.0; recipe 0.95)")
-    p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, default=1, metavar="N", help="GenRM samples, majority verdict")
+                   help="GenRM nucleus sampling mass (default: none sent, the server's; --preset recipe 0.95)")
+    p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, metavar="N",
+                   help="GenRM samples, majority verdict (default 1)")
+    p.add_argument(f"--{prefix}chat-template-kwargs", dest="judge_chat_template_kwargs", type=json_object,
+                   metavar="JSON", help="GenRM chat template arguments, e.g. '{\"enable_thinking\": false}'")
     p.add_argument("--api-key", default=os.environ.get("FAPO_GRM_API_KEY"), help="bearer token (default $FAPO_GRM_API_KEY)")
     p.add_argument("--no-gold", action="store_true", help="do not show the gold answer to the GenRM")
 
@@ -52,13 +62,13 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--model", default="genrm", help="model name sent to --endpoint servers (default genrm)")
     q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
     q.add_argument("--device", help="device for --model-dir (default: CUDA when available)")
-    q.add_argument("--limit", type=_positive_int, help="use only the first N rows of each file")
-    q.add_argument("--sample", type=_positive_int, metavar="N",
+    q.add_argument("--limit", type=positive_int, help="use only the first N rows of each file")
+    q.add_argument("--sample", type=positive_int, metavar="N",
                    help="a stratified random sample of N rows of each file (strata: wrong answer, flawed positive, "
                    "error-free, as ProcessBench's; each in proportion, at least one each when N allows)")
     q.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     _preset_option(q)
-    q.add_argument("--min-coverage", type=_fraction, default=0.5, metavar="F",
+    q.add_argument("--min-coverage", type=fraction, default=0.5, metavar="F",
                    help="exit 1 when fewer than this fraction of rows have a valid verdict (default 0.5; "
                    "below 1 a warning is printed: rows without one count as wrong, or as 'clean' on "
                    "FlawedPositiveBench)")
@@ -81,7 +91,7 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--prompt-template", help="user message with {problem} (default: the training default; testbed: '{problem}')")
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="last_boxed: the last \\boxed{} answers; strict: exactly one box, nothing after (as in training)")
-    q.add_argument("--limit", type=_positive_int, help="use only the first N problems")
+    q.add_argument("--limit", type=positive_int, help="use only the first N problems")
     q.add_argument("--k", type=int, help="samples per problem (default 16; recipe 32)")
     q.add_argument("--temperature", type=float, help="sampling temperature (default 1.0; recipe 1.0)")
     q.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1.0; recipe 0.7)")
@@ -126,7 +136,7 @@ def _register_rollouts(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="the answer rule (default last_boxed; strict: exactly one box, as in training)")
     q.add_argument("--verify-timeout", type=float, default=5.0, metavar="S", help="math-verify seconds per row")
-    q.add_argument("--window", type=_positive_int, default=2048, metavar="N",
+    q.add_argument("--window", type=positive_int, default=2048, metavar="N",
                    help="rollouts in flight at once (default 2048; keeps the GenRM batch full)")
     q.add_argument("--examples", type=int, default=5, metavar="N", help="flawed positives shown with critiques")
     _preset_option(q)
@@ -154,77 +164,77 @@ def _register_curves(verbs: argparse._SubParsersAction) -> None:
 
 def _preset_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["default", "recipe"], default="default",
-                   help="sampling settings: default (fapo's, CPU-friendly) or recipe (what the FAPO recipe validates "
-                   "with: policy avg@32 at T 1.0, top_p 0.7, 8192 tokens; GenRM T 0.6, top_p 0.95, 8192 tokens); "
-                   "a flag given explicitly wins")
+                   help="sampling settings: default (policy: fapo's CPU-friendly k 16, 2048 tokens; GenRM: JudgeConfig's, "
+                   "the recipe's 16384-token critique budget, the server's decoding) or recipe (what the FAPO recipe "
+                   "validates with: policy avg@32 at T 1.0, top_p 0.7, 8192 tokens; GenRM T 0.6, top_p 0.95, 8192 "
+                   "tokens); a flag given explicitly wins")
 
 
 def _judge_sampling(args: argparse.Namespace) -> dict[str, Any]:
-    """The judge's temperature, top_p and max_tokens: the preset's, under the flags given."""
+    """The judge's temperature, top_p and max_tokens: the preset's, under the flags given (none of either:
+    JudgeConfig's defaults, the one judge budget of every verb)."""
     from fapo.eval.presets import JUDGE_PRESETS, preset_values
 
-    return preset_values(JUDGE_PRESETS, args.preset, {"temperature": args.judge_temperature,
-                                                     "top_p": args.judge_top_p, "max_tokens": args.judge_max_tokens})
+    given = {"temperature": args.judge_temperature, "top_p": args.judge_top_p, "max_tokens": args.judge_max_tokens}
+    return preset_values(JUDGE_PRESETS, getattr(args, "preset", "default"), given)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+def _judge_settings(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """What a report says the judge ran with: the preset and, for a GenRM, its budget and decoding (None: the
+    server's); empty without a judge."""
+    if spec is None:
+        return {}
+    config = spec.config
+    sampling = {} if config is None else {"max_tokens": config.max_tokens, "temperature": config.temperature,
+                                          "top_p": config.top_p}
+    return {"preset": args.preset, **sampling}
 
 
 def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | None, model_name: str) -> Any:
-    """The JudgeSpec the arguments describe (None for no judge); CliError on a bad value."""
+    """The JudgeSpec the arguments describe (None for no judge), its client settings a JudgeConfig made here
+    once (options left out keep JudgeConfig's defaults); CliError on a bad value."""
     from fapo.cli import CliError
-    from fapo.eval.judges import JudgeSpec
+    from fapo.eval.judges import JudgeSpec, served_config
+    from fapo.grm.types import JudgeConfig
 
     if kind is None:
         return None
     if model_dir is not None and not Path(model_dir).is_dir():
         raise CliError(f"model directory not found: {model_dir}")
-    client = {"concurrency": args.judge_concurrency, "votes": args.judge_votes, **_judge_sampling(args)}
-    timeout = args.judge_timeout or (3600.0 if kind == "model_dir" else None)
-    if timeout is not None:
-        client["timeout"] = timeout
+    if kind == "endpoint" and not args.endpoint:
+        raise CliError("an endpoint judge needs at least one URL (--endpoint http://HOST:PORT/v1)")
+    given = {"concurrency": args.judge_concurrency, "votes": args.judge_votes, "timeout": args.judge_timeout,
+             "chat_template_kwargs": args.judge_chat_template_kwargs, **_judge_sampling(args)}
+    client = {name: value for name, value in given.items() if value is not None}
     try:
-        return JudgeSpec(kind, endpoints=tuple(args.endpoint or ()), model=model_name, api_key=args.api_key,
-                         model_dir=model_dir, oracle=args.oracle, device=args.device, client=client)
+        if kind == "oracle":
+            return JudgeSpec(oracle=args.oracle)
+        if kind == "model_dir":
+            return JudgeSpec(served_config(**client), model_dir=model_dir, device=args.device)
+        return JudgeSpec(JudgeConfig(endpoints=tuple(args.endpoint), model=model_name, api_key=args.api_key, **client))
     except ValueError as err:
         raise CliError(str(err)) from err
 
 
-def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list[str | None]) -> None:
+def _check_outputs(report_dir: str | None, paths: list[str | None], inputs: list[str | None],
+                   report_files: tuple[str, ...] = ()) -> None:
     """Make the report directory; CliError now, before any work, for an output file that cannot be
     written (a directory, a missing directory, one of the inputs) or two outputs on stdout."""
     from fapo.cli import CliError
-    from fapo.io import DataError, check_output_path
+    from fapo.io import DataError, check_output_paths
 
     if sum(path == "-" for path in paths) > 1:
         raise CliError("only one output can go to stdout ('-')")
-    try:
-        for path in paths:
-            check_output_path(path, [i for i in inputs if i])
-    except DataError as err:
-        raise CliError(str(err)) from err
     if report_dir:
         try:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CliError(f"cannot make report directory {report_dir}: {err}") from err
+    in_report = [("report file", str(Path(report_dir) / name)) for name in report_files] if report_dir else []
+    try:  # also: no two outputs the same file under any spelling, the report directory's files included
+        check_output_paths([("output", path) for path in paths] + in_report, [i for i in inputs if i])
+    except DataError as err:
+        raise CliError(str(err)) from err
 
 
 def _emit(report_json: dict[str, Any], markdown: str, output: str | None, stdout_taken: bool = False) -> None:
@@ -253,10 +263,17 @@ def _emit(report_json: dict[str, Any], markdown: str, output: str | None, stdout
 def run_grm(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.eval.critic_data import load_critic_sets, read_predictions
-    from fapo.eval.grm_bench import evaluate_grm, grm_markdown, judge_critic_rows, write_grm_report
+    from fapo.eval.grm_bench import (
+        GRM_REPORT_FILES,
+        evaluate_grm,
+        grm_markdown,
+        judge_critic_rows,
+        write_grm_report,
+    )
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, [args.output, args.save_predictions], [*args.data, args.predictions])
+    _check_outputs(args.report_dir, [args.output, args.save_predictions], [*args.data, args.predictions],
+                   GRM_REPORT_FILES)
     kind = "endpoint" if args.endpoint else "model_dir" if args.model_dir else "oracle" if args.judge else None
     spec = _judge_spec(args, kind, args.model_dir, args.model)
     try:
@@ -277,7 +294,7 @@ def run_grm(args: argparse.Namespace) -> int:
     except OSError as err:  # e.g. a --model-dir without weights or tokenizer
         raise CliError(f"cannot load the GenRM: {err}") from err
     settings = ({"rows": len(rows)} | ({"sample": args.sample, "seed": args.seed} if args.sample else {})
-                | ({} if spec is None else {"preset": args.preset, **_judge_sampling(args)}))
+                | _judge_settings(args, spec))
     report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses, settings)
     if args.save_predictions:
         _save_predictions(args.save_predictions, rows, verdicts, statuses, judgements)
@@ -307,15 +324,11 @@ def _grm_exit_status(report: Any, judgements: list[Any] | None, kind: str | None
 
 def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str],
                       judgements: list[Any] | None) -> None:
-    """{subset, id, verdict, status}, and the judge's truncated flag and critique when a judge ran."""
     from fapo.cli import CliError
-    from fapo.io import write_jsonl
+    from fapo.eval.grm_bench import write_predictions
 
-    said = judgements or [None] * len(rows)
     try:
-        write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
-                           | ({} if j is None else {"truncated": j.truncated, "critique": j.critique})
-                           for r, v, s, j in zip(rows, verdicts, statuses, said, strict=True)))
+        write_predictions(path, rows, verdicts, statuses, judgements)
     except OSError as err:
         raise CliError(f"cannot write {'stdout' if path == '-' else path}: {err.strerror or err}") from err
 
@@ -327,12 +340,12 @@ def run_policy(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.eval.generation import SamplingConfig
     from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
-    from fapo.eval.policy_report import policy_markdown, write_policy_report
+    from fapo.eval.policy_report import POLICY_REPORT_FILES, policy_markdown, write_policy_report
     from fapo.eval.presets import POLICY_PRESETS, preset_values
     from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, load_problems
     from fapo.io import DataError
 
-    _check_outputs(args.report_dir, [args.output], [args.data])
+    _check_outputs(args.report_dir, [args.output], [args.data], POLICY_REPORT_FILES)
     if args.model.startswith(("/", ".", "~")) and not Path(args.model).expanduser().is_dir():
         raise CliError(f"model directory not found: {args.model}")
     kind = args.judge or ("endpoint" if args.endpoint else "model_dir" if args.judge_model_dir else "none")
@@ -367,7 +380,7 @@ def run_policy(args: argparse.Namespace) -> int:
 def run_rollouts(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.eval.audit import AuditConfig, audit_rollouts
-    from fapo.eval.audit_report import audit_markdown, write_audit_report
+    from fapo.eval.audit_report import AUDIT_REPORT_FILES, audit_markdown, write_audit_report
     from fapo.eval.rollout_rows import RowSettings, gold_index
     from fapo.io import DataError
     from fapo.schema import FieldMap
@@ -375,9 +388,7 @@ def run_rollouts(args: argparse.Namespace) -> int:
     rows_path = args.rows or (str(Path(args.report_dir) / "rows.jsonl") if args.report_dir else None)
     if rows_path is None:
         raise CliError("say where the audited rows go: --rows FILE or --report-dir DIR")
-    inputs = list(args.files) + list(args.gold_file or [])
-    _check_outputs(args.report_dir, [args.output], inputs)
-    _check_outputs(None, [rows_path], inputs)
+    _check_outputs(args.report_dir, [args.output, rows_path], [*args.files, *(args.gold_file or [])], AUDIT_REPORT_FILES)
     kind = "endpoint" if args.endpoint else None if args.judge == "none" else "oracle"
     spec = _judge_spec(args, kind, None, args.model)
     try:
@@ -386,7 +397,7 @@ def run_rollouts(args: argparse.Namespace) -> int:
         config = AuditConfig(rows_path, rows, resume=args.resume, with_gold=not args.no_gold,
                              answer_rule=args.answer_format, verify_timeout=args.verify_timeout, window=args.window,
                              examples=args.examples, progress=True)
-        settings = {} if spec is None else {"preset": args.preset, **_judge_sampling(args)}
+        settings = _judge_settings(args, spec)
         report = audit_rollouts(list(args.files), config, spec, settings)
     except (DataError, ValueError) as err:
         raise CliError(str(err)) from err

@@ -1,7 +1,9 @@
 """`fapo judge INPUT.jsonl -o OUT.jsonl --endpoint URL ...`: judge solutions with GenRM servers.
 
-Reads rows, hands them to the judge `fapo.grm.judge.make_judge` builds, writes one result row per input row and a JSON
-summary on stderr. Holds no judging logic; never imports torch.
+Reads rows, hands them to the judge `fapo.grm.judge.make_judge` builds, writes one result row per input row as soon
+as it and every row before it are judged (`fapo.io.ResumableJsonl`: a run that dies keeps what it judged, and
+`--resume` judges only the rest, never a row twice) and a JSON summary on stderr. Holds no judging logic; never
+imports torch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ OUTPUT_FIELDS = (
 )  # fmt: skip
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (argparse turns the ValueError into a usage error naming the flag)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 CLIENT_OPTIONS = (
     ("--concurrency", int, "requests in flight at once"),
     ("--timeout", float, "seconds per HTTP attempt"),
@@ -26,6 +36,7 @@ CLIENT_OPTIONS = (
     ("--max-tokens", int, "critique length bound"),
     ("--temperature", float, "sampling temperature (0: greedy)"),
     ("--top-p", float, "nucleus sampling mass"),
+    ("--chat-template-kwargs", json_object, "chat template arguments as JSON, e.g. '{\"enable_thinking\": false}'"),
     ("--votes", int, "samples per solution, majority verdict"),
     ("--cache-size", int, "judgements kept in the client's cache (0: off)"),
     ("--breaker-failures", int, "consecutive failures that take an endpoint out"),
@@ -48,7 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", help="JSONL file of solutions to judge")
     p.add_argument("-o", "--output", required=True,
-                   help="JSONL file to write, replaced only once complete ('-': stdout; never the input file)")
+                   help="JSONL file to write, one row per input row in input order, written as rows are judged "
+                   "('-': stdout; never the input file)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the rows OUTPUT already holds (they must be the input's "
+                   "first rows) and judge only the rest")
     p.add_argument(
         "--endpoint",
         action="append",
@@ -72,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fapo.cli import CliError
     from fapo.grm.types import JudgeConfig
-    from fapo.io import DataError, check_output_path
+    from fapo.io import DataError, ResumableJsonl, check_output_path
 
     names = [flag[2:].replace("-", "_") for flag, _, _ in CLIENT_OPTIONS] + ["tie_break"]
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -85,15 +100,26 @@ def run(args: argparse.Namespace) -> int:
     except DataError as err:
         raise CliError(str(err)) from err
     ids, items = read_items(args.input)
-
-    t0 = time.perf_counter()
-    judgements, metrics = _judge_all(items, config)
-    wall_s = time.perf_counter() - t0
-    _write_rows(args.output, ids, judgements)
-    summary = summarise(judgements, wall_s, metrics)
+    try:
+        output = ResumableJsonl(args.output, resume=args.resume)
+    except DataError as err:
+        raise CliError(str(err)) from err
+    except OSError as err:
+        raise CliError(f"cannot write {args.output}: {err.strerror or err}") from err
+    with output:
+        try:
+            output.check_prefix(ids)
+            if any(row.get("status") not in ("ok", "invalid", "error") for row in output.done):
+                raise DataError(f"{args.output} holds rows that are not judgements; write to a new file")
+        except DataError as err:
+            raise CliError(f"--resume: {err}") from err
+        t0 = time.perf_counter()
+        metrics = _judge_into(output, ids, items, config)
+        wall_s = time.perf_counter() - t0
+    summary = summarise(output.done, wall_s, metrics, judged=output.written)
     print(json.dumps(summary), file=sys.stderr)
-    if judgements and summary["status"]["ok"] == 0:
-        print(f"fapo judge: no valid verdict in {len(judgements)} rows "
+    if ids and summary["status"]["ok"] == 0:
+        print(f"fapo judge: no valid verdict in {len(ids)} rows "
               f"({summary['status']['invalid']} invalid, {summary['status']['error']} error)", file=sys.stderr)
         return 1
     return 0
@@ -141,6 +167,8 @@ def _item(row: dict[str, Any], where: str) -> Any:
         steps = split_steps(texts[0])
     elif not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise CliError(f"{where}: field 'steps' must be a list of strings")
+    if not steps:  # -1 ("no wrong step") would be the only valid verdict: a clean verdict for nothing
+        raise CliError(f"{where}: no steps to judge (empty 'steps', or a blank 'response'); drop the row")
     gold = lookup(row, "gold")
     gold_value = gold_text(gold.value) if gold is not None else None
     if gold is not None and gold_value is None:
@@ -148,41 +176,72 @@ def _item(row: dict[str, Any], where: str) -> Any:
     return JudgeItem(problem, tuple(steps), gold_value)
 
 
-def _judge_all(items: list[Any], config: Any) -> tuple[list[Any], dict[str, float]]:
-    from fapo.grm.judge import judge_and_collect_sync, make_judge
+def _judge_into(output: Any, ids: list[Any], items: list[Any], config: Any) -> dict[str, float]:
+    """Judge the items after those `output` already holds, writing each row in input order as soon as it and
+    every row before it are judged; the judge's metrics."""
+    import asyncio
 
-    return judge_and_collect_sync(lambda: make_judge(config), items, progress=True)
+    from fapo.grm.client import JudgeProgress
+    from fapo.grm.judge import make_judge
+
+    start = len(output.done)
+
+    async def judge_all() -> dict[str, float]:
+        judge = make_judge(config)
+        todo = iter(range(start, len(items)))
+        ready: dict[int, Any] = {}
+        next_row = start
+        bar = JudgeProgress(len(items) - start) if start < len(items) else None
+
+        async def work() -> None:
+            nonlocal next_row
+            for i in todo:
+                [ready[i]] = await judge.judge_many([items[i]])
+                if bar is not None:
+                    bar.advance(ready[i])
+                while next_row in ready:
+                    _write_row(output, ids[next_row], ready.pop(next_row))
+                    next_row += 1
+
+        try:
+            await asyncio.gather(*(work() for _ in range(max(1, min(len(items) - start, config.concurrency)))))
+            return judge.metrics()
+        finally:
+            if bar is not None:
+                bar.close()
+            await judge.aclose()
+
+    return asyncio.run(judge_all())
 
 
-def _write_rows(output: str, ids: list[Any], judgements: list[Any]) -> None:
+def _write_row(output: Any, row_id: Any, judgement: Any) -> None:
     from fapo.cli import CliError
-    from fapo.io import write_jsonl
 
-    rows = (
-        {
-            "id": row_id,
-            **{name: getattr(j, name) for name in OUTPUT_FIELDS[1:]},
-            "latency_s": round(j.latency_s, 4),
-        }
-        for row_id, j in zip(ids, judgements, strict=True)
-    )
+    row = {"id": row_id, **{name: getattr(judgement, name) for name in OUTPUT_FIELDS[1:]},
+           "latency_s": round(judgement.latency_s, 4)}
     try:
-        write_jsonl(output, rows)  # replaced at the end: never a half-written output
+        output.write(row)
     except OSError as err:
-        raise CliError(f"cannot write {'stdout' if output == '-' else output}: {err.strerror or err}") from err
+        where = "stdout" if str(output.path) == "-" else output.path
+        raise CliError(f"cannot write {where}: {err.strerror or err}") from err
+    output.done.append(row)
 
 
-def summarise(judgements: list[Any], wall_s: float, metrics: dict[str, float]) -> dict[str, Any]:
-    """Counts by status, flawed ratio among ok verdicts, throughput and the client's metrics."""
+def summarise(rows: list[dict[str, Any]], wall_s: float, metrics: dict[str, float],
+              judged: int | None = None) -> dict[str, Any]:
+    """Counts by status over every output row (resumed ones included), flawed ratio among ok verdicts, the
+    rows judged by this run and their throughput, and the client's metrics."""
     status = {"ok": 0, "invalid": 0, "error": 0}
-    for j in judgements:
-        status[j.status] += 1
-    flawed = sum(1 for j in judgements if j.flawed)
+    for row in rows:
+        status[row["status"]] += 1
+    flawed = sum(1 for row in rows if row.get("flawed"))
+    judged = len(rows) if judged is None else judged
     return {
-        "rows": len(judgements),
+        "rows": len(rows),
+        "judged": judged,
         "status": status,
         "flawed_ratio": round(flawed / status["ok"], 4) if status["ok"] else None,
         "wall_s": round(wall_s, 3),
-        "rows_per_s": round(len(judgements) / wall_s, 1) if wall_s > 0 else None,
+        "rows_per_s": round(judged / wall_s, 1) if wall_s > 0 else None,
         "metrics": {k: round(v, 4) if math.isfinite(v) else None for k, v in metrics.items()},  # NaN: null
     }

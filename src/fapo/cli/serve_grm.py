@@ -85,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from fapo.serving.server import ServerConfig, serve
 
     _check_engine_options(args)
+    if args.api_key is not None and not args.api_key.strip():  # e.g. --api-key "$UNSET": not "no key"
+        raise CliError("--api-key (or $FAPO_GRM_API_KEY) is empty; give the key, or leave both out to serve "
+                       "without authentication")
     if args.engine == "vllm":
         return _run_vllm(args)
     try:
         config = ServerConfig(
             host=args.host, port=args.port, max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, max_wait_ms=args.max_wait_ms,
-            max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, api_key=args.api_key or None,
+            max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, api_key=args.api_key,
             served_model_name=args.served_model_name, max_request_tokens=args.max_request_tokens,
             long_request_tokens=args.long_request_tokens, max_connections=args.max_connections,
             header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
@@ -178,6 +181,6 @@ def _run_vllm(args: argparse.Namespace) -> int:
         problems = model_problems(args.model, is_cpu_build(python), options.extra_args)
         if problems:
             raise CliError(f"vLLM cannot serve {args.model} as a GenRM: " + "; ".join(problems))
-        return run_vllm(options, python, api_key=args.api_key or None)
+        return run_vllm(options, python, api_key=args.api_key)
     except (ValueError, VllmError) as err:
         raise CliError(str(err)) from err

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-MAX_TIMEOUT_S = 3600.0
-"""Longest --timeout accepted: a worker is killed after it, so it must be a finite number of seconds."""
+from fapo.verify import MAX_TIMEOUT_S  # a worker is killed after it: a finite number of seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
         help="check final answers against gold answers (math-verify, with timeouts)",
-        description="Read JSONL rows with `response` and `gold` (or their aliases: README, \"Row schema\"); write each row plus `correct`, `pred` "
-        "and `status` (ok, no_answer, timeout, error) as JSONL; print a JSON summary on stderr.",
+        description="Read JSONL rows with `response` and `gold` (or their aliases: README, \"Row schema\"); write each "
+        "row plus `correct`, `pred` and `status` (ok, no_answer, timeout, memory, error) as JSONL; print a JSON "
+        "summary on stderr.",
     )
     p.add_argument("input", metavar="INPUT.jsonl", help="rows with a string `response` and a `gold` answer")
     p.add_argument("-o", "--output", metavar="OUT.jsonl",

@@ -12,6 +12,10 @@ GRM_MAX_TOKENS = 256
 """Longest GenRM critique in GenRM RL, evaluation and judging (a checker-style critique of the demo's critic rows
 is at most 232 tokens with the testbed tokenizer, 116 on average)."""
 
+DEMO_JUDGE: dict[str, Any] = {"max_tokens": GRM_MAX_TOKENS, "temperature": 0.0}
+"""How the demo asks its GenRM (training and evaluation alike): critiques of at most GRM_MAX_TOKENS, decoded greedily
+so that the demo's numbers reproduce (the recipe's default, and fapo's, leaves decoding to the server)."""
+
 
 POLICY_STEPS_PER_GENERATION = 4
 """Optimizer steps per generation batch of 64 rollouts (8 prompts x 8), each on 16 rollouts (2 prompts): DAPO's

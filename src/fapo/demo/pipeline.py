@@ -17,7 +17,7 @@ from rich.console import Console
 
 from fapo.demo.config import (
     ARM_JUDGE,
-    GRM_MAX_TOKENS,
+    DEMO_JUDGE,
     POLICY_MAX_TOKENS,
     DemoConfig,
     tiny_grm_trl,
@@ -97,9 +97,10 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     from fapo.eval.critic_data import load_critic_rows
     from fapo.eval.grm_bench import evaluate_grm, judge_critic_rows
     from fapo.eval.judges import JudgeSpec
+    from fapo.grm.types import JudgeConfig
 
     rows = load_critic_rows(data_dir / "critic_test.jsonl", limit=config.grm_eval_rows)
-    spec = JudgeSpec(kind="endpoint", endpoints=tuple(urls), client={"max_tokens": GRM_MAX_TOKENS})
+    spec = JudgeSpec(JudgeConfig(endpoints=tuple(urls), **DEMO_JUDGE))
     verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
 
@@ -115,7 +116,7 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
                             "prompt_template": "{problem}", "answer_format": "strict", "verify_workers": 1,
                             "monitor_oracle": "testbed", "torch_threads": 1}
     if arm in ARM_JUDGE:
-        fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], "max_tokens": GRM_MAX_TOKENS, "timeout": 30.0})
+        fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], **DEMO_JUDGE, "timeout": 30.0})
     else:
         fapo.update(penalty=0.0)
     result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)
@@ -136,7 +137,7 @@ def evaluate_arm(model_dir: str, data_dir: Path, config: DemoConfig, seed: int) 
                                 max_tokens=POLICY_MAX_TOKENS),
         prompt_template="{problem}", answer_format="strict",
     )
-    report = evaluate_policy(model_dir, problems, eval_config, judge=JudgeSpec(kind="oracle"))
+    report = evaluate_policy(model_dir, problems, eval_config, judge=JudgeSpec(oracle="testbed"))
     scores = report.scores
     rollouts = report.rollouts
     diagnostics = diagnose([problems[r.problem_index].problem for r in rollouts], [r.text for r in rollouts],

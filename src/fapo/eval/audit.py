@@ -1,7 +1,7 @@
 """`fapo eval rollouts`: verify → judge the verified-correct → count, streamed over any number of rollouts.
 
     report = audit_rollouts(["runs/verl/rollout_dumps"], AuditConfig(rows_path="audit/rows.jsonl"),
-                            judge=JudgeSpec("endpoint", ("http://genrm:8001/v1",)))
+                            judge=JudgeSpec(JudgeConfig(endpoints=("http://genrm:8001/v1",))))
 
 Rollouts come from `fapo.eval.rollout_rows` (any dump, under the row schema). They are verified in chunks
 (`fapo.outcome`, in a worker thread, so the next chunk verifies while the judge works on this one) and each
@@ -11,14 +11,14 @@ written to `rows_path` in input order as soon as the rows before them are done: 
 `audit` object {key, group, source, correct, pred, verify_status, judge_status, verdict, flawed, truncated,
 critique, judge_error, latency_s, skipped}. `resume=True` continues a rows file: the rows in it are counted
 (never judged again) and the input is read on from the next rollout (a rows file that does not match the
-input's keys is an error). Memory holds the window and the report's cells, not the rows.
+input's keys is an error). Memory holds the window and the report's cells, not the rows: so the rows file is
+its own streamed writer, not `fapo.io.ResumableJsonl` (which keeps every written row to resume against).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import sys
 import time
@@ -28,15 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fapo.bounds import check_number
 from fapo.eval.audit_report import AuditReport, AuditTally
-from fapo.eval.judges import JudgeSpec, build_judge
+from fapo.eval.judges import JudgeSpec
 from fapo.eval.rollout_files import iter_rows
 from fapo.eval.rollout_rows import Rollout, RowSettings, to_rollouts
+from fapo.grm.judge import make_judge
 from fapo.grm.types import JudgeItem, Judgement
-from fapo.io import DataError, json_line
+from fapo.io import DataError, json_line, parse_json
 from fapo.outcome import AnswerRule, RolloutOutcome, rollout_outcomes
 from fapo.schema import lookup, problem_text
 from fapo.steps import split_steps
+from fapo.verify import MAX_TIMEOUT_S
+
+MAX_WINDOW = 1_000_000
+"""Most rollouts in flight (and verified per call, and examples shown): beyond it memory, not speed, grows."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,9 @@ class AuditConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("verify_chunk", "window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.verify_timeout > 0:
-            raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+        for name, low in (("verify_chunk", 1), ("window", 1), ("examples", 0)):
+            check_number(name, getattr(self, name), low, MAX_WINDOW, integer=True)
+        check_number("verify_timeout", self.verify_timeout, 0, MAX_TIMEOUT_S, low_open=True)
 
 
 def _audit_object(r: Rollout, o: RolloutOutcome | None, j: Judgement | None) -> dict[str, Any]:
@@ -80,9 +84,13 @@ def _audit_object(r: Rollout, o: RolloutOutcome | None, j: Judgement | None) -> 
 
 
 class RowsFile:
-    """The audited rows, appended line by line and flushed per batch (a killed run keeps what it wrote)."""
+    """The audited rows, appended line by line and flushed per batch (a killed run keeps what it wrote). Unlike
+    `fapo.io.ResumableJsonl` it never starts an existing file afresh (that is hours of judging: --resume or
+    remove it) and keeps no rows in memory; `read_done` streams an earlier run's rows into the report."""
 
     def __init__(self, path: str, resume: bool) -> None:
+        if str(path) == "-":
+            raise DataError("the audited rows go to a file that --resume can continue, not stdout ('-')")
         self.path = Path(path)
         if not resume and self.path.exists() and self.path.stat().st_size > 0:
             raise DataError(f"{path} already holds audited rows; pass --resume to continue it, or remove it")
@@ -109,8 +117,10 @@ def read_done(path: str, tally: AuditTally, settings: RowSettings) -> tuple[int,
             if not raw.endswith(b"\n"):
                 break  # cut mid-write: dropped below, its rollout is audited again
             try:
-                row = json.loads(raw)
+                row = parse_json(raw)  # strict: NaN, deep nesting, bad UTF-8 are a line's error, never a crash
                 audit = row["audit"]
+                if not isinstance(audit, dict):
+                    raise TypeError("its `audit` is not an object")
             except (ValueError, KeyError, TypeError) as err:
                 raise DataError(f"{path}:{done + 1}: not an audited row ({err}); is it the rows file of an audit?") from err
             good_bytes += len(raw)
@@ -244,7 +254,7 @@ def audit_rollouts(paths: list[str], config: AuditConfig, judge: JudgeSpec | Non
     metrics: dict[str, float] = {}
 
     async def main() -> None:
-        made = build_judge(judge) if judge is not None else None
+        made = make_judge(judge.config, judge.oracle, judge.verdict_fn, name=judge.name) if judge else None
         try:
             await _run(rollouts, made, config, writer, tally, progress)
         finally:

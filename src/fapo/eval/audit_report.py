@@ -220,13 +220,17 @@ def _examples_markdown(examples: list[dict[str, Any]]) -> list[str]:
     return parts
 
 
+AUDIT_REPORT_FILES = ("REPORT.json", "REPORT.md", "audit.png")
+"""What `write_audit_report` writes in its directory (the CLI checks them as outputs before any work)."""
+
+
 def write_audit_report(report: AuditReport, report_dir: str | Path) -> dict[str, Path]:
-    """REPORT.json, REPORT.md and audit.png in `report_dir` (created); their paths."""
+    """AUDIT_REPORT_FILES in `report_dir` (created); their paths."""
     from fapo.eval.plots import plot_audit
 
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "REPORT.json", "markdown": out / "REPORT.md", "plot": out / "audit.png"}
+    paths = dict(zip(("json", "markdown", "plot"), (out / name for name in AUDIT_REPORT_FILES), strict=True))
     write_json(paths["json"], report.to_json())
     write_text(paths["markdown"], audit_markdown(report))
     plot_audit(report.by_group_source, report.by_group, report.group_by, paths["plot"])

@@ -1,7 +1,7 @@
 """GenRM benchmarks: ProcessBench per subset and FlawedPositiveBench, from verdicts to a report.
 
     rows = load_critic_sets(["processbench/gsm8k.jsonl", "processbench/math.jsonl"])
-    verdicts, judgements, _ = judge_critic_rows(rows, JudgeSpec("endpoint", ("http://h:8000/v1",)))
+    verdicts, judgements, _ = judge_critic_rows(rows, JudgeSpec(JudgeConfig(endpoints=("http://h:8000/v1",))))
     report = evaluate_grm(rows, verdicts, judgements=judgements)
     write_grm_report(report, "reports/grm")      # REPORT.json, REPORT.md, confusion.png
 
@@ -21,7 +21,7 @@ from fapo.eval.critic_data import CriticRow
 from fapo.eval.judges import JudgeSpec, judge_items
 from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
 from fapo.grm.client import JudgeItem, Judgement
-from fapo.io import write_text
+from fapo.io import write_jsonl, write_text
 from fapo.metrics import (
     FlawedPositiveScores,
     SubsetScores,
@@ -188,6 +188,10 @@ def grm_markdown(report: GrmReport) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+GRM_REPORT_FILES = ("REPORT.json", "REPORT.md", "confusion.png")
+"""The files `write_grm_report` writes in its directory (checked against the command's other outputs first)."""
+
+
 def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Path]:
     """Write REPORT.json, REPORT.md and confusion.png to `report_dir` (created); return their paths."""
     from fapo.eval.plots import plot_grm_confusion
@@ -199,3 +203,13 @@ def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Pat
     write_text(paths["markdown"], grm_markdown(report))
     plot_grm_confusion(report.confusion, report.flawed_positive_bench, paths["confusion"], report.fpb_no_verdict)
     return paths
+
+
+def write_predictions(path: str, rows: Sequence[CriticRow], verdicts: Sequence[int | None], statuses: Sequence[str],
+                      judgements: Sequence[Judgement] | None) -> None:
+    """Write {subset, id, verdict, status} per row to `path` ('-': stdout), and the judge's truncated flag and
+    critique when a judge ran; OSError when it cannot be written."""
+    said = judgements or [None] * len(rows)
+    write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
+                       | ({} if j is None else {"truncated": j.truncated, "critique": j.critique})
+                       for r, v, s, j in zip(rows, verdicts, statuses, said, strict=True)))

@@ -2,12 +2,12 @@
 
     problems = load_problems("../shared/data/math500/test.jsonl", limit=100)
     report = evaluate_policy("out/checkpoint-100", problems, PolicyEvalConfig(SamplingConfig(k=16)),
-                             judge=JudgeSpec("endpoint", ("http://127.0.0.1:8000/v1",)))
+                             judge=JudgeSpec(JudgeConfig(endpoints=("http://127.0.0.1:8000/v1",))))
     report.scores.avg_at_k, report.scores.flawed_among_correct
 
 A rollout is correct as training counts it: `fapo.outcome.rollout_outcomes` (the one rule: not cut at
 max_tokens, with answer_format "strict" exactly one `\\boxed{}` with nothing after it but a closer, and `fapo.verify`
-finds its final answer equivalent to the gold). Only correct rollouts go to the judge (DESIGN.md §1.1),
+finds its final answer equivalent to the gold). Only correct rollouts go to the judge (docs/design.md §1.1),
 and a judge failure is counted, never read as "clean" or "flawed". `score_rollouts` is the pure
 part, testable without a model. Must not train.
 """

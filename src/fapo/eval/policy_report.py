@@ -41,6 +41,10 @@ def policy_markdown(report: PolicyReport) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+POLICY_REPORT_FILES = ("REPORT.json", "samples.jsonl", "REPORT.md", "pass_at_k.png", "outcomes.png", "lengths.png")
+"""The files `write_policy_report` writes in its directory (checked against the command's other outputs first)."""
+
+
 def write_policy_report(report: PolicyReport, report_dir: str | Path) -> dict[str, Path]:
     """Write the report files to `report_dir` (created); return their paths by kind."""
     from fapo.eval.plots import plot_lengths, plot_outcomes, plot_pass_at_k

@@ -1,6 +1,6 @@
 """Async GenRM client: judge solutions over any number of OpenAI-compatible (or SGLang `/generate`) endpoints.
 
-Owns the HTTP side of judging (DESIGN.md §1.5): keep-alive connections per endpoint
+Owns the HTTP side of judging (docs/design.md §4.4): keep-alive connections per endpoint
 (`fapo.grm.http`), a global concurrency limit, least-outstanding routing and circuit breakers
 (`fapo.grm.routing`), retries with exponential backoff and jitter, majority voting over n samples,
 an LRU cache keyed by the exact prompt (with identical concurrent requests sharing one in-flight
@@ -16,6 +16,7 @@ never a verdict. Must not import torch or transformers, and holds no prompt logi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fapo.grm.fit import ContextFit
 from fapo.grm.http import ConnectionPool
 from fapo.grm.prompt import grm_messages, parse_verdict
 from fapo.grm.protocols import ChatCompletions, RequestProtocol, Sample
@@ -72,6 +74,9 @@ class GenRMClient:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._models = [json.dumps(e.model) for e in config.endpoints]
         self._sampling = self.protocol.sampling(config)
+        # Requests are fitted to each endpoint's context (chat completions; `fapo.grm.fit`).
+        self._fit = ContextFit(config, [_auth_header(e) for e in config.endpoints]) \
+            if isinstance(self.protocol, ChatCompletions) else None
         self._pools: list[ConnectionPool] | None = None
         self._closed = False
         self._cache: OrderedDict[bytes, Judgement] = OrderedDict()
@@ -79,6 +84,8 @@ class GenRMClient:
         self._pending: dict[bytes, asyncio.Future[Judgement]] = {}
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._health_changed = asyncio.Event()
+        """Set (and replaced) whenever an attempt ends: requests waiting for an open breaker look again."""
 
     async def __aenter__(self) -> GenRMClient:
         self._closed = False
@@ -102,6 +109,8 @@ class GenRMClient:
     async def aclose(self) -> None:
         """Close the connections; requests still in flight end as "error" judgements, none are retried."""
         self._closed = True
+        if self._fit is not None:
+            self._fit.close()
         if self._pools is not None:
             for pool in self._pools:
                 pool.close()
@@ -149,7 +158,7 @@ class GenRMClient:
                 raise TypeError(f"judge_many takes JudgeItem objects, got {type(item).__name__}")
         results: list[Judgement | None] = [None] * len(items)
         todo = iter(range(len(items)))
-        bar = _Progress(len(items)) if progress and items else None
+        bar = JudgeProgress(len(items)) if progress and items else None
 
         async def work() -> None:
             for i in todo:
@@ -190,22 +199,33 @@ class GenRMClient:
         return result
 
     async def _attempts(self, prompt: str, num_steps: int, t0: float) -> Judgement:
-        """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried."""
+        """Up to 1 + retries attempts, each on the least-loaded healthy endpoint not yet tried.
+
+        When every breaker is open the request waits for one to let traffic through again (its half-open
+        probe), until its deadline: `timeout × (1 + retries)` seconds after it started. Only then does it
+        fail as "no healthy endpoint" (`grm/fail_fast`).
+        """
         cfg = self.config
+        deadline = time.monotonic() + cfg.timeout * (cfg.retries + 1)
         tried: list[int] = []
         error = "not attempted"
-        for attempt in range(1, cfg.retries + 2):
+        attempt = 0
+        while True:
             async with self._slots:
                 pick = self._router.pick(tried)
-                if pick is None:
-                    self._counts["grm/fail_fast"] += 1
-                    reason = self._router.describe_unavailable()
-                    if tried:
-                        reason += f" (last error: {error})"
-                    url = cfg.endpoints[tried[-1]].url if tried else None
-                    return _failure(reason, url, attempt - 1, time.perf_counter() - t0)
-                tried.append(pick.index)
-                outcome = await self._send(pick, prompt)
+                if pick is not None:
+                    tried.append(pick.index)
+                    outcome = await self._send(pick, prompt)
+            if pick is None:
+                if await self._wait_for_endpoint(deadline):
+                    continue
+                self._counts["grm/fail_fast"] += 1
+                reason = self._router.describe_unavailable() + " until this request's deadline"
+                if tried:
+                    reason += f" (last error: {error})"
+                url = cfg.endpoints[tried[-1]].url if tried else None
+                return _failure(reason, url, attempt, time.perf_counter() - t0)
+            attempt += 1
             url = cfg.endpoints[pick.index].url
             if outcome.samples is not None:
                 return self._answer(outcome.samples, num_steps, url, attempt, t0)
@@ -213,24 +233,54 @@ class GenRMClient:
             if not outcome.retry or attempt > cfg.retries:
                 return _failure(error, url, attempt, time.perf_counter() - t0)
             self._counts["grm/retries"] += 1
-            await asyncio.sleep(self._backoff(attempt, outcome.retry_after))
-        raise AssertionError("unreachable: the last attempt returns")
+            await asyncio.sleep(min(self._backoff(attempt, outcome.retry_after), max(0.0, deadline - time.monotonic())))
+
+    async def _wait_for_endpoint(self, deadline: float) -> bool:
+        """Wait until a breaker may let a request through (its cooldown is over, or an attempt ended and
+        changed the endpoints' health); False once `deadline` has passed. A random extra part of the
+        wait keeps the waiting requests from all arriving at the probe at once."""
+        self._counts["grm/breaker_waits"] += 1
+        left = deadline - time.monotonic()
+        if left <= 0 or self._closed:
+            return False
+        next_probe = self._router.next_probe_in()
+        wait = left if next_probe is None else min(left, next_probe * random.uniform(1.0, 1.1) + 0.001)
+        changed = self._health_changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), wait)
+        return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cfg = self.config
-        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempt - 1))
+        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** min(attempt - 1, 60))
         delay *= random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, cfg.backoff_max))
         return delay
 
     async def _send(self, pick: Pick, prompt: str) -> _Outcome:
-        """One HTTP attempt; reports the outcome to the router. Never raises but CancelledError."""
+        """One HTTP attempt; reports the outcome to the router and wakes requests waiting for an endpoint.
+        Never raises but CancelledError."""
+        try:
+            return await self._send_once(pick, prompt)
+        finally:
+            self._health_changed.set()
+            self._health_changed = asyncio.Event()
+
+    async def _send_once(self, pick: Pick, prompt: str) -> _Outcome:
         i = pick.index
         if self._closed:
             self._router.release(pick)
             return _Outcome(error="the client was closed")
-        body = self.protocol.body(self._models[i], prompt, self._sampling)
+        sampling = self._sampling
+        if self._fit is not None:
+            fitted = await self._fit.fit(i, prompt.removeprefix('"messages":'))
+            if fitted.error is not None:  # no room on this endpoint: another may have a longer context
+                self._router.release(pick)
+                return _Outcome(error=fitted.error, retry=True)
+            if fitted.max_tokens != self.config.max_tokens:
+                sampling = self.protocol.sampling(replace(self.config, max_tokens=fitted.max_tokens))
+        body = self.protocol.body(self._models[i], prompt, sampling)
         self._counts["grm/requests"] += 1
         t = time.perf_counter()
         try:
@@ -269,16 +319,22 @@ class GenRMClient:
         return response.status, response.body, response.headers.get("retry-after")
 
     def _answer(self, samples: list[Sample], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
-        """The majority verdict of the samples; a sample cut at max_tokens abstains (no verdict), whatever
-        box its unfinished text may hold."""
+        """The verdict of an answer: the majority over its usable samples. A cut or filtered sample abstains,
+        whatever box its unfinished text may hold; an answer with no verdict whose samples were cut at
+        max_tokens is `truncated`."""
         latency = time.perf_counter() - t0
-        verdicts = [None if s.truncated else parse_verdict(s.text, num_steps) for s in samples]
+        verdicts = [parse_verdict(s.text, num_steps) if s.unusable is None else None for s in samples]
         verdict = majority_verdict(verdicts, self.config.tie_break)
         if verdict is None:
             shown = samples[0].text if samples else None
+            why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(samples)} sample(s)"
             cut = sum(s.truncated for s in samples)
-            why = (f"truncated: {cut} of {len(samples)} critique(s) reached max_tokens ({self.config.max_tokens})"
-                   if cut else f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(samples)} sample(s)")
+            if cut:
+                why = (f"truncated: {cut} of {len(samples)} critique(s) reached max_tokens ({self.config.max_tokens}) "
+                       f"or the room the server's context left; {why}")
+            unusable = sorted({s.unusable for s in samples if s.unusable})
+            if unusable:
+                why += ": " + "; ".join(unusable)
             return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why, truncated=cut > 0)
         critique = samples[verdicts.index(verdict)].text
         return Judgement(verdict, verdict >= 0, "ok", critique, url, attempts, latency)
@@ -299,9 +355,11 @@ class GenRMClient:
         Judgements: grm/judgements, grm/ok, grm/invalid, grm/errors, grm/flawed, grm/flawed_ratio
         (flawed / ok), grm/latency_p50|p95 (uncached, seconds); ratios and percentiles over nothing are NaN
         (`fapo.metrics`). HTTP: grm/requests,
-        grm/request_errors, grm/retries, grm/fail_fast (no healthy endpoint), grm/in_flight,
+        grm/request_errors, grm/retries, grm/breaker_waits (waits for an open breaker's probe), grm/fail_fast
+        (no healthy endpoint until the request's deadline), grm/in_flight,
         grm/healthy_endpoints. Cache: grm/cache_hits, grm/coalesced (joined an identical
-        in-flight request), grm/cache_size. Per endpoint i: grm/endpoint/<i>/requests, errors,
+        in-flight request), grm/cache_size. Context: grm/fitted (requests sent with less than max_tokens, to
+        fit the endpoint's context; `fapo.grm.fit`). Per endpoint i: grm/endpoint/<i>/requests, errors,
         in_flight, healthy (0/1), latency_p50, latency_p95 (seconds, last 1024 attempts).
         """
         m = {k: float(v) for k, v in self._counts.items()}
@@ -310,13 +368,14 @@ class GenRMClient:
         m["grm/cache_size"] = float(len(self._cache))
         m["grm/in_flight"] = float(sum(s.in_flight for s in self._router.states))
         m["grm/healthy_endpoints"] = float(sum(map(self._router.healthy, range(len(self._router.states)))))
+        m["grm/fitted"] = float(self._fit.fitted if self._fit is not None else 0)
         m.update(self._router.metrics())
         return m
 
 
 _COUNTERS = (
     "grm/judgements", "grm/ok", "grm/invalid", "grm/errors", "grm/flawed", "grm/requests",
-    "grm/request_errors", "grm/retries", "grm/fail_fast", "grm/cache_hits", "grm/coalesced",
+    "grm/request_errors", "grm/retries", "grm/fail_fast", "grm/breaker_waits", "grm/cache_hits", "grm/coalesced",
 )  # fmt: skip
 _STATUS_KEY = {"ok": "grm/ok", "invalid": "grm/invalid", "error": "grm/errors"}
 
@@ -348,8 +407,8 @@ def _seconds(header: str | None) -> float | None:
         return None
 
 
-class _Progress:
-    """Progress for `judge_many` on stderr: a rich bar on a terminal, else a line every 10 s."""
+class JudgeProgress:
+    """Progress of judging on stderr: a rich bar on a terminal, else a line every 10 s. `advance` per judgement."""
 
     def __init__(self, total: int, every_s: float = 10.0) -> None:
         self.total, self.done, self.every_s = total, 0, every_s

@@ -1,4 +1,4 @@
-"""The GenRM prompt and verdict protocol (DESIGN.md §1.4).
+"""The GenRM prompt and verdict protocol (docs/design.md §1.2).
 
 The prompt is the FAPO authors' critic template (their FAPO-Critic data): the problem, the ground
 truth when known (left out, as in ProcessBench, when it is not), and the solution's steps tagged

@@ -49,7 +49,7 @@ class Router:
     `pick` chooses among available endpoints the one with the fewest requests in flight,
     preferring endpoints not in `exclude` (those this request already tried); ties go
     round-robin. An open breaker becomes available for exactly one probe once its cooldown has
-    passed. `pick` returns None when no endpoint is available: the caller fails fast.
+    passed. `pick` returns None when no endpoint is available: the caller waits (`next_probe_in`).
     """
 
     def __init__(
@@ -128,6 +128,14 @@ class Router:
     def healthy(self, index: int) -> bool:
         """Whether the endpoint's breaker is closed."""
         return self.states[index].open_since is None
+
+    def next_probe_in(self) -> float | None:
+        """Seconds until `pick` may find an endpoint (0: now); None while every open breaker's probe is
+        in flight (only its outcome changes that)."""
+        now = self._clock()
+        waits = [0.0 if s.open_since is None else max(0.0, self._breaker_cooldown - (now - s.open_since))
+                 for s in self.states if not s.probing]
+        return min(waits) if waits else None
 
     def describe_unavailable(self) -> str:
         """Why `pick` found nothing, for the error message of a fail-fast result."""

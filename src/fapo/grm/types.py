@@ -7,14 +7,22 @@ Plain data and pure functions shared by the HTTP client (`fapo.grm.client`), the
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from yarl import URL
 
+from fapo.bounds import check_number
+
 Status = Literal["ok", "invalid", "error"]
+
+RECIPE_MAX_TOKENS = 16384
+"""The judge's critique budget in new tokens: the FAPO recipe's (verl-recipe `fapo/reward_fn_reasoning.py`,
+`GRM_SAMPLING_PARAMS = {"max_new_tokens": 16384}`; the remote variant sends `max_tokens=16384`). Every verb and
+path defaults to it through `JudgeConfig.max_tokens`."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +66,18 @@ class JudgeConfig:
     """Seconds one HTTP attempt may take, connect to last byte; a timeout is retried elsewhere."""
     retries: int = 3
     """Extra attempts after the first on connection errors, timeouts, 5xx, 429 (so at most 1 + retries)."""
-    max_tokens: int = 2048
-    """Upper bound on the critique's length in tokens; a critique cut here is "invalid" (no verdict, `truncated`)."""
-    temperature: float = 0.0
-    """Sampling temperature. 0 (greedy) makes a verdict reproducible and the cache exact; voting needs > 0."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
+    max_tokens: int = RECIPE_MAX_TOKENS
+    """Upper bound on the critique's length in tokens (the recipe's 16,384 by default); where an endpoint
+    reports its context, a request is fitted to the room its prompt leaves (`fapo.grm.fit`). A critique cut
+    here is "invalid" whatever box its unfinished text holds: no verdict, `Judgement.truncated`."""
+    temperature: float | None = None
+    """Sampling temperature; None sends none, so the server's default decoding samples (the recipe's: it sends
+    none). 0 (greedy) makes a verdict reproducible and the cache exact; voting needs a temperature that samples."""
+    top_p: float | None = None
+    """Nucleus sampling mass; None sends none (the server's default, as in the recipe)."""
+    chat_template_kwargs: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    """Extra arguments for the GenRM's chat template, sent with every chat request (vLLM, SGLang and
+    `fapo serve-grm` apply them), e.g. {"enable_thinking": false} for a Qwen3 critic."""
     votes: int = 1
     """Samples per request (`n`); the verdict is their majority (see `majority_verdict`)."""
     tie_break: Literal["flawed", "clean"] = "flawed"
@@ -78,8 +92,10 @@ class JudgeConfig:
     """Delay before the first retry in seconds; doubles per retry, with jitter (a random 50-100%)."""
     backoff_max: float = 5.0
     """Cap on one retry delay (also on a server's Retry-After)."""
-    max_response_bytes: int = 16 * 1024 * 1024
-    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error."""
+    max_response_bytes: int | None = None
+    """Largest HTTP response accepted; a larger one is dropped unread and the attempt is an error. None (the
+    default): 64 KiB + votes × max_tokens × 64 bytes (every token as a JSON-escaped string, with room to spare),
+    at most 16 MiB, so that the responses in flight hold what the critiques need, not concurrency × 16 MiB."""
 
     def __post_init__(self) -> None:
         endpoints = self.endpoints
@@ -89,15 +105,16 @@ class JudgeConfig:
         if not endpoints or not all(isinstance(e, Endpoint) for e in endpoints):
             raise ValueError("endpoints: give at least one Endpoint(url=...) or URL string")
         object.__setattr__(self, "endpoints", endpoints)
-        _check(self.concurrency >= 1, "concurrency must be >= 1 (64 suits most servers)")
-        _check(self.timeout > 0, "timeout must be > 0 seconds")
-        _check(self.retries >= 0, "retries must be >= 0 (0 = one attempt only)")
-        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
-        _check(self.temperature >= 0, "temperature must be >= 0")
-        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
-        _check(self.votes >= 1, "votes must be >= 1")
+        if self.max_response_bytes is None and isinstance(self.max_tokens, int) and isinstance(self.votes, int):
+            needed = 64 * 1024 + self.votes * min(self.max_tokens, 2**20) * 64
+            object.__setattr__(self, "max_response_bytes", min(16 * 1024 * 1024, needed))
+        for name, low, high, integer in _BOUNDS:
+            if getattr(self, name) is not None or name not in ("temperature", "top_p"):  # None: the server's
+                check_number(name, getattr(self, name), low, high, integer=integer,
+                             low_open=name in ("timeout", "top_p"))
+        object.__setattr__(self, "chat_template_kwargs", _template_kwargs(self.chat_template_kwargs))
         _check(
-            self.votes == 1 or self.temperature > 0,
+            self.votes == 1 or self.temperature != 0,
             f"votes={self.votes} with temperature=0 samples the same critique {self.votes} times; "
             "set temperature > 0 (e.g. 0.7) or votes=1",
         )
@@ -105,13 +122,7 @@ class JudgeConfig:
             self.tie_break in ("flawed", "clean"),
             f"tie_break must be 'flawed' or 'clean': {self.tie_break!r}",
         )
-        _check(self.cache_size >= 0, "cache_size must be >= 0 (0 turns the cache off)")
-        _check(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
-        _check(self.breaker_failures >= 1, "breaker_failures must be >= 1")
-        _check(self.breaker_cooldown >= 0, "breaker_cooldown must be >= 0 seconds")
-        _check(self.backoff_base >= 0, "backoff_base must be >= 0 seconds")
         _check(self.backoff_max >= self.backoff_base, "backoff_max must be >= backoff_base")
-
 
     def _endpoint(self, spec: object) -> object:
         if isinstance(spec, str):
@@ -131,9 +142,33 @@ class JudgeConfig:
         return out
 
 
+_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
+    ("concurrency", 1, 65536, True), ("timeout", 0, 86400, False), ("retries", 0, 100, True),
+    ("max_tokens", 1, 2**20, True), ("temperature", 0, 100, False), ("top_p", 0, 1, False),
+    ("votes", 1, 1024, True), ("cache_size", 0, 10**8, True), ("max_response_bytes", 1024, 2**30, True),
+    ("breaker_failures", 1, 10**6, True), ("breaker_cooldown", 0, 3600, False), ("backoff_base", 0, 600, False),
+    ("backoff_max", 0, 600, False),
+)
+"""(field, low, high, integer) of JudgeConfig's numbers: finite, and none so large it means "never"
+(timeout and top_p exclude their low end)."""
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _template_kwargs(kwargs: object) -> dict[str, Any] | None:
+    """A copy of `chat_template_kwargs` as a JSON object, or None; ValueError when it is not one."""
+    if kwargs is None:
+        return None
+    _check(isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs),
+           f"chat_template_kwargs must be a mapping of names to values, e.g. {{enable_thinking: false}}: {kwargs!r}")
+    try:
+        json.dumps(dict(kwargs), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"chat_template_kwargs must hold JSON values only: {err}") from err
+    return dict(kwargs)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""fapo inside verl: drop-in reward functions for verl's reward loop (DESIGN.md §1.1, §1.4).
+"""fapo inside verl: drop-in reward functions for verl's reward loop (docs/design.md §1.1, §1.2).
 
 Point a verl run script at them with one line each:
 
     custom_reward_function.path=pkg://fapo.integrations.verl
-    custom_reward_function.name=compute_score_fapo        # or compute_score_baseline, compute_score_genrm
+    custom_reward_function.name=compute_score_fapo        # or compute_score_baseline, compute_score_fapo_genrm
 
 They have the signatures of the FAPO recipe's functions (verl-recipe `fapo/reward_fn_reasoning.py`,
 `fapo/reward_fn_genrm.py`), so verl's reward managers (`dapo`, `naive`) call them as they call those:
@@ -13,13 +13,18 @@ They have the signatures of the FAPO recipe's functions (verl-recipe `fapo/rewar
 
 What changes against the recipe's functions:
 - answers are checked by `fapo.verify` (math-verify with worker-process timeouts) instead of DAPO's
-  normalised string match on the last 300 characters;
+  normalised string match, on the same last 300 characters of the response (`truncation_rule` "tail": verl
+  does not say whether a response was cut, so, as in the recipe, a cut response whose tail holds the right
+  answer counts and DAPO's reward manager subtracts the overlong penalty);
 - the GenRM is asked either through verl's router (SGLang's `/generate`, token ids in and out, as
   the recipe does) or through fapo's client to OpenAI-compatible servers (`judge_endpoints`, or the
   `FAPO_JUDGE_ENDPOINTS` environment variable: comma-separated `http://host:port/v1` URLs), in both
   cases with fapo's timeouts, retries, circuit breaker and cache (`fapo.grm.client`);
 - a failed judgement is no penalty *and* a visible `judge_status` ("error" or "invalid"), never a
-  silent "not flawed"; `judge_metrics()` gives the process's counters (`grm/flawed_ratio`, ...);
+  silent "not flawed"; `judge_metrics()` gives the process's counters (`grm/flawed_ratio`, ...); and once
+  more than `judge_failure_rate` (20%) of a process's last `judge_failure_window` (200) judgements failed,
+  `compute_score_fapo` raises `JudgeFailuresExceeded` (or, with `on_judge_failures="warn"`, warns) instead
+  of quietly training GRPO;
 - the GenRM prompt is the one the GenRM was trained on. The recipe's reward function fills a
   template that says "(split into steps)" with the raw solution: no step boundaries, no indices, so
   the index the GenRM names refers to a split it had to invent, and nothing can check it is in
@@ -35,20 +40,26 @@ Importable without verl, and imports neither torch nor transformers (a tokenizer
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fapo.bounds import check_number
+from fapo.grm.failure_window import FailureBudget, FailureWindow
 from fapo.grm.judge import Judge, make_judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.protocols import TokenGenerate
 from fapo.grm.types import Endpoint, JudgeConfig, JudgeItem, Judgement
 from fapo.metrics import ratio
-from fapo.rewards import fapo_reward, grm_reward
+from fapo.outcome import answer_text
+from fapo.rewards import MAX_PENALTY, fapo_reward, grm_reward
 from fapo.steps import split_steps
-from fapo.verify import VerifyResult, verify_batch
+from fapo.verify import MAX_TIMEOUT_S, VerifyResult, verify_batch
+
+logger = logging.getLogger(__name__)
 
 ENV_ENDPOINTS = "FAPO_JUDGE_ENDPOINTS"
 ENV_MODEL = "FAPO_JUDGE_MODEL"
@@ -82,17 +93,35 @@ class VerlRewardSettings:
     """How a rollout is split into the steps the GenRM indexes (`fapo.steps.split_steps`)."""
     verify_timeout: float = 5.0
     """Seconds math-verify may spend on one answer before it counts as wrong (status "timeout")."""
+    truncation_rule: str = "tail"
+    """How a response's answer is read (`fapo.outcome`): "tail", the recipe's rule, from its last 300 characters,
+    truncated or not (the recipe's `verify` does `solution_str[-300:]`; DAPO's reward manager adds the overlong
+    penalty). verl passes no truncation flag to a reward function, so "wrong" (fapo's TRL default) cannot be
+    applied here; the TRL path's `fapo.truncation_rule: tail` is the same rule."""
+    judge_failure_rate: float = 0.2
+    """No silent GRPO (`fapo.grm.failure_window`): the largest share of failed judgements (error or invalid)
+    tolerated over this process's last `judge_failure_window` judged rollouts (1: never act)."""
+    judge_failure_window: int = 200
+    """Judged rollouts the failure share is taken over (per reward-worker process)."""
+    on_judge_failures: str = "stop"
+    """Past the share: "stop" (compute_score_fapo raises `JudgeFailuresExceeded` and the run stops) or "warn"
+    (a warning, repeated every `judge_failure_window` judgements while it holds)."""
 
     def __post_init__(self) -> None:
         endpoints = self.judge_endpoints
         if isinstance(endpoints, str):
             endpoints = tuple(u.strip() for u in endpoints.split(",") if u.strip())
         object.__setattr__(self, "judge_endpoints", tuple(str(u) for u in endpoints))
-        if self.penalty < 0:
-            raise ValueError(f"penalty (λ) must be >= 0, got {self.penalty}")
-        if not self.verify_timeout > 0:
-            raise ValueError(f"verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+        check_number("penalty (λ)", self.penalty, 0, MAX_PENALTY)  # nan or inf would poison the group advantages
+        check_number("verify_timeout", self.verify_timeout, 0, MAX_TIMEOUT_S, low_open=True)
+        if self.truncation_rule != "tail":
+            raise ValueError(f'truncation_rule must be "tail" in verl (verl does not tell a reward function that a '
+                             f'response was truncated), got {self.truncation_rule!r}')
+        self.failure_budget()  # a bad judge_failure_* / on_judge_failures value fails here
         self.judge_config(("http://127.0.0.1:1/v1",))  # a bad judge_* value fails here, naming the field
+
+    def failure_budget(self) -> FailureBudget:
+        return FailureBudget(self.judge_failure_rate, self.judge_failure_window, self.on_judge_failures)  # type: ignore[arg-type]
 
     def judge_config(self, endpoints: tuple[Endpoint | str, ...]) -> JudgeConfig:
         """The client settings for `endpoints` (URL strings get `judge_model` and `judge_api_key`)."""
@@ -102,9 +131,9 @@ class VerlRewardSettings:
                            **{**VERL_JUDGE_DEFAULTS, **dict(self.judge_client)})
 
 
-VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "max_tokens": 16384, "concurrency": 256}
-"""Where verl's defaults differ from `JudgeConfig`'s: FAPO-GenRM-4B critiques run to thousands of tokens
-(16384 is the recipe's `max_new_tokens`), and one reward worker judges a whole batch at once."""
+VERL_JUDGE_DEFAULTS: dict[str, Any] = {"timeout": 600.0, "retries": 2, "concurrency": 256}
+"""Where verl's defaults differ from `JudgeConfig`'s: a critique of the recipe's 16,384 tokens (`JudgeConfig`'s
+`max_tokens`, as everywhere) takes minutes, and one reward worker judges a whole batch at once."""
 
 _CLIENT_FIELDS = tuple(f.name for f in fields(JudgeConfig) if f.name not in ("endpoints", "model", "api_key"))
 SETTINGS = tuple(f.name for f in fields(VerlRewardSettings) if f.name != "judge_client") + tuple(
@@ -123,11 +152,34 @@ def _settings(kwargs: Mapping[str, Any], function: str) -> VerlRewardSettings:
     return VerlRewardSettings(**plain, judge_client=client)
 
 
-async def _verify(solution_str: str, ground_truth: Any, timeout: float) -> VerifyResult:
-    """`fapo.verify` on one rollout, off the event loop (the shared verifier's pool does the work)."""
+async def _verify(solution_str: str, ground_truth: Any, settings: VerlRewardSettings) -> VerifyResult:
+    """`fapo.verify` on one rollout's answer text (`fapo.outcome.answer_text`: its last 300 characters), off the
+    event loop (the shared verifier's pool does the work)."""
     gold = str(ground_truth) if ground_truth is not None else None
-    results = await asyncio.to_thread(verify_batch, [solution_str], [gold], timeout=timeout)
+    text = answer_text(solution_str, settings.truncation_rule)  # type: ignore[arg-type]
+    results = await asyncio.to_thread(verify_batch, [text], [gold], timeout=settings.verify_timeout)
     return results[0]
+
+
+_failure_windows: dict[FailureBudget, FailureWindow] = {}
+"""This process's judged rollouts, one window per failure budget (reward workers are processes)."""
+_unwarned: dict[FailureBudget, int] = {}
+"""Judgements recorded past the budget since the last warning ("warn" repeats every window's worth)."""
+
+
+def _watch_failures(settings: VerlRewardSettings, status: str) -> None:
+    """Record one judgement; past the budget raise ("stop") or warn every `window` judgements ("warn")."""
+    budget = settings.failure_budget()
+    window = _failure_windows.setdefault(budget, FailureWindow(budget))
+    window.record([status])
+    warning = window.check("fapo.integrations.verl.compute_score_fapo")
+    if warning is None:
+        _unwarned.pop(budget, None)
+        return
+    _unwarned[budget] = _unwarned.get(budget, 0) + 1
+    if _unwarned[budget] == 1 or _unwarned[budget] > budget.window:
+        _unwarned[budget] = 1
+        logger.warning(warning)
 
 
 async def compute_score_baseline(solution_str: str, ground_truth: str, **kwargs: Any) -> dict[str, Any]:
@@ -136,7 +188,7 @@ async def compute_score_baseline(solution_str: str, ground_truth: str, **kwargs:
     Returns {"score", "acc", "pred", "verify_status"}.
     """
     settings = _settings(kwargs, "compute_score_baseline")
-    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    result = await _verify(solution_str, ground_truth, settings)
     return {"score": fapo_reward(result.correct, None, 0.0), "acc": result.correct,
             "pred": result.pred or NO_ANSWER, "verify_status": result.status}
 
@@ -150,7 +202,7 @@ async def compute_score_fapo(
     reward_model_tokenizer: Any = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, DESIGN §1.1).
+    """R_FAPO = R_RLVR − λ·[verified correct and the GenRM names a wrong step]   (paper §3, docs/design.md §1.1).
 
     The GenRM is asked only about verified-correct rollouts of training data (`extra_info["split"]`
     is not "test"), with `extra_info["question"]` as the problem. Returns a dict that verl logs:
@@ -161,13 +213,14 @@ async def compute_score_fapo(
     """
     settings = _settings(kwargs, "compute_score_fapo")
     info = extra_info or {}
-    result = await _verify(solution_str, ground_truth, settings.verify_timeout)
+    result = await _verify(solution_str, ground_truth, settings)
     judgement: Judgement | None = None
     if result.correct and info.get("split") != "test":
         judge = _client(settings, reward_router_address, reward_model_tokenizer)
         gold = str(ground_truth) if settings.judge_with_gold else None
         item = JudgeItem(_question(info), tuple(split_steps(solution_str, settings.step_split)), gold)
         judgement = (await judge.judge_many([item]))[0]
+        _watch_failures(settings, judgement.status)
     flawed = judgement.flawed if judgement is not None and judgement.status == "ok" else None
     return {
         "score": fapo_reward(result.correct, flawed, settings.penalty),
@@ -183,7 +236,7 @@ async def compute_score_fapo(
 def compute_score_genrm(
     solution_str: str, ground_truth: int | str, extra_info: Mapping[str, Any] | None, **kwargs: Any
 ) -> dict[str, Any]:
-    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, DESIGN §1.4).
+    """GenRM RL reward R_outcome + R_process (`fapo.rewards.grm_reward`, paper §3.2, docs/design.md §1.2).
 
     `solution_str` is the GenRM's critique, `ground_truth` the earliest wrong step (−1: none) and
     `extra_info["total_steps"]` the solution's number of steps (FAPO-Critic rows carry both).
@@ -192,6 +245,9 @@ def compute_score_genrm(
     """
     _settings(kwargs, "compute_score_genrm")
     label, total_steps = _label(ground_truth), _total_steps(extra_info)
+    if label >= total_steps:
+        raise ValueError(f"ground_truth {label} names no step of a {total_steps}-step solution (0..{total_steps - 1}, "
+                         "or -1 for none)")
     predicted = parse_verdict(solution_str, total_steps)
     return {
         "score": grm_reward(predicted, label, total_steps),
@@ -199,6 +255,11 @@ def compute_score_genrm(
         "pred": predicted,
         "gt": label,
     }
+
+
+compute_score_fapo_genrm = compute_score_genrm
+"""The GenRM-training reward under the name verl-recipe fapo's run_fapo_genrm_train.sh gives it
+(`custom_reward_function.name=compute_score_fapo_genrm`), so a recipe user changes only the path."""
 
 
 def _question(info: Mapping[str, Any]) -> str:
@@ -221,9 +282,9 @@ def _label(ground_truth: int | str) -> int:
 
 def _total_steps(extra_info: Mapping[str, Any] | None) -> int:
     value = (extra_info or {}).get("total_steps")
-    try:
-        steps = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    try:  # a whole number (2 or 2.0 or "2"), never a fraction cut down (2.5) nor a bool
+        steps = int(value) if not isinstance(value, bool) and float(value) == int(value) else 0  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         steps = 0
     if steps < 1:
         raise ValueError(f'extra_info["total_steps"] must be the number of solution steps (>= 1), got {value!r}')

@@ -4,7 +4,9 @@ A `Lane` gathers waiting requests into batches of up to `max_batch` (or until th
 `max_wait_ms`) and runs one `backend.generate` call per batch in its own worker thread, so the event
 loop stays responsive. The server keeps two lanes, short and long requests, so that a request asking
 for a few tokens never waits behind one asking for thousands. Requests whose client has disconnected
-are dropped before they reach the backend. Must not know about HTTP beyond "is this client still
+are dropped before they reach the backend. A batch whose generation fails is generated again one request
+at a time, so that a request the backend cannot serve fails alone, never the requests batched with it.
+Must not know about HTTP beyond "is this client still
 there" (`fapo.serving.server` owns requests and responses) or generate text (backends do).
 """
 
@@ -142,10 +144,16 @@ class Lane:
         work.add_done_callback(self.submitted.discard)
         try:
             results = await asyncio.wrap_future(work)
-        except Exception as err:  # a backend failure answers 500 to each request of the batch, and is counted
-            log.exception("backend failed on a batch of %d requests", len(batch))
-            for pending in batch:
-                resolve(pending, RequestError(500, f"generation failed: {type(err).__name__}: {err}"))
+        except Exception as err:
+            if len(batch) > 1:  # find the request that fails: each is generated alone, the others answered
+                log.warning("backend failed on a batch of %d requests (%s: %s); generating them one at a time",
+                            len(batch), type(err).__name__, err)
+                for pending in batch:
+                    if not pending.future.done():
+                        await self._run_batch([pending])
+                return
+            log.exception("backend failed on a request")  # alone: a 500 for it, counted by the server
+            resolve(batch[0], RequestError(500, f"generation failed: {type(err).__name__}: {err}"))
             return
         for pending, result in zip(batch, results, strict=True):
             resolve(pending, result)

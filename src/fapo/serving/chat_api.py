@@ -16,12 +16,20 @@ from fapo.serving.backend import Completion, GenerationRequest
 
 _UNSUPPORTED_FIELDS = ("stream", "stop", "logprobs", "top_logprobs", "tools", "response_format")
 
+MAX_MESSAGES = 1024
+"""Most messages in one request: each is rendered by the chat template before its tokens are counted, so their
+number (not only their characters) is bounded before that work. A GenRM request has one."""
+
+GREEDY_BELOW = 1e-5
+"""A temperature under this is greedy decoding (vLLM's rule too): logits divided by a temperature near
+zero overflow to infinities, whose softmax is NaN and cannot be sampled."""
+
 
 class ChatLimits(Protocol):
     """The limits `parse_chat_request` applies (a `fapo.serving.server.ServerConfig` has them)."""
 
     default_max_tokens: int
-    max_tokens_limit: int
+    max_tokens_limit: int | None
     max_n: int
     max_request_tokens: int
 
@@ -48,6 +56,8 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(400, f"'messages' holds {len(messages)} messages; this server takes at most {MAX_MESSAGES}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
@@ -59,8 +69,11 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
-    max_tokens = _int_field("max_tokens", max_tokens, config.default_max_tokens, 1, config.max_tokens_limit)
+    limit = config.max_tokens_limit if config.max_tokens_limit is not None else 2**31 - 1  # None: the context's
+    max_tokens = _int_field("max_tokens", max_tokens, config.default_max_tokens, 1, limit)
     temperature = _number_field("temperature", body.get("temperature"), 1.0, 0.0, 100.0)
+    if temperature < GREEDY_BELOW:
+        temperature = 0.0
     top_p = _number_field("top_p", body.get("top_p"), 1.0, 0.0, 1.0)
     if top_p == 0:
         raise RequestError(400, "'top_p' must be in (0, 1]")
@@ -74,7 +87,18 @@ def parse_chat_request(body: Any, config: ChatLimits) -> GenerationRequest:
     return GenerationRequest(
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
+        chat_template_kwargs=_template_kwargs(body.get("chat_template_kwargs")),
     )
+
+
+def _template_kwargs(value: Any) -> dict[str, Any] | None:
+    """`chat_template_kwargs`: an object of named arguments for the chat template (None when absent or empty)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(k in ("messages", "add_generation_prompt", "tokenize") for k in value):
+        raise RequestError(400, "'chat_template_kwargs' must be an object of chat template arguments other than "
+                                "messages, add_generation_prompt and tokenize")
+    return value or None
 
 
 def _is_unicode(text: str) -> bool:

@@ -17,11 +17,13 @@ batch (up to floating-point effects of padding).
 
 `context_tokens` (the model's position limit) lets the server refuse prompts that do not fit, and
 `interrupt()` ends a running `generate` at its next token (the server calls it when it stops). The
-tokenizer is used under a lock: the server counts prompt tokens in one thread while another generates.
+server counts prompt tokens in one thread while another generates: counting uses its own copy of the
+tokenizer, so that it never waits for (or holds up) generation, whose tokenizer is used under a lock.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,6 +156,7 @@ class TransformersBackend:
         self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
         """Most tokens (prompt plus generated) the model can attend over; None when the config does not say."""
         self._tokenizer_lock = threading.Lock()
+        self._counting_tokenizer = copy.deepcopy(tokenizer)  # used by the counting thread only
         self._interrupts = 0
 
     @classmethod
@@ -167,13 +170,19 @@ class TransformersBackend:
         model, tokenizer = load_model(path, device=device, dtype=dtype)
         return cls(model, tokenizer, model_name or str(path))
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text: the chat template with the assistant turn opened."""
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def render(self, messages: list[dict[str, str]], chat_template_kwargs: dict[str, Any] | None = None) -> str:
+        """The prompt text: the chat template (with the request's template arguments) with the assistant turn opened."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                  **(chat_template_kwargs or {}))
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        with self._tokenizer_lock:
-            return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+    def count_prompt_tokens(self, messages: list[dict[str, str]],
+                            chat_template_kwargs: dict[str, Any] | None = None) -> int:
+        """Prompt length in tokens, rendered as `render` does; called from one counting thread at a time, with a
+        tokenizer of its own, never under generation's lock."""
+        tokenizer = self._counting_tokenizer
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             chat_template=self.tokenizer.chat_template, **(chat_template_kwargs or {}))
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def interrupt(self) -> None:
         """End any `generate` running now at its next token (rows so far come back as "length")."""
@@ -185,7 +194,7 @@ class TransformersBackend:
         choice_index = [j for r in requests for j in range(r.n)]
         started_at = self._interrupts
         with self._tokenizer_lock:
-            prompts = [self.render(r.messages) for r in requests]
+            prompts = [self.render(r.messages, r.chat_template_kwargs) for r in requests]
             batch = self.tokenizer(
                 [prompts[i] for i in owners], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.model.device)

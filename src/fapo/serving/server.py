@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -35,10 +36,10 @@ from aiohttp import web
 
 from fapo.metrics import percentile
 from fapo.oracles import oracle_part
-from fapo.serving import DEFAULT_MAX_BATCH
-from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest
+from fapo.serving.backend import Completion, CompletionBackend, GenerationRequest, count_tokens_at_least
 from fapo.serving.batcher import CLIENT_GONE, Lane, LaneCounters, Pending
 from fapo.serving.chat_api import RequestError, chat_response, parse_chat_request  # noqa: F401 (public here too)
+from fapo.serving.server_config import ServerConfig  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -50,65 +51,6 @@ RETRY_AFTER_S = 1
 
 STOP_TIMEOUT_S = 5.0
 """After SIGINT/SIGTERM, how long `serve` waits for an interrupted generation to return."""
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How the server listens, batches and limits."""
-
-    host: str = "127.0.0.1"
-    """Interface to bind; the default keeps the server private to this machine."""
-    port: int = 8000
-    """TCP port; 0 picks a free one (the bound URL is printed and returned)."""
-    max_batch: int = DEFAULT_MAX_BATCH
-    """Most requests in one `backend.generate` call."""
-    max_wait_ms: float = 10.0
-    """Longest the oldest waiting request waits for others to join its batch."""
-    max_queue: int = 256
-    """Most requests waiting for a batch (those being generated not counted); one more answers 429."""
-    max_body_bytes: int = 8 * 1024 * 1024
-    """Largest request body in bytes; a larger one answers 413."""
-    api_key: str | None = None
-    """When set, every /v1 route needs `Authorization: Bearer <api_key>`, else 401."""
-    served_model_name: str | None = None
-    """Model name in responses and /v1/models; None uses the backend's `model_name`."""
-    default_max_tokens: int = 512
-    """max_tokens of a request that gives neither `max_tokens` nor `max_completion_tokens`."""
-    max_tokens_limit: int = 8192
-    """Largest max_tokens a request may ask for; more answers 400."""
-    max_n: int = 16
-    """Most choices (`n`) per request; more answers 400."""
-    max_request_tokens: int = 32768
-    """Largest `max_tokens × n` of one request; more answers 400."""
-    long_request_tokens: int = 4096
-    """Requests whose `max_tokens × n` exceeds this are batched and generated in a lane of their own,
-    so that short requests never wait behind them."""
-    max_connections: int = 512
-    """Most open client connections; one more is answered 503 and closed."""
-    header_timeout_s: float = 10.0
-    """Seconds a connection may stay without a complete request head (new or idle keep-alive) before
-    it is closed."""
-    body_timeout_s: float = 30.0
-    """Seconds to receive a request's whole body once its head has arrived; slower answers 408."""
-
-    def __post_init__(self) -> None:
-        positive = ("max_batch", "max_queue", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "max_n",
-                    "max_request_tokens", "long_request_tokens", "max_connections")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("header_timeout_s", "body_timeout_s"):
-            if not 0 < getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0 (0: never wait for a fuller batch), got {self.max_wait_ms}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in 0..65535 (0 picks a free port), got {self.port}")
-        if self.default_max_tokens > self.max_tokens_limit:
-            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
-                             f"({self.max_tokens_limit}); lower it or raise the limit")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key must not be empty; leave it unset to disable authentication")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -172,6 +114,7 @@ class GrmServer:
         self.app.add_routes([
             web.post("/v1/chat/completions", self._chat),
             web.get("/v1/models", self._models),
+            web.post("/tokenize", self._tokenize),
             web.get("/health", self._health),
             web.get("/metrics", self._metrics),
         ])
@@ -254,10 +197,7 @@ class GrmServer:
             return _error(500, f"internal error: {type(err).__name__}")
 
     async def _answer_chat(self, request: web.Request, started: float) -> web.Response:
-        self._check_api_key(request)
-        if self._closing:
-            raise RequestError(503, "the server is shutting down")
-        generation = parse_chat_request(await self._read_json(request), self.config)
+        generation = await self._read_request(request)
         generation, prompt_tokens = await self._fit_context(generation)
         pending = self._enqueue(generation, request)
         outcome = await pending.future
@@ -272,13 +212,35 @@ class GrmServer:
         self.metrics.latencies.append(time.perf_counter() - started)
         return web.json_response(chat_response(self.model_name, completions, prompt_tokens))
 
+    async def _read_request(self, request: web.Request) -> GenerationRequest:
+        """Everything the client sent, checked: key, body, JSON, fields. Whatever fails here is the request's
+        fault (a header or body that cannot be decoded, say), so it is a 4xx, never a 500."""
+        try:
+            self._check_api_key(request)
+            if self._closing:
+                raise RequestError(503, "the server is shutting down")
+            return parse_chat_request(await self._read_json(request), self.config)
+        except (RequestError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # e.g. a Content-Encoding the body does not follow
+            raise RequestError(400, f"the request cannot be read: {type(err).__name__}: {err}"[:300]) from err
+
     async def _fit_context(self, generation: GenerationRequest) -> tuple[GenerationRequest, int]:
         """Count the prompt's tokens (in a thread); 400 when it does not fit the model's context, and
-        max_tokens cut to the room left when prompt plus max_tokens would not."""
+        max_tokens cut to the room left when prompt plus max_tokens would not. A prompt of over 2 × context
+        characters is first counted in pieces, stopping (400) once they hold 2 × context tokens: the work
+        one request makes the counting thread do is bounded by the context, not by the body size."""
         loop = asyncio.get_running_loop()
-        prompt_tokens = await loop.run_in_executor(self._counting, self.backend.count_prompt_tokens,
-                                                   generation.messages)
         context = self.context_tokens
+        chars = sum(len(m["content"]) for m in generation.messages)
+        if context is not None and chars > 2 * context:
+            bound = 2 * context
+            seen = await loop.run_in_executor(self._counting, count_tokens_at_least, self.backend,
+                                              generation.messages, bound)
+            if seen >= bound:
+                raise RequestError(400, f"the prompt has more than {bound} tokens ({chars} characters); this "
+                                        f"model's context is {context} tokens")
+        prompt_tokens = await self.count_tokens(generation.messages, generation.chat_template_kwargs)
         if context is None:
             return generation, prompt_tokens
         if prompt_tokens >= context:
@@ -288,6 +250,13 @@ class GrmServer:
         if generation.max_tokens > room:
             generation = dataclasses.replace(generation, max_tokens=room)
         return generation, prompt_tokens
+
+    async def count_tokens(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None) -> int:
+        """The prompt's tokens as the backend renders it, counted in a thread."""
+        count = self.backend.count_prompt_tokens
+        if template_kwargs:
+            count = functools.partial(count, chat_template_kwargs=template_kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._counting, count, messages)
 
     def _enqueue(self, generation: GenerationRequest, request: web.Request) -> Pending:
         if self._closing:
@@ -304,9 +273,9 @@ class GrmServer:
     def _check_api_key(self, request: web.Request) -> None:
         if self.config.api_key is None:
             return
-        given = request.headers.get("Authorization", "")
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")  # any bytes sent
         expected = f"Bearer {self.config.api_key}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(given, expected.encode()):
             raise RequestError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')")
 
     async def _read_json(self, request: web.Request) -> Any:
@@ -330,8 +299,8 @@ class GrmServer:
 
     def _reject(self, err: RequestError) -> web.Response:
         key = str(err.status)
-        if key in self.metrics.rejected:
-            self.metrics.rejected[key] += 1
+        if err.status < 500 or key in self.metrics.rejected:  # every client error is counted as one
+            self.metrics.rejected[key] = self.metrics.rejected.get(key, 0) + 1
         else:
             self.metrics.errors += 1
         return _error(err.status, err.message)
@@ -341,8 +310,25 @@ class GrmServer:
             self._check_api_key(request)
         except RequestError as err:
             return self._reject(err)
-        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo"}
+        model: dict[str, Any] = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "fapo"}
+        if self.config.max_tokens_limit is not None:  # --max-tokens-limit: a bound below the context's
+            model["max_tokens_limit"] = self.config.max_tokens_limit
+        if self.context_tokens is not None:
+            model["max_model_len"] = self.context_tokens  # as vLLM and SGLang report their context
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's `/tokenize` for chat messages: {"count", "max_model_len"} (no token ids), for clients that fit
+        a request's max_tokens to the room its prompt leaves."""
+        try:
+            self._check_api_key(request)
+            body = await self._read_json(request)
+            generation = parse_chat_request({k: body.get(k) for k in ("messages", "chat_template_kwargs")}
+                                            if isinstance(body, dict) else body, self.config)
+            count = await self.count_tokens(generation.messages, generation.chat_template_kwargs)
+        except RequestError as err:
+            return self._reject(err)
+        return web.json_response({"count": count, "max_model_len": self.context_tokens})
 
     async def _health(self, request: web.Request) -> web.Response:
         if self._closing:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from fapo.bounds import check_number
 from fapo.serving.server import LISTENING_PREFIX
 
 VLLM_PYTHON_ENV = "FAPO_VLLM_PYTHON"
@@ -91,10 +92,9 @@ class VllmOptions:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise ValueError(f"max batch (max_num_seqs) must be >= 1, got {self.max_num_seqs}")
-        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
-            raise ValueError(f"kv cache size must be > 0 GiB, got {self.kv_cache_gib}")
-        if self.start_timeout_s <= 0:
-            raise ValueError(f"start timeout must be > 0 s, got {self.start_timeout_s}")
+        if self.kv_cache_gib is not None:
+            check_number("kv cache size (GiB)", self.kv_cache_gib, 0, 2**20, low_open=True)
+        check_number("start timeout (s)", self.start_timeout_s, 0, 86400, low_open=True)
 
 
 def find_vllm_python(explicit: str | None = None, project_root: Path | None = None) -> str:

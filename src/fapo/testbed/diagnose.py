@@ -1,6 +1,6 @@
 """Diagnostics of testbed rollouts: why a correct rollout is flawed, and whether the shortcut pays.
 
-Two questions decide whether the testbed can show FAPO's mechanism (DESIGN.md §1.3):
+Two questions decide whether the testbed can show FAPO's mechanism (docs/design.md §3):
 - *What are the flawed positives?* `flaw_reason` puts each rollout into one class, from the
   checker's finding and the path the rollout took: "clean", "skipped_pair" (the shortcut: a
   cancelling pair left out), "merged_steps" (another operation skipped, merged or reordered),

@@ -3,7 +3,7 @@
 `evaluate_policy` samples k rollouts per held-out problem (T = 1 by default), scores them with the
 strict answer rule + `fapo.verify`, and asks the checker which correct ones are flawed.
 `evaluate_grm` decodes a GenRM greedily on critic rows and scores it the ProcessBench way
-(DESIGN.md §1.4): acc_err, acc_corr, their harmonic mean F1, plus FlawedPositiveBench precision,
+(docs/design.md §1.3): acc_err, acc_corr, their harmonic mean F1, plus FlawedPositiveBench precision,
 recall and F1 on the rows whose final answer is correct. Correctness is `fapo.outcome`'s (through
 `fapo.testbed.answer`), the counting and the empty-case convention `fapo.metrics`' (an undefined ratio
 is NaN); this module is the testbed's small version, decoding with `model.generate` directly, used after

@@ -80,7 +80,7 @@ shortcut, taken at a rate RL can amplify or suppress), 10% slip while computing 
 pays less than the skip at the warm-start), the rest compute it right or carry a rarer flaw. Measured at a
 warm-start (BENCHMARKS.md): P(correct | skipped) 0.74 vs P(correct | computed) 0.60 with 10%, 0.73 vs 0.27 with
 20%; at 20% FAPO with a perfect judge spread the skip as GRPO did, since a flawed positive's reward 1 - λ = 0
-beat computing while computing was right less than half as often as skipping (DESIGN.md §1.3)."""
+beat computing while computing was right less than half as often as skipping (docs/design.md §3)."""
 
 CRITIC_RATES = FlawRates(skip=0.25, pair_slip=0.05, jump=0.1, compensate=0.05, guess=0.05, mistake=0.2)
 """Default flaw mix of the critic data: about half of the rows are flawed, every kind present."""

@@ -13,7 +13,9 @@ Knows nothing about HTTP (the server owns it) or models.
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections import defaultdict
 
 from fapo.serving.backend import Completion, GenerationRequest
 from fapo.steps import split_steps
@@ -24,26 +26,52 @@ from fapo.testbed.task import Problem, parse_problem
 MODEL_NAME = "testbed-oracle"
 UNREADABLE = "The oracle cannot judge this request: it is not a GenRM prompt about a testbed problem."
 
-_PROBLEM_SECTION = re.compile(r"\[Math Problem\]\n\n(.*?)\n\n\[(?:Ground Truth|AI Solution)\]", re.DOTALL)
-_PARAGRAPH = re.compile(r"<paragraph_(\d+)>\n(.*?)\n</paragraph_\1>", re.DOTALL)
+_PROBLEM_HEADER = "[Math Problem]\n\n"
+_SECTION_ENDS = ("\n\n[Ground Truth]", "\n\n[AI Solution]")
+_OPEN = re.compile(r"<paragraph_(\d+)>\n")
+_CLOSE = re.compile(r"\n</paragraph_(\d+)>")
 
 
 def parse_grm_prompt(prompt: str) -> tuple[Problem, list[str]] | None:
-    """The testbed problem and the steps of a GenRM prompt, or None if it is not one."""
-    section = _PROBLEM_SECTION.search(prompt)
-    if section is None:
+    """The testbed problem and the steps of a GenRM prompt, or None if it is not one.
+
+    Linear in the prompt's length whatever it holds (plain `str.find`, one pass per tag kind): a server
+    parses prompts of megabytes, and a lazy `(.*?)` regex tried at every repeated header is quadratic.
+    """
+    start = prompt.find(_PROBLEM_HEADER)
+    if start < 0:
         return None
-    problem = parse_problem(section.group(1))
+    start += len(_PROBLEM_HEADER)
+    ends = [i for i in (prompt.find(end, start) for end in _SECTION_ENDS) if i >= 0]
+    if not ends:
+        return None
+    problem = parse_problem(prompt[start:min(ends)])
     if problem is None:
         return None
-    solution = prompt[section.end():]
-    steps, expected = [], 0
-    for match in _PARAGRAPH.finditer(solution):
-        if int(match.group(1)) != expected:
+    steps = _paragraphs(prompt[min(ends):])
+    return None if steps is None else (problem, steps)
+
+
+def _paragraphs(solution: str) -> list[str] | None:
+    """The `<paragraph_i>` blocks in order (i = 0, 1, ...), each up to its own closing tag; None when they
+    are out of order. Closing tags are indexed once, so an opening tag without one costs a lookup, not a scan."""
+    closes: dict[str, list[int]] = defaultdict(list)
+    for match in _CLOSE.finditer(solution):
+        closes[match.group(1)].append(match.start())
+    steps: list[str] = []
+    end = 0
+    for match in _OPEN.finditer(solution):
+        if match.start() < end:
+            continue  # inside the paragraph just read
+        positions = closes.get(match.group(1), [])
+        k = bisect.bisect_left(positions, match.end())  # the close's own "\n" comes after the open's
+        if k == len(positions):
+            continue  # never closed: not a paragraph
+        if match.group(1) != str(len(steps)):
             return None
-        steps.append(match.group(2))
-        expected += 1
-    return problem, steps
+        steps.append(solution[match.end():positions[k]])
+        end = positions[k] + len(f"\n</paragraph_{match.group(1)}>")
+    return steps
 
 
 def oracle_verdict(problem: Problem | str, steps: list[str] | str) -> int:
@@ -98,5 +126,5 @@ class OracleBackend:
             out.append([completion] * request.n)
         return out
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    def count_prompt_tokens(self, messages: list[dict[str, str]], chat_template_kwargs: object = None) -> int:
         return sum(len(str(m.get("content", "")).split()) for m in messages)

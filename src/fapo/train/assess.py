@@ -2,7 +2,7 @@
 
 `assess_rollouts` verifies a batch slice by slice (each slice as wide as the verifier's worker
 pool) in a thread, and sends each verified-correct rollout to the judge as soon as its slice is
-verified, while the next slices are still being verified (DESIGN.md §1.5: a GenRM request leaves
+verified, while the next slices are still being verified (docs/design.md §4.2: a GenRM request leaves
 as soon as a rollout is verified). `Assessment` is what comes back: per rollout the verification
 result, whether it counts as correct, and the judgement of the judged ones, plus when judging
 started and ended. `merge_assessments` joins the assessments of the parts of one batch (the
@@ -96,7 +96,7 @@ async def assess_rollouts(state: Any, texts: Sequence[str], completion_ids: Sequ
             verified = await asyncio.to_thread(
                 rollout_outcomes, list(texts[lo:hi]), list(golds[lo:hi]),
                 [state.is_truncated(ids) for ids in completion_ids[lo:hi]], settings.answer_format,
-                workers=settings.verify_workers, timeout=settings.verify_timeout)
+                truncation=settings.truncation_rule, workers=settings.verify_workers, timeout=settings.verify_timeout)
             for i, r in zip(range(lo, hi), verified):
                 ok = r.correct
                 results.append(r)

@@ -20,8 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fapo.io import JsonlAppender
 from fapo.train.config import FapoSettings
-from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, score_policy_batch
+from fapo.train.reward_funcs import COUNTERS_FILE, PolicyRewardState, score_policy_batch
 from fapo.train.session import build_judge_factory, resolve_monitor
 
 METRICS_FILE = "rollout_metrics.jsonl"
@@ -36,11 +37,12 @@ class FapoAsyncReward:
 
     __name__ = "fapo_reward"
 
-    def __init__(self, settings: FapoSettings, max_completion_length: int, eos_token_ids: frozenset[int],
+    def __init__(self, settings: FapoSettings, max_completion_length: int, eos_token_ids: frozenset[int] | None,
                  output_dir: str | None = None):
         self.settings = settings
         self.max_completion_length = max_completion_length
-        self.eos_token_ids = frozenset(eos_token_ids)
+        self.eos_token_ids = frozenset(eos_token_ids) if eos_token_ids is not None else None
+        """The trainer's end tokens (`fapo.train.reward_funcs.trainer_end_tokens`), set before the worker spawns."""
         self.output_dir = output_dir
         self.groups = 0
         self._state: PolicyRewardState | None = None
@@ -54,11 +56,12 @@ class FapoAsyncReward:
         loop = asyncio.get_running_loop()
         if self._state is None:
             monitor, monitor_metrics = resolve_monitor(self.settings)
-            critiques = Path(self.output_dir) / "critiques.jsonl" if self.output_dir else None
+            out = Path(self.output_dir) if self.output_dir else None
             self._state = PolicyRewardState(
                 settings=self.settings, max_completion_length=self.max_completion_length,
                 eos_token_ids=self.eos_token_ids, judge_factory=build_judge_factory(self.settings),
-                critiques=JsonlAppender(critiques), monitor=monitor, monitor_metrics=monitor_metrics)
+                critiques=JsonlAppender(out / "critiques.jsonl" if out else None), monitor=monitor,
+                monitor_metrics=monitor_metrics, counters=JsonlAppender(out / COUNTERS_FILE if out else None))
         elif self._loop is not loop:
             self._state.judge = None  # a client belongs to the loop it was opened on; that loop is gone
         self._loop = loop

@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from fapo.io import complete_lines, parse_json
+
 PROGRESS_KEYS = {"verify/accuracy": "acc", "grm/flawed_ratio": "flawed", "reward/mean": "reward", "time/step_s": "s/step"}
 
 
@@ -22,13 +24,15 @@ def truncate_jsonl_after(path: Path, step: int) -> int:
     if not path.exists():
         return 0
     kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines, end = complete_lines(path)  # a last line torn by a kill (even inside a character) is dropped
+    dropped += path.stat().st_size > end
+    for line in lines:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = parse_json(line)
+        except ValueError:  # not JSON, or JSON nested too deeply to read back
             dropped += 1
             continue
-        if record.get("step", 0) <= step:
+        if isinstance(record, dict) and record.get("step", 0) <= step:
             kept.append(line)
         else:
             dropped += 1
@@ -45,7 +49,8 @@ def _jsonable(value: Any) -> Any:
 class MetricsFileCallback(TrainerCallback):
     """Appends every log record as {"step", ...} to metrics.jsonl; trims files past a resumed step."""
 
-    def __init__(self, output_dir: Path, trimmed_files: tuple[str, ...] = ("metrics.jsonl", "critiques.jsonl")):
+    def __init__(self, output_dir: Path,
+                 trimmed_files: tuple[str, ...] = ("metrics.jsonl", "critiques.jsonl", "counters.jsonl")):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / "metrics.jsonl"
         self.trimmed = trimmed_files

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -21,11 +22,23 @@ from typing import Any
 import yaml
 
 from fapo.grm.types import JudgeConfig
-from fapo.policy_prompt import DEFAULT_PROMPT_TEMPLATE
+from fapo.train.settings import ConfigError, FapoSettings
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates."""
+    """SafeLoader that also reads `3e-4` (no dot) as a float, as people write learning rates, and refuses a key
+    given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -40,122 +53,16 @@ def _load_yaml(text: str):
     return yaml.load(text, Loader=_YamlLoader)
 
 
-class ConfigError(ValueError):
-    """A config value or key that cannot be used; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class FapoSettings:
-    """The `fapo:` section of a training config."""
-
-    model: str = ""
-    """Model to train: a local directory or a hub name (loaded with from_pretrained)."""
-    train_data: str = ""
-    """Training data file (.jsonl, .json or .parquet)."""
-    problem_field: str = "problem"
-    """Column holding the problem text (policy) — e.g. `question` for GSM8K, `prompt` for DAPO-Math."""
-    answer_field: str = "answer"
-    """Column holding the gold answer (policy). A GSM8K-style `... #### 42` keeps only `42`."""
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    """User message built from the problem; `{problem}` is replaced by the problem text."""
-    max_train_samples: int | None = None
-    """Use only the first N rows of the training data (None: all)."""
-    penalty: float = 1.0
-    """λ: reward taken off a verified-correct rollout the GenRM calls flawed. 0 = the GRPO baseline."""
-    judge: JudgeConfig | None = None
-    """The GenRM client (`fapo.grm.types.JudgeConfig`, every field settable: `endpoints`, `model`, `api_key`,
-    `concurrency`, `timeout`, `retries`, `max_tokens`, `temperature`, `top_p`, `votes`, `tie_break`,
-    `cache_size`, `breaker_failures`, `breaker_cooldown`, `backoff_base`, `backoff_max`,
-    `max_response_bytes`). Set: verified-correct rollouts are judged by these GenRM servers (our serve-grm,
-    vLLM or SGLang). Leave out `judge` and `oracle` for GRPO (or FAPO without a judge)."""
-    oracle: str | None = None
-    """An in-process programmatic judge (`fapo.oracles`, e.g. "testbed": the testbed's step checker) instead
-    of GenRM servers; not together with `judge`."""
-    monitor_oracle: str | None = None
-    """An in-process oracle that only measures (never changes a reward): logs `monitor/flawed_ratio`,
-    the true flawed-positive ratio, for GRPO and FAPO runs alike (the testbed's checker: "testbed")."""
-    judge_with_gold: bool = True
-    """Show the GenRM the gold answer (the FAPO-Critic prompt does)."""
-    step_split: str = "paragraph"
-    """How a completion is split into steps for the judge: "paragraph", "line" or a regex."""
-    verify_timeout: float = 5.0
-    """Seconds allowed to check one answer (enforced in worker processes)."""
-    verify_workers: int | None = None
-    """Verifier worker processes (None: a sensible default for the machine)."""
-    answer_format: str = "last_boxed"
-    """The answer rule (`fapo.outcome`): "last_boxed": the last \\boxed{} is the answer. "strict": exactly one
-    \\boxed{} with nothing after it but whitespace or a closer (`.`, `$`, `\\]`)."""
-    overlong_buffer: int = 0
-    """DAPO's soft overlong penalty: its buffer length L_cache in tokens (0 = off)."""
-    torch_threads: int | None = None
-    """torch CPU threads for the trainer (None: torch's choice). 1 helps when GenRM workers share a few cores."""
-    write_critiques: bool = True
-    """Write every judged rollout's critique, verdict and reward to OUTPUT/critiques.jsonl."""
-    label_field: str = "label"
-    """GenRM training (ProcessBench rows): the column with the earliest wrong step (-1 = none)."""
-    steps_field: str = "steps"
-    """GenRM training (ProcessBench rows): the column with the list of steps."""
-    grm_with_gold: bool = True
-    """GenRM training on ProcessBench rows: include `ground_truth` in the prompt when the row has one."""
-    trainer: str = "grpo"
-    """Policy RL trainer: "grpo" (TRL's GRPOTrainer) or "async" (TRL's AsyncGRPOTrainer: vLLM server rollouts,
-    each group verified and judged as it completes; needs GPUs and vLLM). `--trainer` on the command line."""
-    rollout: str = "sync"
-    """GRPOTrainer rollouts: "sync" (judge after the whole batch is generated) or "streaming" (verify and judge
-    rollouts while the rest of the batch generates: with transformers generation each rollout as it ends, and
-    with any backend each finished chunk of `rollout_chunks` while the next chunk generates)."""
-    rollout_chunks: int = 1
-    """Streaming rollouts: chunks per generation batch, whole groups each. 1 suits transformers generation (its
-    rollouts are handed over as they end); vLLM returns whole chunks, so there use 4-8 (more chunks hide more
-    judging but generate in smaller batches)."""
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("fapo.model is required: a local model directory or a hub name")
-        if not self.train_data:
-            raise ConfigError("fapo.train_data is required: a .jsonl, .json or .parquet file")
-        if self.judge is not None and self.oracle is not None:
-            raise ConfigError("fapo.judge (GenRM servers) and fapo.oracle (an in-process judge) exclude each other: "
-                              "keep one")
-        if self.penalty < 0:
-            raise ConfigError(f"fapo.penalty (λ) must be >= 0, got {self.penalty}")
-        if self.trainer not in ("grpo", "async"):
-            raise ConfigError(f'fapo.trainer must be "grpo" or "async", got {self.trainer!r}')
-        if self.rollout not in ("sync", "streaming"):
-            raise ConfigError(f'fapo.rollout must be "sync" or "streaming", got {self.rollout!r}')
-        if self.rollout == "streaming" and self.trainer == "async":
-            raise ConfigError('fapo.rollout: streaming is for trainer "grpo"; trainer "async" always streams')
-        if self.answer_format not in ("last_boxed", "strict"):
-            raise ConfigError(f'fapo.answer_format must be "last_boxed" or "strict", got {self.answer_format!r}')
-        if "{problem}" not in self.prompt_template:
-            raise ConfigError("fapo.prompt_template must contain {problem}")
-        if self.overlong_buffer < 0:
-            raise ConfigError(f"fapo.overlong_buffer must be >= 0, got {self.overlong_buffer}")
-        for name, low, what in _FAPO_RANGES:
-            value = getattr(self, name)
-            if value is not None and not (value >= low if low is not None else value > 0):
-                raise ConfigError(f"fapo.{name} must be {what}, got {value!r}")
-
-    @property
-    def judge_kind(self) -> str:
-        """Who judges verified-correct rollouts: "http" (GenRM servers), "oracle" (in-process) or "none"."""
-        return "http" if self.judge is not None else "oracle" if self.oracle is not None else "none"
-
-    def record(self) -> dict[str, Any]:
-        """The settings as plain data for the run record, API keys masked."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["judge"] = self.judge.safe_dict() if self.judge is not None else None
-        return out
-
-
-_FAPO_RANGES: tuple[tuple[str, float | None, str], ...] = (
-    ("verify_timeout", None, "a number of seconds > 0"),
-    ("max_train_samples", 1, "a whole number >= 1, or null for all rows"),
-    ("verify_workers", 1, "a whole number >= 1, or null"),
-    ("torch_threads", 1, "a whole number >= 1, or null"),
-    ("rollout_chunks", 1, "a whole number >= 1"),
-)
-"""fapo fields with a lower bound: (name, inclusive bound or None for "> 0", what the message asks for)."""
+def _output_dir_usable(value: str | None) -> bool:
+    """An output directory that exists as a directory we can write, or can be made where its nearest existing
+    ancestor is a writable directory."""
+    if value is None:
+        return True
+    path = Path(value).expanduser()
+    for existing in (path, *path.parents):
+        if existing.exists():
+            return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    return False
 
 
 def _describe(expected: Any) -> str:
@@ -165,6 +72,8 @@ def _describe(expected: Any) -> str:
         return " or ".join(_describe(a) for a in args if a is not type(None)) + ", or null"
     if typing.get_origin(expected) is list:
         return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    if typing.get_origin(expected) is dict:
+        return "a mapping"
     return names.get(expected, str(expected))
 
 
@@ -174,6 +83,8 @@ def _matches(value: Any, expected: Any) -> bool:
         return value is None or any(_matches(value, a) for a in args if a is not type(None))
     if typing.get_origin(expected) is list:
         return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if typing.get_origin(expected) is dict:
+        return isinstance(value, dict)
     if expected is bool:
         return isinstance(value, bool)
     if expected is int:
@@ -230,7 +141,6 @@ _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
     "gradient_accumulation_steps": (int, lambda v: v >= 1, "a whole number >= 1"),
     "num_generations": (int, lambda v: v >= 2, "a whole number >= 2 (GRPO compares rollouts in a group)"),
     "max_completion_length": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "max_prompt_length": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
     "temperature": (float, lambda v: v > 0, "a number > 0"),
     "top_p": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "beta": (float, lambda v: v >= 0, "a number >= 0"),
@@ -245,9 +155,14 @@ _TRL_CHECKS: dict[str, tuple[Any, typing.Callable[[Any], bool], str]] = {
     "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
     "steps_per_generation": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
     "generation_batch_size": (int | None, lambda v: v is None or v >= 1, "a whole number >= 1, or null"),
-    "output_dir": (str | None, lambda v: True, "a directory path"),
+    "output_dir": (str | None, _output_dir_usable,
+                   "a directory this user can write, or a new one in such a directory (not a file)"),
 }
 """TRL keys checked here, before TRL is imported: (type, range check, what the message asks for)."""
+
+
+FAPO_NOT_TRL = ("max_prompt_length", "max_position_embeddings")
+"""Keys people write at the top level that TRL 1.16's GRPOConfig lacks and the fapo section has."""
 
 
 def _check_trl_values(trl_keys: dict[str, Any]) -> None:
@@ -256,12 +171,29 @@ def _check_trl_values(trl_keys: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be {what}, got {trl_keys[key]!r}")
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether the hub's local cache holds `model`'s config (a name the hub would refuse counts as absent)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # an invalid repo id, or no huggingface_hub
+        return False
+
+
 def check_local_paths(settings: FapoSettings) -> None:
     """ConfigError when `fapo.model` looks like a local directory that is missing, or `fapo.train_data`
     is not a file. Hub names (`org/name`) are left to the loader."""
     model = settings.model
     if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
         raise ConfigError(f"fapo.model: directory not found: {model}")
+    if not Path(model).expanduser().exists() and _hub_offline() and not _in_hub_cache(model):
+        raise ConfigError(f"fapo.model: {model} is neither a directory nor in the local hub cache, and "
+                          "HF_HUB_OFFLINE is set; download it first (huggingface-cli download) or give a directory")
     data = settings.train_data
     if not Path(data).expanduser().is_file():
         raise ConfigError(f"fapo.train_data: file not found: {data}")
@@ -338,12 +270,14 @@ def parse_config(raw: dict[str, Any], check_paths: bool = False) -> TrainConfig:
         settings = FapoSettings(**{**fapo_raw, "judge": _judge_config(fapo_raw.get("judge"))})
     except TypeError as err:
         raise ConfigError(str(err)) from err
+    settings.require_run_inputs()
     if check_paths:
         check_local_paths(settings)
     valid = _grpo_field_names(settings.trainer)  # imports TRL: last, once every value has been checked
     for key in trl_keys:
         if key not in valid:
-            hint = _closest(key, valid + ["fapo"])
+            hint = (f" (TRL's GRPOConfig has none: write fapo.{key})" if key in FAPO_NOT_TRL
+                    else _closest(key, valid + ["fapo"]))
             raise ConfigError(f"unknown key {key!r}: not a TRL GRPOConfig field{hint}")
     return TrainConfig(trl=trl_keys, fapo=settings)
 

@@ -1,4 +1,4 @@
-"""FAPO's rewards as TRL reward functions (DESIGN.md §1.1, §1.4).
+"""FAPO's rewards as TRL reward functions (docs/design.md §1.1, §1.2).
 
 `make_policy_reward_func` returns an `async def` (TRL 1.16 runs those concurrently on its own
 event loop; it does not detect objects with an async `__call__`): decide each completion's outcome
@@ -7,25 +7,35 @@ with `fapo.outcome.rollout_outcomes` (verification in worker processes), ask the
 return `fapo_reward` per completion, log metrics through TRL's `log_metric`, and write each judged
 rollout's critique to critiques.jsonl.
 
-Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers):
-per-batch values `verify/...`, `grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, `time/judge_busy_s`, NaN where
-a ratio has nothing to count (`fapo.metrics`); the judge's cumulative counters and per-endpoint health under
-`grm/client/...` (`GenRMClient.metrics`, e.g. `grm/client/endpoint/0/healthy`); the shared verifier's
-cumulative `VerifyStats` under `verify/total/...`. `make_grm_reward_func` scores sampled critiques with `grm_reward`.
-No advantages or losses here: TRL computes them.
+Logged each batch (one logging path: TRL forwards them to metrics.jsonl and its `report_to` loggers): the short,
+fixed set `POLICY_STEP_KEYS` (README's metrics table lists each with its meaning) — per-batch `verify/...`,
+`grm/...`, `reward/mean`, `completions/mean_steps`, `time/judge_s`, `time/judge_busy_s`, NaN where a ratio has
+nothing to count (`fapo.metrics`), and `grm/healthy_endpoints` — plus the monitor oracle's `monitor/...` when one is
+set. The detail a dashboard cannot hold goes to OUTPUT/counters.jsonl, one record per batch: the judge's cumulative
+counters and per-endpoint health under `grm/client/...` (`GenRMClient.metrics`, e.g.
+`grm/client/endpoint/0/healthy`) and the shared verifier's cumulative `VerifyStats` under `verify/total/...`.
+`make_grm_reward_func` scores sampled critiques with `grm_reward`. No advantages or losses here: TRL computes them.
+
+Truncation is read with the trainer's own end tokens (`trainer_end_tokens`: TRL's `eos_token_ids`, which include
+`generation_config.eos_token_id`, plus pad), bound from the trainer (`PolicyRewardState.bind_trainer`). No silent
+GRPO: every judged rollout's status goes into `PolicyRewardState.failures` (`fapo.grm.failure_window`), which
+stops the run (or warns at every step) once failed judgements pass `fapo.judge_failure_rate` of the window;
+`grm/failed_share_window` logs the share.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from fapo.grm.failure_window import FailureWindow
 from fapo.grm.judge import Judge
 from fapo.grm.prompt import parse_verdict
 from fapo.grm.types import JudgeItem, Judgement
+from fapo.io import JsonlAppender
 from fapo.metrics import mean, percentile, ratio
 from fapo.outcome import RolloutOutcome
 from fapo.rewards import fapo_reward, grm_reward
@@ -33,6 +43,19 @@ from fapo.steps import split_steps
 from fapo.train.assess import Assessment, assess_rollouts
 from fapo.train.config import FapoSettings
 from fapo.verify import verify_stats
+
+logger = logging.getLogger(__name__)
+
+POLICY_STEP_KEYS = (
+    "verify/accuracy", "verify/no_answer", "verify/timeouts", "verify/errors", "grm/judged", "grm/flawed_ratio",
+    "grm/flawed_of_all", "grm/clean_accuracy", "grm/errors", "grm/cached", "grm/invalid", "grm/latency_p50",
+    "grm/latency_p95", "grm/healthy_endpoints", "reward/mean", "completions/mean_steps", "time/judge_s",
+    "time/judge_busy_s", "grm/failed_share_window",
+)  # fmt: skip
+"""The keys the policy reward logs every batch (README's metrics table), besides the monitor's `monitor/...`."""
+
+COUNTERS_FILE = "counters.jsonl"
+"""OUTPUT/counters.jsonl: per batch, the judge client's and the verifier's cumulative counters (`cumulative_metrics`)."""
 
 
 def completion_text(completion: Any) -> str:
@@ -42,36 +65,46 @@ def completion_text(completion: Any) -> str:
     return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
 
 
-class JsonlAppender:
-    """Appends JSON lines to a file, flushing after each batch (a killed run loses at most one batch)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if self.path is None or not rows:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+def trainer_end_tokens(trainer: Any) -> frozenset[int]:
+    """The token ids that end a completion for a TRL GRPOTrainer / AsyncGRPOTrainer: its own `eos_token_ids`
+    (the tokenizer's EOS plus every `generation_config.eos_token_id`, e.g. `<|im_end|>`) and the pad token, the
+    set TRL reads truncation with (`completions/clipped_ratio`, `mask_truncated_completions`)."""
+    tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+    return frozenset(int(t) for t in [*trainer.eos_token_ids, tokenizer.pad_token_id] if t is not None)
 
 
 @dataclass
 class PolicyRewardState:
-    """What the policy reward function keeps between calls: settings, the judge, files, counters."""
+    """What the policy reward function keeps between calls: settings, the judge, files, counters.
+
+    `max_completion_length` and `eos_token_ids` come from the trainer (`bind_trainer`); None until bound."""
 
     settings: FapoSettings
-    max_completion_length: int
-    eos_token_ids: frozenset[int]
+    max_completion_length: int | None
+    eos_token_ids: frozenset[int] | None
     judge_factory: Callable[[], Judge] | None
     critiques: JsonlAppender
     monitor: Callable[[str, list[str]], int | None] | None = None
     monitor_metrics: Callable[[list[str], list[str], list[bool]], dict[str, float]] | None = None
     judge: Judge | None = None
     totals: dict[str, int] = field(default_factory=lambda: {"judged": 0, "errors": 0, "invalid": 0, "flawed": 0})
+    failures: FailureWindow = field(init=False)
+    """The last judged rollouts' statuses (`fapo.grm.failure_window`): no silent GRPO."""
+    counters: JsonlAppender = field(default_factory=lambda: JsonlAppender(None))
+    """Where each batch's cumulative judge and verifier counters go (OUTPUT/counters.jsonl; None: nowhere)."""
+
+    def __post_init__(self) -> None:
+        self.failures = FailureWindow(self.settings.failure_budget)
+
+    def bind_trainer(self, trainer: Any) -> None:
+        """Take the completion limit and the end tokens from the TRL trainer that generates the rollouts."""
+        self.max_completion_length = int(trainer.args.max_completion_length)
+        self.eos_token_ids = trainer_end_tokens(trainer)
 
     def is_truncated(self, ids: Sequence[int]) -> bool:
+        if self.max_completion_length is None or self.eos_token_ids is None:
+            raise RuntimeError("the FAPO reward does not know the trainer's end tokens yet: bind it to the trainer "
+                               "(PolicyRewardState.bind_trainer / the reward function's .bind(trainer))")
         return len(ids) >= self.max_completion_length and (not ids or ids[-1] not in self.eos_token_ids)
 
     async def open_judge(self) -> None:
@@ -138,16 +171,24 @@ def record_assessment(state: PolicyRewardState, assessment: Assessment, texts: l
              **({"monitor_verdict": monitor_verdicts.get(i)} if state.monitor is not None else {})}
             for i, j in zip(judged_idx, judgements)
         ])
+    state.failures.record(j.status for j in judgements)
+    counters = cumulative_metrics(state.judge)
+    state.counters.write([{"step": step, **counters}])
     if log_metric is not None:
         metrics = _policy_metrics(results, correct, judgements, rewards, texts, settings, judge_wait_s)
         metrics["time/judge_busy_s"] = assessment.judge_busy_s()
+        metrics["grm/healthy_endpoints"] = counters.get("grm/client/healthy_endpoints", math.nan)
+        metrics["grm/failed_share_window"] = state.failures.failure_share()
         if state.monitor is not None:
             metrics.update(_monitor_metrics(monitor_verdicts, judged_idx, judgements, len(texts)))
         if state.monitor_metrics is not None:
             metrics.update(state.monitor_metrics(problems, texts, correct))
-        metrics.update(cumulative_metrics(state.judge))
         for key, value in metrics.items():
             log_metric(key, value)
+    if state.judge_factory is not None:
+        warning = state.failures.check(f"fapo (step {step})")  # "stop" raises: the run ends with the reason
+        if warning is not None:
+            logger.warning(warning)
     return rewards
 
 
@@ -166,7 +207,7 @@ def _monitor_metrics(verdicts: dict[int, int | None], judged_idx: list[int], jud
 
 def cumulative_metrics(judge: Judge | None) -> dict[str, float]:
     """The judge's counters since it was made under `grm/client/...` (per-endpoint health included) and the
-    shared verifier's `VerifyStats` under `verify/total/...`."""
+    shared verifier's `VerifyStats` under `verify/total/...`: one OUTPUT/counters.jsonl record."""
     judge_metrics = judge.metrics() if judge is not None else {}
     out = {"grm/client/" + key.removeprefix("grm/"): value for key, value in judge_metrics.items()}
     out.update(verify_stats().as_metrics("verify/total/"))
@@ -206,6 +247,7 @@ def make_policy_reward_func(state: PolicyRewardState):
     async def fapo_reward_func(prompts, completions, completion_ids, problem, answer, trainer_state=None,
                                log_metric=None, **_: Any) -> list[float]:
         step = (trainer_state.global_step + 1) if trainer_state is not None else 0
+        bind_from_caller(state, log_metric)
         return await score_policy_batch(state, completions, completion_ids, list(problem), list(answer), step,
                                         log_metric)
 
@@ -213,8 +255,17 @@ def make_policy_reward_func(state: PolicyRewardState):
     return fapo_reward_func
 
 
+def bind_from_caller(state: PolicyRewardState, log_metric: Any) -> None:
+    """Bind `state` to the TRL trainer calling the reward, if not yet bound: TRL passes its own bound method
+    `log_metric`, whose owner is the trainer."""
+    if state.eos_token_ids is None:
+        trainer = getattr(log_metric, "__self__", None)
+        if trainer is not None and hasattr(trainer, "eos_token_ids"):
+            state.bind_trainer(trainer)
+
+
 def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True):
-    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (§1.4)."""
+    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (docs/design.md §1.2)."""
 
     def genrm_reward_func(prompts, completions, label, num_steps, trainer_state=None, log_metric=None,
                           **_: Any) -> list[float]:

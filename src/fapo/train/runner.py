@@ -7,12 +7,14 @@ overlong penalty into GRPOTrainer; `train_grm` wires `grm_reward`. Everything el
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fapo.train.config import ConfigError, TrainConfig
+from fapo.train.launch_inputs import drop_long_prompts, overridden_model
 from fapo.train.session import (
     TrainResult,
     build_judge_factory,
@@ -74,6 +76,8 @@ class RunPlan:
     callbacks: Sequence[Any] = field(default_factory=tuple)
     rollout_func: Any = None
     """A TRL `rollout_func` (`fapo.train.streaming.StreamingRollout` for `fapo.rollout: streaming`), or None."""
+    bind: Callable[[Any], None] | None = None
+    """Called with the built trainer before training (the policy reward takes TRL's end tokens from it)."""
 
 
 def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume: bool) -> TrainResult:
@@ -89,6 +93,8 @@ def _build_and_run(config: TrainConfig, output_dir: Path, plan: RunPlan, resume:
     trainer = trainer_class(model=config.fapo.model, reward_funcs=plan.reward_funcs, args=plan.args,
                             train_dataset=Dataset.from_list(plan.rows), processing_class=plan.tokenizer,
                             rollout_func=plan.rollout_func)
+    if plan.bind is not None:
+        plan.bind(trainer)
     return run_trainer(trainer, output_dir, resume, on_close=plan.on_close, callbacks=plan.callbacks)
 
 
@@ -98,8 +104,9 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     """FAPO (or, with penalty 0 / no judge, GRPO) policy RL on TRL's GRPOTrainer.
 
     `announce`, if given, receives one line at start: the update schedule TRL will run."""
+    from fapo.io import JsonlAppender
     from fapo.train.data import policy_rows
-    from fapo.train.reward_funcs import JsonlAppender, PolicyRewardState, make_policy_reward_func
+    from fapo.train.reward_funcs import COUNTERS_FILE, PolicyRewardState, make_policy_reward_func
 
     settings = config.fapo
     if settings.trainer == "async":
@@ -110,15 +117,18 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
     rows = policy_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = load_tokenizer(settings.model)
+    rows = drop_long_prompts(rows, tokenizer, settings.max_prompt_length, announce if args.process_index == 0 else None)
+    config = dataclasses.replace(config, fapo=overridden_model(settings, output_dir))
     monitor, monitor_metrics = resolve_monitor(settings)
     state = PolicyRewardState(
         settings=settings,
         max_completion_length=args.max_completion_length,
-        eos_token_ids=frozenset({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}),
+        eos_token_ids=None,  # TRL's own set, from the trainer (`plan.bind`)
         judge_factory=build_judge_factory(settings),
         critiques=JsonlAppender(output_dir / "critiques.jsonl"),
         monitor=monitor,
         monitor_metrics=monitor_metrics,
+        counters=JsonlAppender(output_dir / COUNTERS_FILE),
     )
     rollout_func = None
     if settings.rollout == "streaming":
@@ -130,22 +140,25 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
         reward_func = make_policy_reward_func(state)
     reward_funcs = reward_funcs_with_overlong([reward_func], settings, args)
     plan = RunPlan("policy", args, rows, tokenizer, reward_funcs, on_close=state.close, callbacks=callbacks,
-                   rollout_func=rollout_func)
+                   rollout_func=rollout_func, bind=state.bind_trainer)
     return _build_and_run(config, output_dir, plan, resume)
 
 
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
               resume: bool = False, callbacks: Sequence[Any] = (),
               announce: Callable[[str], None] | None = None) -> TrainResult:
-    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (DESIGN.md §1.4); `announce` as in train_policy."""
+    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (docs/design.md §1.2); `announce` as in train_policy."""
+    from fapo.io import JsonlAppender
     from fapo.train.data import grm_rows
-    from fapo.train.reward_funcs import JsonlAppender, make_grm_reward_func
+    from fapo.train.reward_funcs import make_grm_reward_func
 
     settings = config.fapo
     output_dir = Path(output_dir)
     rows = grm_rows(settings)
     args = _grpo_args(config, output_dir, max_steps, announce)
     tokenizer = load_tokenizer(settings.model)
+    rows = drop_long_prompts(rows, tokenizer, settings.max_prompt_length, announce if args.process_index == 0 else None)
+    config = dataclasses.replace(config, fapo=overridden_model(settings, output_dir))
     grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
     reward_funcs = reward_funcs_with_overlong([grm_reward_func], settings, args)
     return _build_and_run(config, output_dir, RunPlan("grm", args, rows, tokenizer, reward_funcs, callbacks=callbacks),

@@ -10,7 +10,7 @@ TRL splits one generation batch of `generation_batch_size` completions into `ste
 micro-batches of `per_device_train_batch_size` completions per process, goes over them `num_iterations`
 times, and steps the optimizer every `gradient_accumulation_steps` micro-batches. With more than one
 optimizer step per generation batch, every step after the first trains a policy that differs from the
-one that sampled, so the PPO clip can bind (DESIGN.md §1.2; the paper's run scripts make 16).
+one that sampled, so the PPO clip can bind (docs/design.md §2; the paper's run scripts make 16).
 """
 
 from __future__ import annotations

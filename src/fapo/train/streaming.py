@@ -124,6 +124,8 @@ class StreamingRollout:
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         rows = trainer.fapo_batch_rows
+        if self.state.eos_token_ids is None:
+            self.state.bind_trainer(trainer)
         if len(rows) != len(prompts):
             raise RuntimeError(f"streaming rollout: {len(prompts)} prompts but {len(rows)} batch rows recorded")
         prompt_ids, images, multimodal = trainer._tokenize_prompts(prompts)
