@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,71 @@ def test_judge_spec_validation(small_set, capsys):
     assert "must look like http://HOST:PORT/v1" in capsys.readouterr().err
     assert main(["eval", "grm", "--data", str(small_set), "--judge", "oracle", "--oracle", "nope"]) == 2
     assert "unknown oracle 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ samples and truncation
+
+
+def test_sample_is_stratified_where_limit_takes_one_stratum(shared_data):
+    """ProcessBench's gsm8k opens with wrong answers: --limit 10 measures neither acc_corr nor FlawedPositiveBench;
+    --sample 10 draws every stratum in proportion (and at least one flawed positive), reproducibly."""
+    path = shared_data / "processbench" / "gsm8k.jsonl"
+    first = load_critic_sets([path], limit=10)
+    assert all(r.label != -1 and not r.final_answer_correct for r in first)
+    sample = load_critic_sets([path], sample=10, seed=3)
+    every = load_critic_sets([path])
+    strata = Counter("clean" if r.label == -1 else "flawed" if r.final_answer_correct else "wrong" for r in sample)
+    whole = Counter("clean" if r.label == -1 else "flawed" if r.final_answer_correct else "wrong" for r in every)
+    assert sum(strata.values()) == 10 and set(strata) == {"clean", "flawed", "wrong"}
+    assert all(abs(strata[k] - 10 * whole[k] / len(every)) <= 1 for k in ("clean", "wrong"))
+    assert [r.id for r in sample] == [r.id for r in load_critic_sets([path], sample=10, seed=3)]
+    assert [r.id for r in sample] != [r.id for r in load_critic_sets([path], sample=10, seed=4)]
+    order = {r.id: i for i, r in enumerate(every)}
+    assert [order[r.id] for r in sample] == sorted(order[r.id] for r in sample)
+
+
+def test_flawed_positive_bench_without_items_is_null(tmp_path, small_set):
+    rows = [r for r in load_critic_rows(small_set) if not r.final_answer_correct]
+    report = evaluate_grm(rows, [0] * len(rows))
+    fpb = report.to_json()["flawed_positive_bench"]
+    assert fpb["n"] == 0 and fpb["precision"] is None and fpb["f1"] is None and fpb["accuracy"] is None
+    assert "| 0 | — | — | — | — |" in grm_markdown(report)
+
+
+def test_truncated_critiques_are_no_verdict_and_predictions_carry_critiques(processbench_slice, tmp_path):
+    """A GenRM whose critiques of long solutions hit max_tokens: those rows have no verdict, the report counts
+    them, the predictions keep every critique, and the plot's FlawedPositiveBench panel has a no-verdict column."""
+    from fapo.serving.backend import Completion
+    from fapo.serving.launch import serve_in_thread
+
+    class HalfCut:
+        model_name = "half-cut"
+
+        def generate(self, requests):
+            out = []
+            for r in requests:
+                steps = r.messages[-1]["content"].count("</paragraph_")
+                finish = "length" if steps > 4 else "stop"
+                out.append([Completion("Looks fine.\n\n\\boxed{-1}", finish, 5)] * r.n)
+            return out
+
+        def count_prompt_tokens(self, messages):
+            return 10
+
+    rows = load_critic_rows(processbench_slice)
+    long_rows = sum(len(r.steps) > 4 for r in rows)
+    assert 0 < long_rows < len(rows)
+    preds, out = tmp_path / "preds.jsonl", tmp_path / "report"
+    with serve_in_thread(HalfCut()) as server:
+        code = main(["eval", "grm", "--data", str(processbench_slice), "--endpoint", server.url, "--min-coverage", "0",
+                     "--save-predictions", str(preds), "--report-dir", str(out), "--preset", "recipe"])
+    assert code == 0
+    report = json.loads((out / "REPORT.json").read_text())
+    assert report["truncated"] == long_rows and report["judge_status"]["invalid"] == long_rows
+    assert report["settings"]["temperature"] == 0.6 and report["settings"]["max_tokens"] == 8192
+    fpb_cut = sum(len(r.steps) > 4 for r in rows if r.final_answer_correct)
+    assert sum(report["fpb_no_verdict"].values()) == fpb_cut
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert all(p["critique"] == "Looks fine.\n\n\\boxed{-1}" for p in lines)
+    assert sum(p["truncated"] for p in lines) == long_rows and all(p["verdict"] is None for p in lines if p["truncated"])
+    assert "cut at the critique budget" in (out / "REPORT.md").read_text()

@@ -61,7 +61,7 @@ FPB_CASES = [
     ([0, -1], [True, True], [-1, -1], (2, 0, 0, 1, 1, 0.0, 0.0, 0.0, 50.0)),  # no predicted positives: precision 0
     ([0, -1], [True, True], [None, None], (2, 0, 0, 1, 1, 0.0, 0.0, 0.0, 50.0)),  # no verdict predicts "clean"
     ([-1, -1], [True, True], [-1, 1], (2, 0, 1, 0, 1, 0.0, 0.0, 0.0, 50.0)),  # no positives: recall 0
-    ([0, 1], [False, False], [0, 1], (0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0)),  # no items
+    ([0, 1], [False, False], [0, 1], (0, 0, 0, 0, 0, None, None, None, None)),  # no items: nothing measured
     ([2, 0, -1], [True, True, True], [0, 0, -1], (3, 2, 0, 0, 1, 100.0, 100.0, 100.0, 100.0)),  # any step counts
 ]
 
@@ -90,6 +90,9 @@ def test_grm_metrics_agree_with_the_testbed_scorer():
         pb = processbench_scores([r["label"] for r in rows], verdicts)
         fpb = flawed_positive_scores([r["label"] for r in rows], [r["final_answer_correct"] for r in rows], verdicts)
         assert (pb.acc_err, pb.acc_corr, pb.f1) == pytest.approx((100 * ref.acc_err, 100 * ref.acc_corr, 100 * ref.f1))
+        if fpb.n == 0:  # nothing measured: None here, where the testbed's fractions say 0
+            assert (fpb.precision, fpb.recall, fpb.f1) == (None, None, None) and ref.fpb_f1 == 0
+            continue
         assert (fpb.precision, fpb.recall, fpb.f1) == pytest.approx(
             (100 * ref.fpb_precision, 100 * ref.fpb_recall, 100 * ref.fpb_f1))
 

@@ -32,10 +32,11 @@ def test_load_problems_formats(tmp_path, shared_data):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"problem": "p"}', "no 'answer' field .*--answer-field"),
-    ('{"text": "p", "answer": "1"}', "no 'problem' field .*--problem-field"),
+    ('{"problem": "p"}', "no gold field .*gold, ground_truth, answer.*--answer-field"),
+    ('{"text": "p", "answer": "1"}', "no problem field .*problem, question.*--problem-field"),
     ('{"problem": "", "answer": "1"}', "must be a non-empty string"),
-    ('{"problem": "p", "answer": null}', "must be a string or a number"),
+    ('{"problem": "p", "answer": null}', "no gold field"),
+    ('{"problem": "p", "answer": {"x": 1}}', "must be a string or a number"),
     ('{"problem": "p", "answer"', "invalid JSON"),
 ])
 def test_bad_problem_rows(tmp_path, capsys, line, message):

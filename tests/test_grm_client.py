@@ -42,6 +42,7 @@ class StandIn:
     delay: float = 0.0
     answers: list[str] | None = None
     fail_first: int = 0
+    finish_reason: str = "stop"
     raw: bytes | None = None
     """When set, every answer is this body (status 200), whatever was asked."""
     requests: int = 0
@@ -78,7 +79,7 @@ class StandIn:
         else:
             texts = [self.answers[i % len(self.answers)] for i in range(n)]
         choices = [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": self.finish_reason}
             for i, t in enumerate(texts)
         ]
         return web.json_response({"id": "c", "object": "chat.completion", "choices": choices})
@@ -532,6 +533,34 @@ def test_a_reply_that_is_no_whole_critique_is_never_a_verdict(raw, status, why):
     assert j.status == status and j.verdict is None and why in j.error, j
 
 
+def test_a_sample_says_why_it_is_no_verdict_and_whether_it_was_cut():
+    """One Sample shape for both protocols: cut at max_tokens is unusable and truncated; filtered or given as
+    parts is unusable, not truncated; a whole critique is usable."""
+    from fapo.grm.protocols import ChatCompletions, TokenGenerate
+
+    chat = ChatCompletions()
+    [cut] = chat.samples(_choice_body("Step 0 \\boxed{0} and then", "length"))
+    [filtered] = chat.samples(_choice_body("\\boxed{0}", "content_filter"))
+    [parts] = chat.samples(_choice_body([{"type": "text", "text": "\\boxed{0}"}]))
+    [whole] = chat.samples(_choice_body("\\boxed{0}"))
+    assert cut.truncated and "'length'" in cut.unusable
+    assert filtered.unusable and not filtered.truncated and parts.unusable and not parts.truncated
+    assert whole.unusable is None and not whole.truncated
+
+    class Tokenizer:
+        def apply_chat_template(self, *args, **kwargs):
+            return [1]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "Step 0 \\boxed{0}"
+
+    sglang = TokenGenerate(Tokenizer())
+    meta = {"finish_reason": {"type": "length", "length": 7}}
+    [cut] = sglang.samples(json.dumps({"output_ids": [5, 6], "meta_info": meta}).encode())
+    [whole] = sglang.samples(json.dumps({"text": "\\boxed{0}", "meta_info": {"finish_reason": {"type": "stop"}}}).encode())
+    assert cut.truncated and cut.unusable and whole.unusable is None and not whole.truncated
+
+
 def test_one_bad_choice_abstains_and_the_others_vote():
     body = {"choices": [7, {"message": {"content": "Step 1 \\boxed{1}"}, "finish_reason": "stop"}]}
 
@@ -804,7 +833,7 @@ def test_cli_judge_exits_nonzero_when_every_row_fails(tmp_path, capsys):
         ('{"id": 2, "problem": "p", "steps": ["a"]', "in.jsonl:2: invalid JSON"),
         ({"id": 2, "problem": "p"}, "in.jsonl:2: give 'steps'"),
         ({"id": 2, "problem": "p", "steps": [1, 2]}, "in.jsonl:2: field 'steps' must be a list of strings"),
-        ({"problem": "p", "steps": ["a"]}, "in.jsonl:2: missing field id"),
+        ({"id": 3, "steps": ["a"]}, "in.jsonl:2: no problem field (looked for problem, question"),
         ([1, 2], "in.jsonl:2: expected a JSON object"),
     ],
 )
@@ -863,3 +892,25 @@ def test_a_response_over_the_size_cap_is_an_error_not_read_whole():
     assert JudgeConfig(endpoints=(url,), max_tokens=16384, concurrency=256).max_response_bytes == 64 * 1024 * 17
     with pytest.raises(ValueError, match="max_response_bytes"):
         config(url, max_response_bytes=10)
+
+
+def test_a_critique_cut_at_max_tokens_is_no_verdict_even_with_a_box():
+    """finish_reason "length": the unfinished critique's box (here a valid step index) is not a verdict."""
+
+    async def run() -> list[Judgement]:
+        cut, whole = StandIn(finish_reason="length"), StandIn()
+        urls = await start_all(cut, whole)
+        try:
+            async with GenRMClient(config(urls[0], max_tokens=7)) as client_cut:
+                first = await client_cut.judge_many(items(3))
+            async with GenRMClient(config(urls[1])) as client_whole:
+                second = await client_whole.judge_many(items(3))
+            return first + second
+        finally:
+            await stop_all(cut, whole)
+
+    results = asyncio.run(run())
+    assert [j.status for j in results] == ["invalid"] * 3 + ["ok"] * 3
+    assert all(j.truncated and j.verdict is None and "truncated" in j.error and "max_tokens (7)" in j.error
+               for j in results[:3])
+    assert not any(j.truncated for j in results[3:])

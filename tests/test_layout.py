@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "train": 2, "eval": 2, "testbed": 2,
     "grm": 1, "serving": 1, "verify": 1, "outcome": 1, "models": 1, "integrations": 1,
     "boxed": 0, "steps": 0, "io": 0, "process_pool": 0, "policy_prompt": 0, "rewards": 0, "theory": 0,
-    "metrics": 0, "oracles": 0, "answers": 0, "bounds": 0, "__init__": 0,
+    "metrics": 0, "oracles": 0, "answers": 0, "schema": 0, "bounds": 0, "__init__": 0,
 }
 """Top-level unit (package or module under fapo/) → floor: cli → {demo, trl} → {train, eval, testbed} → {grm, serving,
 verify, ...} → small helpers. An import may go down or stay on its floor, never up."""

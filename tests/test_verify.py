@@ -333,7 +333,7 @@ def test_cli_verify_writes_to_stdout(tmp_path, capsys):
     ("lines", "message"),
     [
         (['{"response": "a", "gold": "1"}', '{"response": "b", gold: 2}'], ":2: invalid JSON"),
-        (['{"response": "a", "gold": "1"}', "", '{"response": "b"}'], ":3: missing field gold"),
+        (['{"response": "a", "gold": "1"}', "", '{"response": "b"}'], ":3: no gold field"),
         (['["response", "gold"]'], ":1: expected a JSON object"),
         (['{"response": ["a"], "gold": "1"}'], ":1: `response` must be a string"),
         (['{"response": "a", "gold": ' + "[" * 5000 + "]" * 5000 + "}"], ":1: unusable JSON (nested too deeply)"),

@@ -94,10 +94,11 @@ class FlawedPositiveScores:
     false_positive: int
     false_negative: int
     true_negative: int
-    precision: float
-    recall: float
-    f1: float
-    accuracy: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    accuracy: float | None
+    """All four are None when n is 0 (no item with a correct final answer: nothing was measured)."""
 
 
 def percent(part: int, whole: int) -> float | None:
@@ -137,7 +138,9 @@ def flawed_positive_scores(
 ) -> FlawedPositiveScores:
     """FlawedPositiveBench precision, recall, F1, accuracy over the items with a correct final answer.
 
-    Items whose `final_answer_correct` is False or None (unknown) are left out.
+    Items whose `final_answer_correct` is False or None (unknown) are left out; with none left (n = 0) the
+    four scores are None, never a 0.0 that reads like a measurement. With n > 0, precision (recall) is 0
+    when nothing was said flawed (nothing is flawed), the F1 convention.
     """
     if not len(labels) == len(final_answer_correct) == len(verdicts):
         raise ValueError("labels, final_answer_correct and verdicts must have the same length")
@@ -152,6 +155,8 @@ def flawed_positive_scores(
         fn += is_flawed and not said_flawed
         tn += not is_flawed and not said_flawed
     n = tp + fp + fn + tn
+    if n == 0:
+        return FlawedPositiveScores(0, 0, 0, 0, 0, None, None, None, None)
     precision = percent(tp, tp + fp) or 0.0
     recall = percent(tp, tp + fn) or 0.0
     return FlawedPositiveScores(

@@ -1,4 +1,4 @@
-"""`fapo eval grm|policy|curves`: GenRM benchmarks, policy evaluation, training curves.
+"""`fapo eval grm|policy|rollouts|curves`: GenRM benchmarks, policy evaluation, audits of rollouts, curves.
 
 Parses arguments, calls `fapo.eval`, writes the reports. Holds no metric logic. `eval grm` imports
 torch only with --model-dir; `eval curves` never does.
@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fapo.cli import fraction, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a GenRM (ProcessBench, FlawedPositiveBench), a policy, or training curves")
     verbs = p.add_subparsers(dest="eval_verb", metavar="WHAT", required=True)
     _register_grm(verbs)
     _register_policy(verbs)
+    _register_rollouts(verbs)
     _register_curves(verbs)
 
 
@@ -26,14 +29,17 @@ def _judge_client_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     from fapo.grm.types import RECIPE_MAX_TOKENS
 
     p.add_argument(f"--{prefix}max-tokens", dest="judge_max_tokens", type=int, metavar="N",
-                   help=f"critique length bound in tokens (default {RECIPE_MAX_TOKENS}, the recipe's, fitted to "
-                   "what the server's context leaves)")
+                   help=f"critique length bound in tokens, fitted to what the server's context leaves; a critique "
+                   f"cut there is no verdict (default {RECIPE_MAX_TOKENS}, the recipe's; --preset recipe 8192)")
     p.add_argument(f"--{prefix}concurrency", dest="judge_concurrency", type=int, metavar="N",
                    help="GenRM requests in flight (default 64)")
     p.add_argument(f"--{prefix}timeout", dest="judge_timeout", type=float, metavar="S",
                    help="seconds per GenRM request (default 60; 3600 for a local model)")
     p.add_argument(f"--{prefix}temperature", dest="judge_temperature", type=float, metavar="T",
-                   help="GenRM sampling temperature (default: none sent, the server's, as in the recipe; 0: greedy)")
+                   help="GenRM sampling temperature (default: none sent, the server's, as in the recipe; 0: greedy; "
+                   "--preset recipe 0.6)")
+    p.add_argument(f"--{prefix}top-p", dest="judge_top_p", type=float, metavar="P",
+                   help="GenRM nucleus sampling mass (default: none sent, the server's; --preset recipe 0.95)")
     p.add_argument(f"--{prefix}votes", dest="judge_votes", type=int, metavar="N",
                    help="GenRM samples, majority verdict (default 1)")
     p.add_argument(f"--{prefix}chat-template-kwargs", dest="judge_chat_template_kwargs", type=json_object,
@@ -56,8 +62,13 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("--model", default="genrm", help="model name sent to --endpoint servers (default genrm)")
     q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
     q.add_argument("--device", help="device for --model-dir (default: CUDA when available)")
-    q.add_argument("--limit", type=_positive_int, help="use only the first N rows of each file")
-    q.add_argument("--min-coverage", type=_fraction, default=0.5, metavar="F",
+    q.add_argument("--limit", type=positive_int, help="use only the first N rows of each file")
+    q.add_argument("--sample", type=positive_int, metavar="N",
+                   help="a stratified random sample of N rows of each file (strata: wrong answer, flawed positive, "
+                   "error-free, as ProcessBench's; each in proportion, at least one each when N allows)")
+    q.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    _preset_option(q)
+    q.add_argument("--min-coverage", type=fraction, default=0.5, metavar="F",
                    help="exit 1 when fewer than this fraction of rows have a valid verdict (default 0.5; "
                    "below 1 a warning is printed: rows without one count as wrong, or as 'clean' on "
                    "FlawedPositiveBench)")
@@ -65,7 +76,7 @@ def _register_grm(verbs: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
     q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md and confusion.png here")
     q.add_argument("--save-predictions", metavar="FILE",
-                   help="write the verdicts as {subset, id, verdict, status} ('-': stdout)")
+                   help="write the verdicts as {subset, id, verdict, status, truncated, critique} ('-': stdout)")
     q.set_defaults(func=run_grm)
 
 
@@ -74,16 +85,18 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q = verbs.add_parser("policy", help=text, description=text + ".")
     q.add_argument("--model", required=True, help="policy model directory (or hub name)")
     q.add_argument("--data", required=True, metavar="FILE", help="JSONL of problems (MATH-500, AIME24, GSM8K, ...)")
-    q.add_argument("--problem-field", help="problem column (default: problem, else question)")
-    q.add_argument("--answer-field", default="answer", help="gold answer column (default answer; GSM8K's '#### N' ok)")
+    q.add_argument("--problem-field", help="problem column (default: the row schema's, problem, question, ...)")
+    q.add_argument("--answer-field", help="gold answer column (default: the row schema's, gold, ground_truth, "
+                   "answer, ...; GSM8K's '#### N' ok)")
     q.add_argument("--prompt-template", help="user message with {problem} (default: the training default; testbed: '{problem}')")
     q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
                    help="last_boxed: the last \\boxed{} answers; strict: exactly one box, nothing after (as in training)")
-    q.add_argument("--limit", type=_positive_int, help="use only the first N problems")
-    q.add_argument("--k", type=int, default=16, help="samples per problem (default 16)")
-    q.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    q.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    q.add_argument("--max-tokens", type=int, default=2048, help="most tokens per sample (default 2048)")
+    q.add_argument("--limit", type=positive_int, help="use only the first N problems")
+    q.add_argument("--k", type=int, help="samples per problem (default 16; recipe 32)")
+    q.add_argument("--temperature", type=float, help="sampling temperature (default 1.0; recipe 1.0)")
+    q.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1.0; recipe 0.7)")
+    q.add_argument("--max-tokens", type=int, help="most tokens per sample (default 2048; recipe 8192)")
+    _preset_option(q)
     q.add_argument("--batch-size", type=int, default=64, help="sequences per transformers generate call (default 64)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     q.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
@@ -101,6 +114,41 @@ def _register_policy(verbs: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_policy)
 
 
+def _register_rollouts(verbs: argparse._SubParsersAction) -> None:
+    text = ("audit existing rollouts: verify, judge the verified-correct ones, report accuracy and the "
+            "flawed-positive ratio per training step and data source")
+    q = verbs.add_parser("rollouts", help=text, description=text + ". Reads verl's rollout/validation dumps, TRL's "
+                         "completion logs, fapo's critiques.jsonl, any JSONL/JSON/parquet (README, 'Row schema'); "
+                         "rows are written as they are done and --resume continues them.")
+    q.add_argument("files", nargs="+", metavar="FILE", help="rollout files or directories (verl dump dir, TRL output dir)")
+    source = q.add_mutually_exclusive_group(required=True)
+    source.add_argument("--endpoint", action="append", metavar="URL", help="GenRM server base URL, repeatable")
+    source.add_argument("--judge", choices=["oracle", "none"], help="the programmatic judge (see --oracle), or none "
+                        "(accuracy only)")
+    q.add_argument("--model", default="genrm", help="model name sent to --endpoint servers (default genrm)")
+    q.add_argument("--oracle", default="testbed", help="oracle name for --judge oracle (default testbed)")
+    q.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD (problem, response, gold, step, data_source, id) from COLUMN (dotted path); "
+                   "repeatable")
+    q.add_argument("--group-by", metavar="COLUMN", help="group rows by this column (default: the training step)")
+    q.add_argument("--gold-file", action="append", metavar="FILE",
+                   help="data with problems and gold answers, joined by problem text (TRL logs carry no gold)")
+    q.add_argument("--answer-format", choices=["last_boxed", "strict"], default="last_boxed",
+                   help="the answer rule (default last_boxed; strict: exactly one box, as in training)")
+    q.add_argument("--verify-timeout", type=float, default=5.0, metavar="S", help="math-verify seconds per row")
+    q.add_argument("--window", type=positive_int, default=2048, metavar="N",
+                   help="rollouts in flight at once (default 2048; keeps the GenRM batch full)")
+    q.add_argument("--examples", type=int, default=5, metavar="N", help="flawed positives shown with critiques")
+    _preset_option(q)
+    _judge_client_options(q)
+    q.add_argument("--rows", metavar="ROWS.jsonl", help="audited rows, written as they are done "
+                   "(default REPORT_DIR/rows.jsonl)")
+    q.add_argument("--resume", action="store_true", help="continue --rows: its rows are counted, never judged again")
+    q.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here ('-': stdout)")
+    q.add_argument("--report-dir", metavar="DIR", help="write REPORT.json, REPORT.md, audit.png (and rows.jsonl) here")
+    q.set_defaults(func=run_rollouts, device=None)
+
+
 def _register_curves(verbs: argparse._SubParsersAction) -> None:
     text = "plot accuracy, flawed ratio, reward, response length and step time of training runs"
     q = verbs.add_parser("curves", help=text, description=text + " (one line per run).")
@@ -114,24 +162,32 @@ def _register_curves(verbs: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------- shared
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _preset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["default", "recipe"], default="default",
+                   help="sampling settings: default (policy: fapo's CPU-friendly k 16, 2048 tokens; GenRM: JudgeConfig's, "
+                   "the recipe's 16384-token critique budget, the server's decoding) or recipe (what the FAPO recipe "
+                   "validates with: policy avg@32 at T 1.0, top_p 0.7, 8192 tokens; GenRM T 0.6, top_p 0.95, 8192 "
+                   "tokens); a flag given explicitly wins")
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+def _judge_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The judge's temperature, top_p and max_tokens: the preset's, under the flags given (none of either:
+    JudgeConfig's defaults, the one judge budget of every verb)."""
+    from fapo.eval.presets import JUDGE_PRESETS, preset_values
+
+    given = {"temperature": args.judge_temperature, "top_p": args.judge_top_p, "max_tokens": args.judge_max_tokens}
+    return preset_values(JUDGE_PRESETS, getattr(args, "preset", "default"), given)
+
+
+def _judge_settings(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """What a report says the judge ran with: the preset and, for a GenRM, its budget and decoding (None: the
+    server's); empty without a judge."""
+    if spec is None:
+        return {}
+    config = spec.config
+    sampling = {} if config is None else {"max_tokens": config.max_tokens, "temperature": config.temperature,
+                                          "top_p": config.top_p}
+    return {"preset": args.preset, **sampling}
 
 
 def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | None, model_name: str) -> Any:
@@ -147,9 +203,8 @@ def _judge_spec(args: argparse.Namespace, kind: str | None, model_dir: str | Non
         raise CliError(f"model directory not found: {model_dir}")
     if kind == "endpoint" and not args.endpoint:
         raise CliError("an endpoint judge needs at least one URL (--endpoint http://HOST:PORT/v1)")
-    given = {"max_tokens": args.judge_max_tokens, "concurrency": args.judge_concurrency,
-             "temperature": args.judge_temperature, "votes": args.judge_votes, "timeout": args.judge_timeout,
-             "chat_template_kwargs": args.judge_chat_template_kwargs}
+    given = {"concurrency": args.judge_concurrency, "votes": args.judge_votes, "timeout": args.judge_timeout,
+             "chat_template_kwargs": args.judge_chat_template_kwargs, **_judge_sampling(args)}
     client = {name: value for name, value in given.items() if value is not None}
     try:
         if kind == "oracle":
@@ -222,7 +277,9 @@ def run_grm(args: argparse.Namespace) -> int:
     kind = "endpoint" if args.endpoint else "model_dir" if args.model_dir else "oracle" if args.judge else None
     spec = _judge_spec(args, kind, args.model_dir, args.model)
     try:
-        rows = load_critic_sets(args.data, args.limit)
+        if args.sample and args.limit:
+            raise CliError("--sample and --limit both choose rows; give one")
+        rows = load_critic_sets(args.data, args.limit, sample=args.sample, seed=args.seed)
         judgements, metrics, statuses = None, None, None
         if spec is None:
             predictions = read_predictions(args.predictions, rows)
@@ -236,9 +293,11 @@ def run_grm(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from err
     except OSError as err:  # e.g. a --model-dir without weights or tokenizer
         raise CliError(f"cannot load the GenRM: {err}") from err
-    report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses)
+    settings = ({"rows": len(rows)} | ({"sample": args.sample, "seed": args.seed} if args.sample else {})
+                | _judge_settings(args, spec))
+    report = evaluate_grm(rows, verdicts, source, judgements, metrics, statuses, settings)
     if args.save_predictions:
-        _save_predictions(args.save_predictions, rows, verdicts, statuses)
+        _save_predictions(args.save_predictions, rows, verdicts, statuses, judgements)
     if args.report_dir:
         paths = write_grm_report(report, args.report_dir)
         print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -263,13 +322,13 @@ def _grm_exit_status(report: Any, judgements: list[Any] | None, kind: str | None
     return 0
 
 
-def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str]) -> None:
+def _save_predictions(path: str, rows: list[Any], verdicts: list[int | None], statuses: list[str],
+                      judgements: list[Any] | None) -> None:
     from fapo.cli import CliError
-    from fapo.io import write_jsonl
+    from fapo.eval.grm_bench import write_predictions
 
     try:
-        write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
-                           for r, v, s in zip(rows, verdicts, statuses, strict=True)))
+        write_predictions(path, rows, verdicts, statuses, judgements)
     except OSError as err:
         raise CliError(f"cannot write {'stdout' if path == '-' else path}: {err.strerror or err}") from err
 
@@ -282,6 +341,7 @@ def run_policy(args: argparse.Namespace) -> int:
     from fapo.eval.generation import SamplingConfig
     from fapo.eval.policy import PolicyEvalConfig, evaluate_policy
     from fapo.eval.policy_report import POLICY_REPORT_FILES, policy_markdown, write_policy_report
+    from fapo.eval.presets import POLICY_PRESETS, preset_values
     from fapo.eval.problems import DEFAULT_PROMPT_TEMPLATE, load_problems
     from fapo.io import DataError
 
@@ -295,8 +355,10 @@ def run_policy(args: argparse.Namespace) -> int:
         raise CliError(f"--judge-model-dir given with --judge {kind}; drop one")
     spec = _judge_spec(args, None if kind == "none" else kind, args.judge_model_dir, args.grm_model)
     try:
-        sampling = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                  batch_size=args.batch_size, seed=args.seed, backend=args.backend, device=args.device)
+        chosen = preset_values(POLICY_PRESETS, args.preset, {"k": args.k, "temperature": args.temperature,
+                                                             "top_p": args.top_p, "max_tokens": args.max_tokens})
+        sampling = SamplingConfig(**chosen, batch_size=args.batch_size, seed=args.seed, backend=args.backend,
+                                  device=args.device)
         config = PolicyEvalConfig(sampling, args.prompt_template or DEFAULT_PROMPT_TEMPLATE,
                                   answer_format=args.answer_format, judge_with_gold=not args.no_gold)
         problems = load_problems(args.data, args.problem_field, args.answer_field, args.limit)
@@ -309,6 +371,48 @@ def run_policy(args: argparse.Namespace) -> int:
         paths = write_policy_report(report, args.report_dir)
         print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     _emit(report.to_json(), policy_markdown(report), args.output)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+
+
+def run_rollouts(args: argparse.Namespace) -> int:
+    from fapo.cli import CliError
+    from fapo.eval.audit import AuditConfig, audit_rollouts
+    from fapo.eval.audit_report import AUDIT_REPORT_FILES, audit_markdown, write_audit_report
+    from fapo.eval.rollout_rows import RowSettings, gold_index
+    from fapo.io import DataError
+    from fapo.schema import FieldMap
+
+    rows_path = args.rows or (str(Path(args.report_dir) / "rows.jsonl") if args.report_dir else None)
+    if rows_path is None:
+        raise CliError("say where the audited rows go: --rows FILE or --report-dir DIR")
+    _check_outputs(args.report_dir, [args.output, rows_path], [*args.files, *(args.gold_file or [])], AUDIT_REPORT_FILES)
+    kind = "endpoint" if args.endpoint else None if args.judge == "none" else "oracle"
+    spec = _judge_spec(args, kind, None, args.model)
+    try:
+        mapping = FieldMap.parse(args.map)
+        rows = RowSettings(mapping, args.group_by, gold_index(args.gold_file, mapping) if args.gold_file else {})
+        config = AuditConfig(rows_path, rows, resume=args.resume, with_gold=not args.no_gold,
+                             answer_rule=args.answer_format, verify_timeout=args.verify_timeout, window=args.window,
+                             examples=args.examples, progress=True)
+        settings = _judge_settings(args, spec)
+        report = audit_rollouts(list(args.files), config, spec, settings)
+    except (DataError, ValueError) as err:
+        raise CliError(str(err)) from err
+    except OSError as err:
+        raise CliError(f"cannot write {rows_path}: {err.strerror or err}") from err
+    print(f"rows: {rows_path}", file=sys.stderr)
+    if args.report_dir:
+        paths = write_audit_report(report, args.report_dir)
+        print("report files: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    _emit(report.to_json(), audit_markdown(report), args.output)
+    total = report.total
+    if spec is not None and total["correct"] and total["errors"] == total["correct"]:
+        hint = "is the GenRM server up?" if kind == "endpoint" else f"can oracle {args.oracle!r} judge these problems?"
+        print(f"fapo eval rollouts: every judgement failed ({hint})", file=sys.stderr)
+        return 1
     return 0
 
 

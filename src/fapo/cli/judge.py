@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "judge",
         help="judge solutions with GenRM servers (OpenAI-compatible endpoints)",
         description="Ask GenRM servers for the earliest wrong step of each solution. Input rows: id, "
-        "problem, steps (list of str) or response (split into paragraphs), optional ground_truth. "
+        "problem, steps (list of str) or response (split into paragraphs), optional gold, or their aliases "
+        "(README, 'Row schema'). "
         "Output rows: " + ", ".join(OUTPUT_FIELDS) + ". A JSON summary goes to stderr. Exit status 1 "
         "when no row gets a valid verdict (every row 'invalid' or 'error', e.g. no endpoint reachable).",
     )
@@ -125,42 +126,54 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_items(path: str) -> tuple[list[Any], list[Any]]:
-    """Rows of `path` as (ids, JudgeItems); CliError naming file and line on a bad row."""
+    """Rows of `path` as (ids, JudgeItems), fields read under `fapo.schema`'s names (a row without an id
+    gets its line number); CliError naming file and line on a bad row."""
     from fapo.cli import CliError
     from fapo.io import DataError, iter_jsonl
+    from fapo.schema import lookup
 
     ids: list[Any] = []
     items: list[Any] = []
     try:
-        for lineno, row in iter_jsonl(path, required=("id", "problem")):
+        for lineno, row in iter_jsonl(path):
             items.append(_item(row, f"{path}:{lineno}"))
-            ids.append(row["id"])
+            found = lookup(row, "id")
+            ids.append(found.value if found is not None else lineno)
     except DataError as err:
         raise CliError(str(err)) from err
     return ids, items
 
 
 def _item(row: dict[str, Any], where: str) -> Any:
-    """One input row as a JudgeItem: `steps`, else `response` split into paragraphs."""
+    """One input row as a JudgeItem: `problem`, `steps` (else `response` split into paragraphs) and
+    `gold`, each under any of its `fapo.schema` names."""
     from fapo.cli import CliError
     from fapo.grm.types import JudgeItem
+    from fapo.schema import gold_text, lookup, missing_message, problem_text, response_texts
     from fapo.steps import split_steps
 
-    if not isinstance(row["problem"], str):
-        raise CliError(f"{where}: field 'problem' must be a string")
+    found = lookup(row, "problem")
+    if found is None:
+        raise CliError(f"{where}: {missing_message('problem', row, fix='add the problem text')}")
+    problem = problem_text(found.value)
+    if problem is None:
+        raise CliError(f"{where}: field {found.name!r} must be a string (or chat messages)")
     steps = row.get("steps")
     if steps is None:
-        if not isinstance(row.get("response"), str):
+        response = lookup(row, "response")
+        texts = response_texts(response.value) if response is not None else None
+        if texts is None or len(texts) != 1:
             raise CliError(f"{where}: give 'steps' (a list of strings) or 'response' (a string)")
-        steps = split_steps(row["response"])
+        steps = split_steps(texts[0])
     elif not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise CliError(f"{where}: field 'steps' must be a list of strings")
     if not steps:  # -1 ("no wrong step") would be the only valid verdict: a clean verdict for nothing
         raise CliError(f"{where}: no steps to judge (empty 'steps', or a blank 'response'); drop the row")
-    gold = row.get("ground_truth")
-    if gold is not None and not isinstance(gold, (str, int, float)):
-        raise CliError(f"{where}: field 'ground_truth' must be a string or a number")
-    return JudgeItem(row["problem"], tuple(steps), None if gold is None else str(gold))
+    gold = lookup(row, "gold")
+    gold_value = gold_text(gold.value) if gold is not None else None
+    if gold is not None and gold_value is None:
+        raise CliError(f"{where}: field {gold.name!r} must be a string or a number")
+    return JudgeItem(problem, tuple(steps), gold_value)
 
 
 def _judge_into(output: Any, ids: list[Any], items: list[Any], config: Any) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from fapo.verify import MAX_TIMEOUT_S  # a worker is killed after it: a finite number of seconds
 
@@ -11,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
         help="check final answers against gold answers (math-verify, with timeouts)",
-        description="Read JSONL rows with `response` and `gold`; write each row plus `correct`, `pred` "
-        "and `status` (ok, no_answer, timeout, memory, error) as JSONL; print a JSON summary on stderr.",
+        description="Read JSONL rows with `response` and `gold` (or their aliases: README, \"Row schema\"); write each "
+        "row plus `correct`, `pred` and `status` (ok, no_answer, timeout, memory, error) as JSONL; print a JSON "
+        "summary on stderr.",
     )
     p.add_argument("input", metavar="INPUT.jsonl", help="rows with a string `response` and a `gold` answer")
     p.add_argument("-o", "--output", metavar="OUT.jsonl",
@@ -25,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=5.0,
         help=f"seconds of math-verify work per row (default 5, at most {MAX_TIMEOUT_S:g})"
     )
+    p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD (response, gold) from COLUMN, a dotted path for nested objects; repeatable")
     p.set_defaults(func=run)
 
 
@@ -35,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fapo.cli import CliError
     from fapo.io import DataError, check_output_path, write_jsonl
+    from fapo.schema import FieldMap
     from fapo.verify import STATUSES, Verifier
 
     if args.workers is not None and args.workers < 1:
@@ -43,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--timeout must be > 0 and at most {MAX_TIMEOUT_S:g} seconds, got {args.timeout}")
     try:
         check_output_path(args.output, [args.input])
-        rows, golds = _read_rows(args.input)
-    except DataError as err:
+        rows, responses, golds = _read_rows(args.input, FieldMap.parse(args.map))
+    except (DataError, ValueError) as err:
         raise CliError(str(err)) from err
     verifier = Verifier(workers=args.workers)
     start = time.perf_counter()
     try:
-        results = verifier.verify_batch([row["response"] for row in rows], golds, timeout=args.timeout)
+        results = verifier.verify_batch(responses, golds, timeout=args.timeout)
         stats = verifier.stats()
     finally:
         verifier.close()
@@ -79,17 +84,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_rows(path: str) -> tuple[list[dict], list[str]]:
-    """The rows, and each row's gold as a string (a JSON number is accepted); DataError names the line."""
+def _read_rows(path: str, mapping: Any) -> tuple[list[dict], list[str], list[str]]:
+    """The rows, and each row's response and gold as strings, read under `fapo.schema`'s names (`response`
+    or `output`/`completion`; `gold` or `ground_truth`/`answer`/`gts`, a number accepted); DataError names
+    the line."""
     from fapo.io import DataError, iter_jsonl
+    from fapo.schema import gold_text, lookup, missing_message
 
-    rows, golds = [], []
-    for lineno, row in iter_jsonl(path, required=("response", "gold")):
-        gold = row["gold"]
-        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-            gold = str(gold)
-        if not isinstance(row["response"], str) or not isinstance(gold, str):
-            raise DataError(f"{path}:{lineno}: `response` must be a string and `gold` a string or a number")
+    rows, responses, golds = [], [], []
+    for lineno, row in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        response, gold = lookup(row, "response", mapping), lookup(row, "gold", mapping)
+        for name, found in (("response", response), ("gold", gold)):
+            if found is None:
+                raise DataError(f"{where}: {missing_message(name, row, mapping)}")
+        gold_value = gold_text(gold.value)
+        if not isinstance(response.value, str) or gold_value is None:
+            raise DataError(f"{where}: `{response.name}` must be a string and `{gold.name}` a string or a number")
         rows.append(row)
-        golds.append(gold)
-    return rows, golds
+        responses.append(response.value)
+        golds.append(gold_value)
+    return rows, responses, golds

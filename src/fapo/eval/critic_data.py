@@ -1,7 +1,8 @@
 """GenRM benchmark inputs: ProcessBench-format rows and prediction files, validated line by line.
 
 A data row is `{id, problem, steps, label, final_answer_correct[, ground_truth]}` (ProcessBench's
-format; the testbed's critic files add `ground_truth`). `problem`, `steps` and `label` are required;
+format; the testbed's critic files add `ground_truth`); `id`, `problem` and the gold answer are read under
+any of their `fapo.schema` names. `problem`, `steps` and `label` are required;
 a row without `id` gets `<subset>:<line>`, one without `final_answer_correct` is left out of
 FlawedPositiveBench. A subset's name is its file's stem. A prediction row is `{id, verdict}` as
 `fapo judge` writes it (an optional `subset` field tells equal ids of different files apart; an
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fapo.io import DataError, iter_jsonl
+from fapo.schema import gold_text, lookup, missing_message, problem_text
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,12 @@ class CriticRow:
 
 
 def _critic_row(row: dict[str, Any], subset: str, where: str, lineno: int) -> CriticRow:
-    problem, steps, label = row["problem"], row["steps"], row["label"]
-    if not isinstance(problem, str):
-        raise DataError(f"{where}: field 'problem' must be a string")
+    found = lookup(row, "problem")
+    if found is None:
+        raise DataError(f"{where}: {missing_message('problem', row, fix='add the problem text')}")
+    problem, steps, label = problem_text(found.value), row["steps"], row["label"]
+    if problem is None:
+        raise DataError(f"{where}: field {found.name!r} must be a string")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: field 'steps' must be a list of strings")
     if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
@@ -49,19 +54,20 @@ def _critic_row(row: dict[str, Any], subset: str, where: str, lineno: int) -> Cr
     answer_correct = row.get("final_answer_correct")
     if answer_correct is not None and not isinstance(answer_correct, bool):
         raise DataError(f"{where}: field 'final_answer_correct' must be true, false or null")
-    gold = row.get("ground_truth")
-    if gold is not None and not isinstance(gold, (str, int, float)):
-        raise DataError(f"{where}: field 'ground_truth' must be a string or a number")
-    row_id = row.get("id", f"{subset}:{lineno}")
-    return CriticRow(subset, str(row_id), problem, tuple(steps), label, answer_correct,
-                     None if gold is None else str(gold), where)
+    gold = lookup(row, "gold")
+    gold_value = None if gold is None else gold_text(gold.value)
+    if gold is not None and gold_value is None:
+        raise DataError(f"{where}: field {gold.name!r} must be a string or a number")
+    row_id = lookup(row, "id")
+    return CriticRow(subset, str(row_id.value) if row_id else f"{subset}:{lineno}", problem, tuple(steps), label,
+                     answer_correct, gold_value, where)
 
 
 def load_critic_rows(path: str | Path, limit: int | None = None) -> list[CriticRow]:
     """The rows of one ProcessBench-format file (the first `limit` when given); DataError on a bad row."""
     subset = Path(path).stem
     rows: list[CriticRow] = []
-    for lineno, row in iter_jsonl(path, required=("problem", "steps", "label")):
+    for lineno, row in iter_jsonl(path, required=("steps", "label")):
         if limit is not None and len(rows) >= limit:
             break
         rows.append(_critic_row(row, subset, f"{path}:{lineno}", lineno))
@@ -70,8 +76,37 @@ def load_critic_rows(path: str | Path, limit: int | None = None) -> list[CriticR
     return rows
 
 
-def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> list[CriticRow]:
-    """Rows of several files, one subset each; two files with the same stem are an error."""
+def stratified_sample(rows: Sequence[CriticRow], n: int, seed: int = 0) -> list[CriticRow]:
+    """`n` rows drawn at random (seeded) within strata, in file order: wrong final answer, flawed positive
+    (right answer, a wrong step), error-free (ProcessBench's own split strata). Each stratum gets its share
+    of `n` (largest remainders), and at least one row when `n` is at least the number of strata, so that
+    acc_err, acc_corr and FlawedPositiveBench are all measured. All rows when `n` >= len(rows)."""
+    import random
+
+    if n >= len(rows):
+        return list(rows)
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        name = "error-free" if row.label == -1 else "flawed positive" if row.final_answer_correct else "wrong"
+        strata.setdefault(name, []).append(i)
+    floor = 1 if n >= len(strata) else 0
+    exact = {k: n * len(v) / len(rows) for k, v in strata.items()}
+    take = {k: max(floor, int(x)) for k, x in exact.items()}
+    for k in sorted(strata, key=lambda k: exact[k] - int(exact[k]), reverse=True):
+        if sum(take.values()) >= n:
+            break
+        take[k] += 1
+    while sum(take.values()) > n:  # the floor overshot: take back from the largest stratum
+        take[max(take, key=take.get)] -= 1
+    rng = random.Random(seed)
+    chosen = sorted(i for k, v in strata.items() for i in rng.sample(v, min(take[k], len(v))))
+    return [rows[i] for i in chosen]
+
+
+def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None, sample: int | None = None,
+                     seed: int = 0) -> list[CriticRow]:
+    """Rows of several files, one subset each (the first `limit`, or a `stratified_sample` of `sample` rows,
+    of each); two files with the same stem are an error."""
     seen: dict[str, str | Path] = {}
     rows: list[CriticRow] = []
     for path in paths:
@@ -79,7 +114,8 @@ def load_critic_sets(paths: Sequence[str | Path], limit: int | None = None) -> l
         if subset in seen:
             raise DataError(f"{path}: subset name {subset!r} is already taken by {seen[subset]}; rename one file")
         seen[subset] = path
-        rows += load_critic_rows(path, limit)
+        subset_rows = load_critic_rows(path, limit)
+        rows += stratified_sample(subset_rows, sample, seed) if sample else subset_rows
     return rows
 
 

@@ -21,7 +21,7 @@ from fapo.eval.critic_data import CriticRow
 from fapo.eval.judges import JudgeSpec, judge_items
 from fapo.eval.report import fmt_percent, markdown_table, rounded, write_json
 from fapo.grm.client import JudgeItem, Judgement
-from fapo.io import write_text
+from fapo.io import write_jsonl, write_text
 from fapo.metrics import (
     FlawedPositiveScores,
     SubsetScores,
@@ -52,6 +52,13 @@ class GrmReport:
     judge_status: dict[str, int] = field(default_factory=dict)
     """Verdict statuses: ok / invalid / error when a judge ran, plus missing for a predictions file."""
     judge_metrics: dict[str, float] = field(default_factory=dict)
+    fpb_no_verdict: dict[str, int] = field(default_factory=dict)
+    """FlawedPositiveBench items without a valid verdict, by class ("flawed", "clean"): counted with "said
+    clean" in the scores, shown apart in the plot."""
+    truncated: int = 0
+    """Judgements whose critique was cut at the critique budget (max_tokens): no verdict."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The judge's sampling settings and the sample drawn (for the report)."""
 
     def to_json(self) -> dict[str, Any]:
         """The REPORT.json object (percentages 0–100, rounded to 4 decimals)."""
@@ -64,6 +71,9 @@ class GrmReport:
             "coverage": self.coverage,
             "judge_status": self.judge_status,
             "judge_metrics": self.judge_metrics,
+            "fpb_no_verdict": self.fpb_no_verdict,
+            "truncated": self.truncated,
+            "settings": self.settings,
         })
 
 
@@ -88,6 +98,7 @@ def evaluate_grm(
     judgements: Sequence[Judgement] | None = None,
     judge_metrics: dict[str, float] | None = None,
     statuses: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> GrmReport:
     """Score `verdicts` (None = no valid verdict) on `rows`, per subset and on FlawedPositiveBench.
 
@@ -108,6 +119,10 @@ def evaluate_grm(
         subsets[name] = processbench_scores(labels, chosen)
         confusion[name] = confusion_counts(labels, chosen)
     fpb = flawed_positive_scores([r.label for r in rows], [r.final_answer_correct for r in rows], verdicts)
+    no_verdict = {"flawed": 0, "clean": 0}
+    for row, verdict in zip(rows, verdicts, strict=True):
+        if row.final_answer_correct is True and verdict is None:
+            no_verdict["flawed" if row.label != -1 else "clean"] += 1
     if judgements is not None:
         status = Counter(j.status for j in judgements)
         judge_status = {k: status.get(k, 0) for k in ("ok", "invalid", "error")}
@@ -125,6 +140,9 @@ def evaluate_grm(
         coverage=100.0 * sum(v is not None for v in verdicts) / len(verdicts),
         judge_status=judge_status,
         judge_metrics=dict(judge_metrics or {}),
+        fpb_no_verdict=no_verdict,
+        truncated=sum(bool(getattr(j, "truncated", False)) for j in judgements or ()),
+        settings=dict(settings or {}),
     )
 
 
@@ -156,8 +174,12 @@ def grm_markdown(report: GrmReport) -> str:
           fmt_percent(fpb.accuracy), fpb.true_positive, fpb.false_positive, fpb.false_negative, fpb.true_negative]],
     )
     parts = [f"# GenRM evaluation\n\nVerdicts: {report.source or 'given'}."]
+    if report.settings:
+        parts.append("Settings: " + ", ".join(f"{k} {v}" for k, v in report.settings.items()) + ".")
     if report.judge_status:
-        parts.append("Judge status: " + ", ".join(f"{k} {v}" for k, v in report.judge_status.items()) + ".")
+        parts.append("Judge status: " + ", ".join(f"{k} {v}" for k, v in report.judge_status.items()) + "."
+                     + (f" {report.truncated} critiques were cut at the critique budget (counted as no verdict)."
+                        if report.truncated else ""))
     parts.append(f"Coverage: {fmt_percent(report.coverage)}% of rows have a valid verdict."
                  + ("" if report.coverage == 100 else " **The rest count as wrong on ProcessBench and as "
                     "'clean' on FlawedPositiveBench: these scores are not the GenRM's alone.**"))
@@ -179,5 +201,15 @@ def write_grm_report(report: GrmReport, report_dir: str | Path) -> dict[str, Pat
     paths = {"json": out / "REPORT.json", "markdown": out / "REPORT.md", "confusion": out / "confusion.png"}
     write_json(paths["json"], report.to_json())
     write_text(paths["markdown"], grm_markdown(report))
-    plot_grm_confusion(report.confusion, report.flawed_positive_bench, paths["confusion"])
+    plot_grm_confusion(report.confusion, report.flawed_positive_bench, paths["confusion"], report.fpb_no_verdict)
     return paths
+
+
+def write_predictions(path: str, rows: Sequence[CriticRow], verdicts: Sequence[int | None], statuses: Sequence[str],
+                      judgements: Sequence[Judgement] | None) -> None:
+    """Write {subset, id, verdict, status} per row to `path` ('-': stdout), and the judge's truncated flag and
+    critique when a judge ran; OSError when it cannot be written."""
+    said = judgements or [None] * len(rows)
+    write_jsonl(path, ({"subset": r.subset, "id": r.id, "verdict": v, "status": s}
+                       | ({} if j is None else {"truncated": j.truncated, "critique": j.critique})
+                       for r, v, s, j in zip(rows, verdicts, statuses, said, strict=True)))

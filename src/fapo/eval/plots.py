@@ -38,16 +38,21 @@ def _heatmap(ax: Any, counts: list[list[int]], rows: Sequence[str], cols: Sequen
 
 
 def plot_grm_confusion(
-    confusion: Mapping[str, Mapping[str, Mapping[str, int]]], fpb: FlawedPositiveScores, path: str | Path
+    confusion: Mapping[str, Mapping[str, Mapping[str, int]]], fpb: FlawedPositiveScores, path: str | Path,
+    no_verdict: Mapping[str, int] | None = None,
 ) -> Path:
-    """One panel per subset (label class × what the verdict said) and one for FlawedPositiveBench."""
+    """One panel per subset (label class × what the verdict said) and one for FlawedPositiveBench, where
+    items without a verdict (`no_verdict`: class → count; scored as "said clean") get their own column."""
     fig, axes = _figure(4.2 * (len(confusion) + 1), 3.0, panels=len(confusion) + 1)
     for ax, (name, table) in zip(axes, confusion.items()):
         classes = list(table)
         columns = list(next(iter(table.values())))
         _heatmap(ax, [[table[c][col] for col in columns] for c in classes], classes, columns, name)
-    counts = [[fpb.true_positive, fpb.false_negative], [fpb.false_positive, fpb.true_negative]]
-    _heatmap(axes[-1], counts, ["flawed", "clean"], ["said flawed", "said clean"], "FlawedPositiveBench")
+    missing = no_verdict or {}
+    flawed_nv, clean_nv = missing.get("flawed", 0), missing.get("clean", 0)
+    counts = [[fpb.true_positive, fpb.false_negative - flawed_nv, flawed_nv],
+              [fpb.false_positive, fpb.true_negative - clean_nv, clean_nv]]
+    _heatmap(axes[-1], counts, ["flawed", "clean"], ["said flawed", "said clean", "no verdict"], "FlawedPositiveBench")
     fig.savefig(path, dpi=110)
     return Path(path)
 
@@ -120,3 +125,36 @@ def _draw_series(ax: Any, series: Mapping[str, tuple[Sequence[int], Sequence[flo
     ax.set(xlabel="training step", ylabel=ylabel, title=title)
     if len(series) > 1:
         ax.legend(fontsize=8)
+
+
+def plot_audit(by_group_source: Mapping[str, Mapping[str, Mapping[str, Any]]], by_group: Mapping[str, Mapping[str, Any]],
+               group_by: str, path: str | Path) -> Path:
+    """The audit's two panels, accuracy and flawed-positive ratio per group (training step), one line per
+    data source and one for all (bars when there is a single group); the second panel also shows, dashed, the
+    share of correct rollouts without a verdict, which the ratio leaves out."""
+    sources = sorted({s for cells in by_group_source.values() for s in cells})
+    series: dict[str, dict[str, Mapping[str, Any]]] = {s: {g: c[s] for g, c in by_group_source.items() if s in c}
+                                                       for s in sources}
+    if len(sources) > 1:
+        series["all"] = dict(by_group)
+    fig, axes = _figure(10.0, 3.4, panels=2)
+    for ax, key, title in zip(axes, ("accuracy", "flawed_positive_ratio"), ("accuracy", "flawed-positive ratio")):
+        if len(by_group) == 1:
+            names = list(series)
+            values = [next(iter(series[n].values()))[key] for n in names]
+            ax.bar(range(len(names)), [v if v is not None else 0.0 for v in values], color="tab:blue")
+            ax.set_xticks(range(len(names)), labels=names, fontsize=8, rotation=15)
+        else:
+            for name, cells in series.items():
+                points = [(g, c[key]) for g, c in cells.items() if c[key] is not None]
+                ax.plot([g for g, _ in points], [v for _, v in points], marker=".", label=name)
+            if key == "flawed_positive_ratio":
+                missing = [(g, 100.0 * c["no_verdict"] / c["correct"]) for g, c in by_group.items() if c["correct"]]
+                ax.plot([g for g, _ in missing], [v for _, v in missing], color="gray", linestyle="--",
+                        label="no verdict (% of correct)")
+            ax.set_xlabel(group_by)
+            ax.tick_params(axis="x", labelsize=7, rotation=45)
+            ax.legend(fontsize=7)
+        ax.set(ylabel="%", ylim=(0, 103), title=title)
+    fig.savefig(path, dpi=110)
+    return Path(path)

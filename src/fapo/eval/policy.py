@@ -75,7 +75,8 @@ class Rollout:
     verdict: int | None = None
     """The judge's earliest wrong step (-1: none); None when not judged or the judge failed."""
     judge_status: str | None = None
-    """"ok", "invalid" or "error" for judged rollouts; None when not judged (wrong, or no judge)."""
+    """"ok", "invalid", "truncated" (the critique was cut at the critique budget: no verdict) or "error" for
+    judged rollouts; None when not judged (wrong, or no judge)."""
 
     @property
     def outcome(self) -> str:
@@ -226,7 +227,7 @@ def judge_rollouts(rollouts: Sequence[Rollout], problems: Sequence[EvalProblem],
     judgements, metrics = judge_items(items, judge, progress=progress)
     out = list(rollouts)
     for i, j in zip(asked, judgements, strict=True):
-        out[i] = replace(out[i], verdict=j.verdict, judge_status=j.status)
+        out[i] = replace(out[i], verdict=j.verdict, judge_status="truncated" if j.truncated else j.status)
     return out, metrics
 
 

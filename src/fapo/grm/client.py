@@ -38,7 +38,7 @@ from fapo.metrics import ratio
 
 @dataclass(slots=True)
 class _Outcome:
-    """What one HTTP attempt produced: texts (an answer), or an error that may be retried."""
+    """What one HTTP attempt produced: samples (an answer), or an error that may be retried."""
 
     samples: list[Sample] | None = None
     error: str | None = None
@@ -319,17 +319,23 @@ class GenRMClient:
         return response.status, response.body, response.headers.get("retry-after")
 
     def _answer(self, samples: list[Sample], num_steps: int, url: str, attempts: int, t0: float) -> Judgement:
-        """The verdict of an answer: the majority over its usable samples (a cut or filtered sample abstains)."""
+        """The verdict of an answer: the majority over its usable samples. A cut or filtered sample abstains,
+        whatever box its unfinished text may hold; an answer with no verdict whose samples were cut at
+        max_tokens is `truncated`."""
         latency = time.perf_counter() - t0
         verdicts = [parse_verdict(s.text, num_steps) if s.unusable is None else None for s in samples]
         verdict = majority_verdict(verdicts, self.config.tie_break)
         if verdict is None:
             shown = samples[0].text if samples else None
             why = f"no valid \\boxed{{k}} (k in -1..{num_steps - 1}) in {len(samples)} sample(s)"
+            cut = sum(s.truncated for s in samples)
+            if cut:
+                why = (f"truncated: {cut} of {len(samples)} critique(s) reached max_tokens ({self.config.max_tokens}) "
+                       f"or the room the server's context left; {why}")
             unusable = sorted({s.unusable for s in samples if s.unusable})
             if unusable:
                 why += ": " + "; ".join(unusable)
-            return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why)
+            return Judgement(None, None, "invalid", shown, url, attempts, latency, error=why, truncated=cut > 0)
         critique = samples[verdicts.index(verdict)].text
         return Judgement(verdict, verdict >= 0, "ok", critique, url, attempts, latency)
 

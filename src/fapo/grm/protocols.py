@@ -9,8 +9,10 @@ A protocol only renders requests and reads answers; routing, retries, the breake
 stay in `fapo.grm.client`. Reading an answer never raises, whatever the server sent (nesting deep
 enough to exhaust Python's recursion, huge integers, wrong types): a body that is not an answer
 is None, and a sample that was cut (`finish_reason` "length"), filtered ("content_filter") or whose
-content is not a string is kept with the reason it cannot carry a verdict. Never imports torch or transformers: `TokenGenerate` is handed a
-tokenizer object (anything with `apply_chat_template` and `decode`).
+content is not a string is kept with the reason it cannot carry a verdict; one cut at `max_tokens` (OpenAI's
+finish reason "length", SGLang's `meta_info.finish_reason.type`) is also marked truncated. Never imports
+torch or transformers: `TokenGenerate` is handed a tokenizer object (anything with `apply_chat_template` and
+`decode`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Sample:
     text: str
     unusable: str | None = None
     """Why this sample cannot carry a verdict (cut at max_tokens, filtered, not text); None when it can."""
+    truncated: bool = False
+    """Cut at max_tokens (finish_reason "length"): no verdict, and counted apart as a truncated critique."""
 
 
 _USABLE_ENDINGS = frozenset({None, "stop", "eos", "end_turn", "stop_sequence"})
@@ -46,6 +50,13 @@ def _ending(reason: Any) -> str | None:
         return None
     shown = reason if isinstance(reason, str) else type(reason).__name__
     return f"the critique did not end by itself (finish_reason {shown[:40]!r})"
+
+
+def _ended(text: str, reason: Any) -> Sample:
+    """A sample of whole text that ended with `reason`: usable, or unusable (and truncated when cut at max_tokens)."""
+    why = _ending(reason)
+    cut = (reason.get("type") if isinstance(reason, Mapping) else reason) == "length"
+    return Sample(text, why, truncated=cut)
 
 
 def _loads(raw: bytes) -> Any:
@@ -119,7 +130,7 @@ class ChatCompletions:
             elif not isinstance(content, str):
                 samples.append(Sample("", f"the content is a {type(content).__name__}, not text"))
             else:
-                samples.append(Sample(content, _ending(choice.get("finish_reason"))))
+                samples.append(_ended(content, choice.get("finish_reason")))
         if all(s.unusable == "the choice has no message object" for s in samples):
             return None  # no choice at all: not an answer (retried elsewhere)
         return samples
@@ -175,13 +186,13 @@ class TokenGenerate:
         if not isinstance(answer, dict):
             return None
         meta = answer.get("meta_info")
-        unusable = _ending(meta.get("finish_reason")) if isinstance(meta, dict) else None
+        reason = meta.get("finish_reason") if isinstance(meta, dict) else None
         ids = answer.get("output_ids")
         if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             try:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
             except Exception:  # ids outside the vocabulary: the server and tokenizer disagree
                 return None
-            return [Sample(text, unusable)] if isinstance(text, str) else None
+            return [_ended(text, reason)] if isinstance(text, str) else None
         text = answer.get("text")
-        return [Sample(text, unusable)] if isinstance(text, str) else None
+        return [_ended(text, reason)] if isinstance(text, str) else None

@@ -69,7 +69,7 @@ class JudgeConfig:
     max_tokens: int = RECIPE_MAX_TOKENS
     """Upper bound on the critique's length in tokens (the recipe's 16,384 by default); where an endpoint
     reports its context, a request is fitted to the room its prompt leaves (`fapo.grm.fit`). A critique cut
-    short usually parses as "invalid"."""
+    here is "invalid" whatever box its unfinished text holds: no verdict, `Judgement.truncated`."""
     temperature: float | None = None
     """Sampling temperature; None sends none, so the server's default decoding samples (the recipe's: it sends
     none). 0 (greedy) makes a verdict reproducible and the cache exact; voting needs a temperature that samples."""
@@ -193,6 +193,8 @@ class Judgement:
     cached: bool = False
     error: str | None = None
     """What went wrong, for "invalid" and "error"."""
+    truncated: bool = False
+    """An "invalid" judgement whose critique was cut at max_tokens before a verdict (counted as no verdict)."""
 
     def __post_init__(self) -> None:
         if self.status == "ok":
