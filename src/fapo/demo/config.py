@@ -76,6 +76,8 @@ class DemoConfig:
     """GenRM RL steps (R_outcome + R_process), 4 critic prompts x 8 critiques each."""
     grm_rl_lr: float = GRM_RL_LR
     """GenRM RL's learning rate."""
+    grm_process_reward: bool = True
+    """GenRM RL's reward: R_outcome + R_process (the paper's), or R_outcome alone (False: its ablation)."""
     grm_eval_every: int = 0
     """Also score the GenRM RL checkpoint every this many steps on the held-out critic rows (0: the warm-start and
     the final GenRM only); each scoring is one more GenRM evaluation."""

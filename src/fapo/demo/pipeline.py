@@ -74,7 +74,8 @@ def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig)
         trl.update(save_steps=config.grm_eval_every, save_only_model=True)
     # it runs alone on the machine: 2 threads took 1.35x less time per step than 1
     train_config = parse_config({**trl, "fapo": {
-        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl"), "torch_threads": 2}})
+        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl"), "torch_threads": 2,
+        "grm_process_reward": config.grm_process_reward}})
     return train_grm(train_config, out_dir).final_model_dir
 
 
@@ -272,7 +273,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     grm_dir, grm_report = None, None
     t1 = time.perf_counter()
     if config.trains_genrm:
-        _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with R_outcome + R_process, lr {config.grm_rl_lr:g}")
+        reward = "R_outcome + R_process" if config.grm_process_reward else "R_outcome alone"
+        _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with {reward}, lr {config.grm_rl_lr:g}")
         grm_dir = train_genrm(warm["grm"]["dir"], data_dir, out / "grm_rl", config)
     else:
         _stage(3, "GenRM RL: skipped (the step checker is FAPO's only judge)")

@@ -303,7 +303,8 @@ def grm_table(report: dict[str, Any]) -> list[str]:
     rows = [("warm-start (SFT only)", report.get("grm_before"))]
     rows += [(f"RL step {step}", scores) for step, scores in sorted(report.get("grm_checkpoints", {}).items(),
                                                                      key=lambda item: int(item[0]))]
-    rows.append((f"after RL ({rl['grm_rl_steps']} steps, lr {rl['grm_rl_lr']:g})" if rl["grm_rl_steps"]
+    reward = "" if rl.get("grm_process_reward", True) else ", R_outcome alone"
+    rows.append((f"after RL ({rl['grm_rl_steps']} steps, lr {rl['grm_rl_lr']:g}{reward})" if rl["grm_rl_steps"]
                  else "warm-start (no RL in this run)", report["grm"]))
     lines = ["| GenRM | rows | F1 | acc_err | acc_corr | false alarms | FPB precision | FPB recall | FPB F1 |",
              "|---|---|---|---|---|---|---|---|---|"]
