@@ -42,7 +42,10 @@ def test_quick_demo_end_to_end(tmp_path):
         assert 0 <= report[arm]["accuracy"] <= 1 and 0 <= report[arm]["flawed_ratio"] <= 1
         assert report["clip_fraction"][arm] > 0, "several optimizer steps per generation: the clip must bind"
         assert set(report["diagnostics"][arm]["reasons"]) >= {"clean", "skipped_pair"}
-    assert set(report["grm"]) >= {"f1", "acc_err", "acc_corr", "fpb_f1"}
+    assert set(report["grm"]) >= {"f1", "acc_err", "acc_corr", "false_alarms", "fpb_f1"}
+    # the GenRM before and after RL, on the same held-out rows and one scale (percentages)
+    assert report["grm_before"]["rows"] == report["grm"]["rows"] == 120
+    assert all(0 <= report[k]["acc_corr"] <= 100 for k in ("grm_before", "grm"))
     assert report["seeds"] == [0]
     assert set(report["overhead"]) == {"fapo", "fapo_oracle"}
     assert report["checks"] and all(set(c) == {"claim", "seen", "held"} for c in report["checks"])
@@ -64,6 +67,7 @@ def test_quick_demo_end_to_end(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO, oracle judge |" in markdown and "## Checks" in markdown
     assert "While judging FAPO's rollouts" in markdown and "P(correct | skipped)" in markdown
+    assert "| warm-start (SFT only) | 120 |" in markdown and "| after RL (3 steps, lr 2e-05) | 120 |" in markdown
     for png in ("accuracy_flawed.png", "flaw_classes.png", "length.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown

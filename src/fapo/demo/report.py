@@ -285,7 +285,8 @@ def _fmt(value: float, percent: bool = False) -> str:
 
 def genrm_scores(result: dict[str, Any]) -> dict[str, Any]:
     """One GenRM evaluation (`fapo.eval.grm_bench`, percentages) as the report's row: held-out F1, acc_err,
-    acc_corr, false alarms (100 - acc_corr: clean rows called flawed), FlawedPositiveBench-style scores."""
+    acc_corr, false alarms (100 - acc_corr: clean rows not called clean, i.e. flawed or no verdict),
+    FlawedPositiveBench-style scores."""
     subset = next(iter(result["subsets"].values()))
     fpb = result["flawed_positive_bench"]
     acc_corr = subset["acc_corr"]
@@ -350,8 +351,8 @@ def _grm_lines(report: dict[str, Any]) -> list[str]:
         "## The GenRM", "",
         "What it learned from: the step checker twice over, SFT on the checker's critiques of testbed solutions, then "
         "GenRM RL (R_outcome + R_process) against the checker's labels. Below, the GenRM before and after RL on the "
-        "same held-out critic rows, which it never trained on (percentages; false alarms = clean rows it called "
-        "flawed = 100 - acc_corr). \"FPB\" is FlawedPositiveBench's metric computed on testbed rows whose final "
+        "same held-out critic rows, which it never trained on (percentages; false alarms = 100 - acc_corr, the clean "
+        "rows it did not call clean: flawed, or no verdict). \"FPB\" is FlawedPositiveBench's metric computed on testbed rows whose final "
         "answer is right, not the paper's benchmark. The checker-judged FAPO arm is judged by the same checker the "
         "evaluation uses.", "", *grm_table(report), "",
         f"While judging FAPO's rollouts (every step, every seed; {judging['judged']} judgements) the judge called "
