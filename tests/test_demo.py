@@ -42,7 +42,10 @@ def test_quick_demo_end_to_end(tmp_path):
         assert 0 <= report[arm]["accuracy"] <= 1 and 0 <= report[arm]["flawed_ratio"] <= 1
         assert report["clip_fraction"][arm] > 0, "several optimizer steps per generation: the clip must bind"
         assert set(report["diagnostics"][arm]["reasons"]) >= {"clean", "skipped_pair"}
-    assert set(report["grm"]) >= {"f1", "acc_err", "acc_corr", "fpb_f1"}
+    assert set(report["grm"]) >= {"f1", "acc_err", "acc_corr", "false_alarms", "fpb_f1"}
+    # the GenRM before and after RL, on the same held-out rows and one scale (percentages)
+    assert report["grm_before"]["rows"] == report["grm"]["rows"] == 120
+    assert all(0 <= report[k]["acc_corr"] <= 100 for k in ("grm_before", "grm"))
     assert report["seeds"] == [0]
     assert set(report["overhead"]) == {"fapo", "fapo_oracle"}
     assert report["checks"] and all(set(c) == {"claim", "seen", "held"} for c in report["checks"])
@@ -64,6 +67,7 @@ def test_quick_demo_end_to_end(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO, oracle judge |" in markdown and "## Checks" in markdown
     assert "While judging FAPO's rollouts" in markdown and "P(correct | skipped)" in markdown
+    assert "| warm-start (SFT only) | 120 |" in markdown and "| after RL (3 steps, lr 2e-05) | 120 |" in markdown
     for png in ("accuracy_flawed.png", "flaw_classes.png", "length.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown
@@ -135,3 +139,45 @@ def test_checks_table_from_hand_made_numbers():
     shortcut = [c for c in held if "shortcut alone" in c]
     assert [held[c] for c in shortcut] == [False]  # 0.25 > 0.5 x 0.40
     assert held["the clip binds (clip fraction > 0 in every arm)"] is False  # the oracle arm's is 0
+
+
+def _grm_eval(f1, acc_err, acc_corr, fpb_f1, n=400):
+    """A GenRM evaluation as `fapo.eval.grm_bench` writes it (percentages)."""
+    return {"subsets": {"testbed": {"n": n, "f1": f1, "acc_err": acc_err, "acc_corr": acc_corr}},
+            "flawed_positive_bench": {"f1": fpb_f1, "precision": 70.0, "recall": 80.0}}
+
+
+def test_genrm_before_and_after_rl_on_one_scale(tmp_path):
+    """The report's GenRM table: warm-start, checkpoints and the final GenRM from the same rows, false alarms as
+    100 - acc_corr, the three GenRM checks, and the RL curve with the held-out points."""
+    from fapo.demo.config import DemoConfig
+    from fapo.demo.report import check_targets, genrm_scores, grm_table, plot_grm_rl
+
+    before, mid, after = (genrm_scores(_grm_eval(61.1, 52.2, 73.6, 73.4)), genrm_scores(_grm_eval(70.0, 60.0, 85.0, 80.0)),
+                          genrm_scores(_grm_eval(77.0, 66.0, 92.5, 86.0)))
+    assert before["false_alarms"] == 26.4 and before["rows"] == 400 and after["fpb_precision"] == 70.0
+    report = {"config": {"grm_rl_steps": 60, "grm_rl_lr": 1e-4}, "grm_before": before, "grm": after,
+              "grm_checkpoints": {"30": mid}, "initial": {"accuracy": 0.6, "flawed_ratio": 0.3},
+              "grpo": {"accuracy": 0.7, "flawed_ratio": 0.4, "accuracy_per_seed": [0.7], "flawed_ratio_per_seed": [0.4],
+                       "clip_fraction": 0.01}, "diagnostics": {}}
+    table = grm_table(report)
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| warm-start (SFT only)", "| RL step 30",
+                                                             "| after RL (60 steps, lr 0.0001)"]
+    assert "| 400 | 61.1 | 52.2 | 73.6 | 26.4 | 70 | 80 | 73.4 |" in table[2]
+    held = {c["claim"]: c["held"] for c in check_targets(report)}
+    assert held["GenRM RL: held-out F1 >= 15 points above the warm-start's"] is True  # +15.9
+    assert held["GenRM after RL: false alarms <= 10% of clean held-out rows"] is True  # 7.5
+    assert held["GenRM after RL: FlawedPositiveBench-style F1 >= 85 (testbed rows)"] is True
+    report["grm"] = genrm_scores(_grm_eval(76.0, 66.0, 89.0, 84.9))
+    held = {c["claim"]: c["held"] for c in check_targets(report)}
+    assert not any(held[k] for k in held if k.startswith("GenRM"))
+    assert DemoConfig().grm_rl_lr == 2e-5 and DemoConfig().grm_eval_every == 0
+    with pytest.raises(ValueError, match="grm_rl_lr"):
+        DemoConfig(grm_rl_lr=0.0)
+
+    rl = tmp_path / "grm_rl"
+    rl.mkdir()
+    steps = [{"step": s, "loss": 0.1, "reward/mean": -0.2 + 0.01 * s, "grm/valid_rate": 1.0,
+              "grm/outcome_accuracy": 0.6} for s in range(1, 61)]
+    (rl / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    assert plot_grm_rl(rl, tmp_path, {0: before, 30: mid, 60: after}) == ["grm_reward.png"] and (tmp_path / "grm_reward.png").stat().st_size > 1000

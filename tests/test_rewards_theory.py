@@ -43,6 +43,13 @@ def test_grm_reward(predicted, label, n, expected):
     assert grm_reward(predicted, label, n) == pytest.approx(expected)
 
 
+def test_grm_reward_outcome_alone():
+    """The ablation: without R_process a flawed verdict at the wrong step earns R_outcome's +1 in full."""
+    assert grm_reward(1, 3, 4, process=False) == 1.0 and grm_reward(1, 3, 4) == 0.5
+    assert grm_reward(-1, 3, 4, process=False) == -1.0 and grm_reward(None, 3, 4, process=False) == -1.0
+    assert grm_reward(-1, -1, 4, process=False) == 1.0 and grm_reward(2, -1, 4, process=False) == -1.0
+
+
 def _simulated_group(clean: int, flawed: int, wrong: int, penalty: float):
     rewards = [1.0] * clean + [1.0 - penalty] * flawed + [-1.0] * wrong
     mean = statistics.fmean(rewards)

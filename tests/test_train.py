@@ -225,6 +225,24 @@ def test_grm_training(tiny_model_dir, tmp_path):
     assert len(critiques) == 2 * 16 and {c["label"] for c in critiques} == {0}
 
 
+def test_grm_reward_func_with_and_without_r_process(tmp_path):
+    """`fapo.grm_process_reward: false` (the paper's ablation) drops R_process and nothing else: the critiques
+    file and the logged metrics say the same verdicts either way."""
+    from fapo.train.reward_funcs import make_grm_reward_func
+
+    critiques = ["\\boxed{1}", "\\boxed{0}", "\\boxed{-1}", "no verdict"]
+    rewards, logged = {}, {}
+    for process in (True, False):
+        metrics = {}
+        func = make_grm_reward_func(JsonlAppender(tmp_path / f"{process}.jsonl"), process=process)
+        rewards[process] = func(["p"] * 4, critiques, label=[0] * 4, num_steps=[4] * 4,
+                                log_metric=lambda k, v, metrics=metrics: metrics.__setitem__(k, v))
+        logged[process] = metrics
+    assert rewards[True] == [0.75, 1.0, -1.0, -1.0] and rewards[False] == [1.0, 1.0, -1.0, -1.0]
+    assert logged[True]["grm/valid_rate"] == logged[False]["grm/valid_rate"] == 0.75
+    assert [c["reward"] for c in read_jsonl(tmp_path / "False.jsonl")] == rewards[False]
+
+
 def _assert_trained_grm(result, model_before: Path) -> list[dict]:
     metrics = [m for m in read_jsonl(Path(result.output_dir) / "metrics.jsonl") if "loss" in m]
     assert [m["step"] for m in metrics] == [1, 2]

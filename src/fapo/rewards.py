@@ -23,19 +23,20 @@ def fapo_reward(is_correct: bool, is_flawed: bool | None, penalty: float = 1.0) 
     return 1.0 - penalty if is_flawed is True else 1.0
 
 
-def grm_reward(predicted: int | None, label: int, num_steps: int) -> float:
+def grm_reward(predicted: int | None, label: int, num_steps: int, process: bool = True) -> float:
     """R_GenRM = R_outcome + R_process   (paper §3.2, docs/design.md §1.2).
 
     R_outcome = +1 if (predicted flawed) == (label flawed) else −1; an unparseable verdict
     (`predicted=None`) is −1 with no process term.
-    R_process = −|k̂ − k*| / n when both prediction and label say flawed, else 0 (n = num_steps).
+    R_process = −|k̂ − k*| / n when both prediction and label say flawed, else 0 (n = num_steps);
+    `process=False` leaves it out (R_outcome alone: the paper's ablation).
     """
     if predicted is None:
         return -1.0
     predicted_flawed = predicted != -1
     label_flawed = label != -1
     outcome = 1.0 if predicted_flawed == label_flawed else -1.0
-    process = 0.0
-    if predicted_flawed and label_flawed:
-        process = -abs(predicted - label) / max(num_steps, 1)
-    return outcome + process
+    step_term = 0.0
+    if process and predicted_flawed and label_flawed:
+        step_term = -abs(predicted - label) / max(num_steps, 1)
+    return outcome + step_term

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int,
                    help="policy RL optimizer steps per run, a multiple of 4 (default 160; --quick: 12)")
     p.add_argument("--jobs", type=int, help="policy RL runs at once, one process and one torch thread each (default 2)")
+    p.add_argument("--grm-rl-steps", type=int, help="GenRM RL steps, 4 critic prompts x 8 critiques each (default 15)")
+    p.add_argument("--grm-rl-lr", type=float, help="GenRM RL learning rate (default 2e-5)")
+    p.add_argument("--grm-reward", choices=("outcome_process", "outcome"),
+                   help="GenRM RL reward: R_outcome + R_process (default, the paper's) or R_outcome alone (its ablation)")
+    p.add_argument("--grm-eval-every", type=int,
+                   help="also score the GenRM RL checkpoint every N steps on the held-out critic rows (default 0: "
+                        "before and after RL only)")
     p.add_argument("--cache", help="where warm-started models are cached (default: OUT/../cache)")
     p.set_defaults(func=run)
 
@@ -34,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = demo_config(args.quick, seeds=args.seeds, seed_base=args.seed_base, judge=args.judge,
-                             policy_rl_steps=args.steps, jobs=args.jobs)
+                             policy_rl_steps=args.steps, jobs=args.jobs, grm_rl_steps=args.grm_rl_steps,
+                             grm_rl_lr=args.grm_rl_lr, grm_eval_every=args.grm_eval_every,
+                             grm_process_reward=None if args.grm_reward is None else args.grm_reward == "outcome_process")
     except ValueError as err:
         raise CliError(str(err)) from err
     from fapo.demo.pipeline import run_demo

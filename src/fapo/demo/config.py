@@ -36,10 +36,14 @@ def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
     }
 
 
-def tiny_grm_trl(steps: int, seed: int) -> dict[str, Any]:
-    """TRL settings of the testbed's GenRM RL (mirrors configs/tiny-cpu-grm.yaml)."""
+GRM_RL_LR = 2e-5
+"""GenRM RL's default learning rate (configs/tiny-cpu-grm.yaml; `fapo demo --grm-rl-lr` overrides it)."""
+
+
+def tiny_grm_trl(steps: int, seed: int, learning_rate: float = GRM_RL_LR) -> dict[str, Any]:
+    """TRL settings of the testbed's GenRM RL (mirrors configs/tiny-cpu-grm.yaml at the default learning rate)."""
     return {
-        "learning_rate": 2e-5, "lr_scheduler_type": "constant", "num_generations": 8,
+        "learning_rate": learning_rate, "lr_scheduler_type": "constant", "num_generations": 8,
         "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_completion_length": GRM_MAX_TOKENS,
         "temperature": 1.2, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
         "scale_rewards": "group", "mask_truncated_completions": True, "max_steps": steps, "bf16": False,
@@ -73,7 +77,14 @@ class DemoConfig:
     grm_warmstart: dict[str, Any] = field(default_factory=dict)
     """Overrides of the testbed's GenRM warm-start preset."""
     grm_rl_steps: int = 15
-    """GenRM RL steps (R_outcome + R_process)."""
+    """GenRM RL steps (R_outcome + R_process), 4 critic prompts x 8 critiques each."""
+    grm_rl_lr: float = GRM_RL_LR
+    """GenRM RL's learning rate."""
+    grm_process_reward: bool = True
+    """GenRM RL's reward: R_outcome + R_process (the paper's), or R_outcome alone (False: its ablation)."""
+    grm_eval_every: int = 0
+    """Also score the GenRM RL checkpoint every this many steps on the held-out critic rows (0: the warm-start and
+    the final GenRM only); each scoring is one more GenRM evaluation."""
     policy_rl_steps: int = 160
     """Policy RL optimizer steps per arm and seed (POLICY_STEPS_PER_GENERATION per generation batch)."""
     eval_problems: int = 100
@@ -90,8 +101,12 @@ class DemoConfig:
     """Policy RL runs (and evaluations) at once, each a process with one torch thread."""
 
     def __post_init__(self) -> None:
-        if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 or self.grm_rl_steps < 0:
-            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps >= 0")
+        if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 \
+                or min(self.grm_rl_steps, self.grm_eval_every) < 0:
+            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps and "
+                             "grm_eval_every >= 0")
+        if not 0 < self.grm_rl_lr <= 1:
+            raise ValueError(f"grm_rl_lr must be in (0, 1], got {self.grm_rl_lr}")
         if self.judge not in JUDGES:
             raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
         if self.policy_rl_steps % POLICY_STEPS_PER_GENERATION:

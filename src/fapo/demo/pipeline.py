@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -59,15 +60,22 @@ def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str,
 
 
 def train_genrm(grm_dir: str, data_dir: Path, out_dir: Path, config: DemoConfig) -> str:
-    """GenRM RL with R_outcome + R_process from the warm-started GenRM; returns the trained model's dir."""
+    """GenRM RL with R_outcome + R_process from the warm-started GenRM; returns the trained model's dir. With
+    `config.grm_eval_every`, a checkpoint (model only) every that many steps, for `evaluate_genrm_checkpoints`."""
     from fapo.train.config import parse_config
     from fapo.train.runner import train_grm
 
     if config.grm_rl_steps == 0:
         return grm_dir
+    for stale in out_dir.glob("checkpoint-*"):  # an earlier run's, which evaluate_genrm_checkpoints would score
+        shutil.rmtree(stale)
+    trl = tiny_grm_trl(config.grm_rl_steps, 0, config.grm_rl_lr)
+    if config.grm_eval_every:
+        trl.update(save_steps=config.grm_eval_every, save_only_model=True)
     # it runs alone on the machine: 2 threads took 1.35x less time per step than 1
-    train_config = parse_config({**tiny_grm_trl(config.grm_rl_steps, 0), "fapo": {
-        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl"), "torch_threads": 2}})
+    train_config = parse_config({**trl, "fapo": {
+        "model": grm_dir, "train_data": str(data_dir / "critic_train.jsonl"), "torch_threads": 2,
+        "grm_process_reward": config.grm_process_reward}})
     return train_grm(train_config, out_dir).final_model_dir
 
 
@@ -103,6 +111,29 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     spec = JudgeSpec(JudgeConfig(endpoints=tuple(urls), **DEMO_JUDGE))
     verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
     return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
+
+
+def evaluate_genrm_dir(model_dir: str | Path, data_dir: Path, config: DemoConfig) -> dict[str, Any]:
+    """`evaluate_genrm` of the GenRM in `model_dir`, served for the purpose by `config.workers` workers."""
+    from fapo.serving.launch import launch_subprocess
+
+    workers = []
+    try:
+        for _ in range(config.workers):
+            workers.append(launch_subprocess(["--model", str(model_dir), "--device", "cpu", "--threads", "1",
+                                              "--port", "0", "--max-wait-ms", "5"]))
+        return evaluate_genrm([w.url for w in workers], data_dir, config)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def evaluate_genrm_checkpoints(rl_dir: Path, data_dir: Path, config: DemoConfig) -> dict[int, dict[str, Any]]:
+    """The GenRM RL checkpoints before the last step (`config.grm_eval_every`), each scored like the final GenRM,
+    by step."""
+    steps = sorted(int(p.name.split("-")[1]) for p in rl_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    return {step: evaluate_genrm_dir(rl_dir / f"checkpoint-{step}", data_dir, config)
+            for step in steps if step < config.grm_rl_steps}
 
 
 def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Path, urls: dict[str, list[str]],
@@ -243,7 +274,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     grm_dir, grm_report = None, None
     t1 = time.perf_counter()
     if config.trains_genrm:
-        _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with R_outcome + R_process")
+        reward = "R_outcome + R_process" if config.grm_process_reward else "R_outcome alone"
+        _stage(3, f"GenRM RL: {config.grm_rl_steps} GRPO steps with {reward}, lr {config.grm_rl_lr:g}")
         grm_dir = train_genrm(warm["grm"]["dir"], data_dir, out / "grm_rl", config)
     else:
         _stage(3, "GenRM RL: skipped (the step checker is FAPO's only judge)")
@@ -251,8 +283,14 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     runs: list[dict[str, Any]] = []
     with genrm_workers(config, grm_dir) as urls:
         if config.trains_genrm:
-            _stage(4, f"GenRM evaluation through {len(urls['trained'])} serve-grm workers")
-            grm_report = evaluate_genrm(urls["trained"], data_dir, config)
+            _stage(4, f"GenRM evaluation through {len(urls['trained'])} serve-grm workers: before and after RL, "
+                      "on the same held-out critic rows")
+            t2 = time.perf_counter()
+            grm_report = {"after": evaluate_genrm(urls["trained"], data_dir, config)}
+            if config.grm_rl_steps:
+                grm_report["before"] = evaluate_genrm_dir(warm["grm"]["dir"], data_dir, config)
+                grm_report["checkpoints"] = evaluate_genrm_checkpoints(out / "grm_rl", data_dir, config)
+            timings["grm_eval_s"] = time.perf_counter() - t2
         else:
             _stage(4, "GenRM evaluation: skipped (no trained GenRM in this run)")
         arms = ", ".join(a.upper().replace("_", "-") for a in config.arms)

@@ -79,6 +79,10 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The demo's claims, each measured on held-out numbers: what was required, what was seen, whether it held.
 
@@ -121,6 +125,16 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         closed = (grpo["flawed_ratio"] - report["fapo"]["flawed_ratio"]) / gap if gap > 0 else math.nan
         add("FAPO with the trained GenRM closes >= half of the GRPO to FAPO-oracle flawed-ratio gap",
             f"{100 * closed:.0f}% of the gap" if math.isfinite(closed) else "no gap", math.isfinite(closed) and closed >= 0.5)
+    before, after = report.get("grm_before"), report.get("grm")
+    if before is not None and after is not None:
+        gain = _difference(after["f1"], before["f1"])
+        add("GenRM RL: held-out F1 >= 15 points above the warm-start's", f"{_fmt(before['f1'])} -> {_fmt(after['f1'])}",
+            gain is not None and gain >= 15)
+        add("GenRM after RL: false alarms <= 10% of clean held-out rows",
+            f"{_fmt(before['false_alarms'])}% -> {_fmt(after['false_alarms'])}%",
+            after["false_alarms"] is not None and after["false_alarms"] <= 10)
+        add("GenRM after RL: FlawedPositiveBench-style F1 >= 85 (testbed rows)",
+            f"{_fmt(before['fpb_f1'])} -> {_fmt(after['fpb_f1'])}", after["fpb_f1"] is not None and after["fpb_f1"] >= 85)
     clips = {arm: report[arm]["clip_fraction"] for arm in ARMS if arm in report}
     add("the clip binds (clip fraction > 0 in every arm)",
         ", ".join(f"{a} {100 * c:.2f}%" if c is not None else f"{a} —" for a, c in clips.items()),
@@ -179,7 +193,8 @@ def _save(fig, out: Path, name: str, written: list[str]) -> None:
     plt.close(fig)
 
 
-def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -> list[str]:
+def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path,
+                  grm_held_out: dict[int, dict[str, Any]] | None = None) -> list[str]:
     """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; the main classes of
     flawed positive per arm; response length; the GenRM's RL reward (when a GenRM was trained)."""
     import matplotlib
@@ -218,22 +233,39 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path) -
     _save(fig, out, "length.png", written)
 
     if grm_dir is not None:
-        _plot_grm_reward(grm_dir, out, written)
+        written += plot_grm_rl(grm_dir, out, grm_held_out or {})
     return written
 
 
-def _plot_grm_reward(grm_dir: Path, out: Path, written: list[str]) -> None:
+def _moving_mean(values: list[float], window: int = 5) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_grm_rl(grm_dir: Path, out: Path, held_out: dict[int, dict[str, Any]]) -> list[str]:
+    """GenRM RL against step: mean reward, share of valid verdicts and outcome accuracy of the sampled critiques
+    (moving mean over 5 steps); held-out F1 and false-alarm rate (fractions) at step 0, each scored checkpoint and
+    the end."""
     import matplotlib.pyplot as plt
 
-    grm_records = [r for r in _records(grm_dir / "metrics.jsonl") if "loss" in r]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot([r["step"] for r in grm_records], [r.get("reward/mean") for r in grm_records], color="tab:green",
-            label="R_outcome + R_process")
-    ax.plot([r["step"] for r in grm_records], [r.get("grm/valid_rate") for r in grm_records], color="tab:gray",
-            label="valid verdict rate")
+    records = [r for r in _records(grm_dir / "metrics.jsonl") if "loss" in r]
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for key, color, label in (("reward/mean", "tab:green", "mean reward (R_outcome + R_process)"),
+                              ("grm/valid_rate", "tab:gray", "valid verdicts"),
+                              ("grm/outcome_accuracy", "tab:olive", "right verdict (flawed or clean)")):
+        values = [r.get(key) for r in records]
+        if all(v is not None for v in values) and values:
+            ax.plot(steps, _moving_mean(values), color=color, label=label)
+    points = sorted(held_out.items())
+    for key, color, label in (("f1", "tab:red", "held-out F1"), ("false_alarms", "tab:purple", "held-out false alarms")):
+        marked = [(step, scores[key] / 100) for step, scores in points if scores.get(key) is not None]
+        if marked:
+            ax.plot(*zip(*marked), color=color, marker="o", linestyle="--", label=label)
     ax.set(title="GenRM RL", xlabel="step")
-    ax.legend()
+    ax.legend(fontsize=7)
+    written: list[str] = []
     _save(fig, out, "grm_reward.png", written)
+    return written
 
 
 def pick_critiques(run_dir: Path, caught: int = 3, missed: int = 1) -> dict[str, list[dict[str, Any]]]:
@@ -251,16 +283,36 @@ def _fmt(value: float, percent: bool = False) -> str:
     return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
 
 
-def _warmstart_line(report: dict[str, Any]) -> str:
-    warm = report.get("grm_warmstart_eval")
-    if not warm:
-        return ""
-    def pct(key: str) -> str:  # an undefined score (an empty class) is null in the record
-        return "—" if warm[key] is None else f"{100 * warm[key]:.1f}"
+def genrm_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """One GenRM evaluation (`fapo.eval.grm_bench`, percentages) as the report's row: held-out F1, acc_err,
+    acc_corr, false alarms (100 - acc_corr: clean rows not called clean, i.e. flawed or no verdict),
+    FlawedPositiveBench-style scores."""
+    subset = next(iter(result["subsets"].values()))
+    fpb = result["flawed_positive_bench"]
+    acc_corr = subset["acc_corr"]
+    return {"rows": subset.get("n"), "f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": acc_corr,
+            "false_alarms": None if acc_corr is None else round(100 - acc_corr, 4), "fpb_f1": fpb["f1"],
+            "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
 
-    return (f" After warm-start only ({warm['rows']} critic rows): F1 {pct('f1')} (acc_err {pct('acc_err')}, "
-            f"acc_corr {pct('acc_corr')}); FlawedPositiveBench F1 {pct('fpb_f1')} (precision {pct('fpb_precision')}, "
-            f"recall {pct('fpb_recall')}).")
+
+GRM_COLUMNS = ("f1", "acc_err", "acc_corr", "false_alarms", "fpb_precision", "fpb_recall", "fpb_f1")
+
+
+def grm_table(report: dict[str, Any]) -> list[str]:
+    """The GenRM before RL, at each scored checkpoint and after RL, on the same held-out rows (markdown lines)."""
+    rl = report["config"]
+    rows = [("warm-start (SFT only)", report.get("grm_before"))]
+    rows += [(f"RL step {step}", scores) for step, scores in sorted(report.get("grm_checkpoints", {}).items(),
+                                                                     key=lambda item: int(item[0]))]
+    reward = "" if rl.get("grm_process_reward", True) else ", R_outcome alone"
+    rows.append((f"after RL ({rl['grm_rl_steps']} steps, lr {rl['grm_rl_lr']:g}{reward})" if rl["grm_rl_steps"]
+                 else "warm-start (no RL in this run)", report["grm"]))
+    lines = ["| GenRM | rows | F1 | acc_err | acc_corr | false alarms | FPB precision | FPB recall | FPB F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, scores in rows:
+        if scores is not None:
+            lines.append(f"| {name} | {scores['rows']} | " + " | ".join(_fmt(scores[k]) for k in GRM_COLUMNS) + " |")
+    return lines
 
 
 def _row(name: str, entry: dict[str, Any], per_seed: bool = True) -> str:
@@ -297,9 +349,12 @@ def _grm_lines(report: dict[str, Any]) -> list[str]:
         return ["## The GenRM", "", "Not trained in this run: the step checker is FAPO's only judge.", ""]
     return [
         "## The GenRM", "",
-        f"After GenRM RL, on held-out critic rows: F1 {_fmt(grm['f1'])} (acc_err {_fmt(grm['acc_err'])}, "
-        f"acc_corr {_fmt(grm['acc_corr'])}); FlawedPositiveBench F1 {_fmt(grm['fpb_f1'])} (precision "
-        f"{_fmt(grm['fpb_precision'])}, recall {_fmt(grm['fpb_recall'])}).{_warmstart_line(report)}", "",
+        "What it learned from: the step checker twice over, SFT on the checker's critiques of testbed solutions, then "
+        "GenRM RL (R_outcome + R_process) against the checker's labels. Below, the GenRM before and after RL on the "
+        "same held-out critic rows, which it never trained on (percentages; false alarms = 100 - acc_corr, the clean "
+        "rows it did not call clean: flawed, or no verdict). \"FPB\" is FlawedPositiveBench's metric computed on testbed rows whose final "
+        "answer is right, not the paper's benchmark. The checker-judged FAPO arm is judged by the same checker the "
+        "evaluation uses.", "", *grm_table(report), "",
         f"While judging FAPO's rollouts (every step, every seed; {judging['judged']} judgements) the judge called "
         f"{_fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
         f"calls {_fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
@@ -361,16 +416,18 @@ def write_report(out: Path, *, config: dict[str, Any], warm: dict[str, Any], grm
         "runs": runs,
         "timings": timings,
     }
+    held_out: dict[int, dict[str, Any]] = {}
     if grm_report is not None:
-        subset = next(iter(grm_report["subsets"].values()))
-        fpb = grm_report["flawed_positive_bench"]
-        report["grm"] = {"f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": subset["acc_corr"],
-                         "fpb_f1": fpb["f1"], "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
-        report["grm_warmstart_eval"] = warm["grm"].get("eval")
+        report["grm"] = genrm_scores(grm_report["after"])
+        if "before" in grm_report:
+            report["grm_before"] = held_out[0] = genrm_scores(grm_report["before"])
+            report["grm_checkpoints"] = {str(step): genrm_scores(r) for step, r in grm_report["checkpoints"].items()}
+            held_out.update({int(step): scores for step, scores in report["grm_checkpoints"].items()})
+            held_out[config["grm_rl_steps"]] = report["grm"]
         report["judging"] = judging_in_training(runs)
     report["checks"] = check_targets(report)
     grm_rl_dir = None if grm_dir is None else (Path(grm_dir).parent if Path(grm_dir).name == "final" else Path(grm_dir))
-    plots = plot_training(runs, grm_rl_dir, out)
+    plots = plot_training(runs, grm_rl_dir, out, held_out)
     fapo_runs = [r for r in runs if r["arm"] == "fapo"]
     critiques = pick_critiques(Path(fapo_runs[0]["output_dir"])) if fapo_runs else {"caught": [], "missed": []}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -264,14 +264,15 @@ def bind_from_caller(state: PolicyRewardState, log_metric: Any) -> None:
             state.bind_trainer(trainer)
 
 
-def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True):
-    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (docs/design.md §1.2)."""
+def make_grm_reward_func(critiques: JsonlAppender, write_critiques: bool = True, process: bool = True):
+    """R_GenRM = R_outcome + R_process for sampled critiques, over `label`/`num_steps` columns (docs/design.md §1.2);
+    `process=False`: R_outcome alone."""
 
     def genrm_reward_func(prompts, completions, label, num_steps, trainer_state=None, log_metric=None,
                           **_: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
         predicted = [parse_verdict(t, n) for t, n in zip(texts, num_steps)]
-        rewards = [grm_reward(p, lab, n) for p, lab, n in zip(predicted, label, num_steps)]
+        rewards = [grm_reward(p, lab, n, process) for p, lab, n in zip(predicted, label, num_steps)]
         step = (trainer_state.global_step + 1) if trainer_state is not None else 0
         if write_critiques:
             critiques.write([

@@ -147,7 +147,8 @@ def train_policy(config: TrainConfig, output_dir: str | Path, max_steps: int | N
 def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None = None,
               resume: bool = False, callbacks: Sequence[Any] = (),
               announce: Callable[[str], None] | None = None) -> TrainResult:
-    """GenRM RL with R_outcome + R_process on TRL's GRPOTrainer (docs/design.md §1.2); `announce` as in train_policy."""
+    """GenRM RL with R_outcome + R_process (R_outcome alone with `fapo.grm_process_reward: false`) on TRL's
+    GRPOTrainer (docs/design.md §1.2); `announce` as in train_policy."""
     from fapo.io import JsonlAppender
     from fapo.train.data import grm_rows
     from fapo.train.reward_funcs import make_grm_reward_func
@@ -159,7 +160,8 @@ def train_grm(config: TrainConfig, output_dir: str | Path, max_steps: int | None
     tokenizer = load_tokenizer(settings.model)
     rows = drop_long_prompts(rows, tokenizer, settings.max_prompt_length, announce if args.process_index == 0 else None)
     config = dataclasses.replace(config, fapo=overridden_model(settings, output_dir))
-    grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques)
+    grm_reward_func = make_grm_reward_func(JsonlAppender(output_dir / "critiques.jsonl"), settings.write_critiques,
+                                           settings.grm_process_reward)
     reward_funcs = reward_funcs_with_overlong([grm_reward_func], settings, args)
     return _build_and_run(config, output_dir, RunPlan("grm", args, rows, tokenizer, reward_funcs, callbacks=callbacks),
                           resume)

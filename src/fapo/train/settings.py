@@ -122,6 +122,8 @@ class FapoSettings:
     """GenRM training (ProcessBench rows): the column with the list of steps."""
     grm_with_gold: bool = True
     """GenRM training on ProcessBench rows: include `ground_truth` in the prompt when the row has one."""
+    grm_process_reward: bool = True
+    """GenRM training: R = R_outcome + R_process (the paper's); false: R_outcome alone (its ablation)."""
     trainer: str = "grpo"
     """Policy RL trainer: "grpo" (TRL's GRPOTrainer) or "async" (TRL's AsyncGRPOTrainer: vLLM server rollouts,
     each group verified and judged as it completes; needs GPUs and vLLM). `--trainer` on the command line."""
