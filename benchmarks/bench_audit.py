@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, nargs="+", default=[2048])
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                        help="the GenRM server: serve-grm's transformers backend, or vLLM (needs `make vllm`)")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         data.write_text("".join(DATA.open(encoding="utf-8").readlines()[: args.problems]), encoding="utf-8")
         model = args.model or _tiny_model(Path(tmp) / "model")
         prompts = correct_prompts(data)
-        server_args = ["--model", model, "--port", "0", "--max-batch", str(args.max_batch), "--threads",
-                       str(args.threads), "--device", "cpu"]
-        with launch_subprocess(server_args, timeout=300) as server:
+        server_args = ["--model", model, "--port", "0", "--max-batch", str(args.max_batch)] + (
+            ["--threads", str(args.threads), "--device", "cpu"] if args.engine == "hf" else
+            ["--engine", "vllm", "--dtype", "float32", "--max-model-len", "16384", "--vllm-arg=--optimization-level=0"])
+        with launch_subprocess(server_args, timeout=900) as server:
             asyncio.run(closed_loop(server.url, prompts[:4], 4, args.max_tokens))  # warm-up
             rows = [reference(server.url, prompts, args)]
             for i, window in enumerate(args.window):
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(reference(server.url, prompts, args))  # again: the machine's drift shows
     base = (rows[0]["requests_per_s"] + rows[-1]["requests_per_s"]) / 2
     print(f"{args.problems} problems x 8 rollouts, {len(prompts)} distinct correct ones judged; concurrency "
-          f"{args.concurrency}, serve-grm --max-batch {args.max_batch}, max_tokens {args.max_tokens}\n")
+          f"{args.concurrency}, serve-grm --engine {args.engine} --max-batch {args.max_batch}, max_tokens "
+          f"{args.max_tokens}\n")
     print("| client | wall s | requests | requests/s | vs benchmark client (mean of its two runs) | rows/s | failed |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

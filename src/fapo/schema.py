@@ -72,14 +72,15 @@ class FieldMap:
 NO_MAP = FieldMap()
 
 
-def get_path(row: Mapping[str, Any], path: str) -> Any:
-    """`row[path]`, or the nested value of a dotted path (`reward_model.ground_truth`); None when absent."""
+def get_path(row: Mapping[str, Any], path: str, default: Any = None) -> Any:
+    """`row[path]`, or the nested value of a dotted path (`reward_model.ground_truth`; a column literally named
+    with the dots wins); `default` when absent."""
     if path in row:
         return row[path]
     value: Any = row
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return None
+            return default
         value = value[part]
     return value
 

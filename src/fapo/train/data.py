@@ -18,6 +18,7 @@ from typing import Any
 from fapo.grm.prompt import count_prompt_steps, grm_messages
 from fapo.io import DataError, iter_jsonl, parse_json
 from fapo.policy_prompt import gold_answer, render_prompt
+from fapo.schema import get_path
 from fapo.train.config import ConfigError, FapoSettings
 
 
@@ -60,19 +61,12 @@ VERL_ANSWER_FIELD = "reward_model.ground_truth"
 
 
 def field_value(row: Any, name: str, default: Any = _MISSING) -> Any:
-    """`row[name]`, or for a dotted name the nested value (`reward_model.ground_truth` →
-    `row["reward_model"]["ground_truth"]`); a column literally named with the dots wins. `default` (or
-    KeyError naming the field) when it is missing."""
-    if isinstance(row, dict) and name in row:
-        return row[name]
-    value = row
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            if default is _MISSING:
-                raise KeyError(name)
-            return default
-        value = value[part]
-    return value
+    """`row[name]`, or for a dotted name the nested value (`fapo.schema.get_path`); `default` (or KeyError
+    naming the field) when it is missing."""
+    value = get_path(row, name, _MISSING) if isinstance(row, dict) else _MISSING
+    if value is _MISSING and default is _MISSING:
+        raise KeyError(name)
+    return default if value is _MISSING else value
 
 
 def is_chat(value: Any) -> bool:
