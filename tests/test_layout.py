@@ -45,20 +45,29 @@ def _unit(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
+def _package(path: Path) -> str:
+    """The package a module's relative imports start from (`fapo.train` for train/x.py and train/__init__.py)."""
+    return ".".join(("fapo",) + path.relative_to(SRC).with_suffix("").parts[:-1])
+
+
+def _from_module(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of a `from ... import` (relative levels resolved against `package`)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imported_units(path: Path) -> set[str]:
     """Top-level fapo units that `path` imports anywhere (module level or inside functions)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = ".".join(("fapo",) + path.relative_to(SRC).with_suffix("").parts[:-1])
+    package = _package(path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(node, package)
             if module == "fapo":  # `from fapo import x`: a unit when x is a module or package, else fapo/__init__
                 root = path.parents[len(path.relative_to(SRC).parts) - 1]
                 names.update(f"fapo.{a.name}" if (root / a.name).is_dir() or (root / f"{a.name}.py").is_file()
@@ -110,7 +119,7 @@ def _imported_modules(path: Path, known: set[str]) -> dict[str, set[str]]:
     """fapo modules that `path` imports (module level or inside functions; TYPE_CHECKING blocks excepted, as
     they never run) → the names taken from each (`from m import a, b`; empty for `import m`)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    package = _package(path)
     skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
                for n in ast.walk(node)}
     found: dict[str, set[str]] = {}
@@ -122,11 +131,7 @@ def _imported_modules(path: Path, known: set[str]) -> dict[str, set[str]]:
                 if alias.name in known:
                     found.setdefault(alias.name, set())
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(node, package)
             for alias in node.names:
                 if f"{module}.{alias.name}" in known:  # `from fapo.train import runner`: the module itself
                     found.setdefault(f"{module}.{alias.name}", set())
