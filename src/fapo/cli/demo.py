@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="one seed, short runs (under 5 minutes on 2 cores)")
     p.add_argument("--seeds", type=int, help="seeds per arm (default 3; --quick: 1)")
     p.add_argument("--seed-base", type=int, help="first RL seed: seeds S, S+1, ... (default 0); data and warm-starts stay")
+    p.add_argument("--data-seed", type=int,
+                   help="seed of the testbed data and both warm-starts (default 0): another draw of everything before "
+                        "RL, warm-started once and cached apart (runs/cache/demo-data<D>)")
+    p.add_argument("--long", action="store_true",
+                   help="4x the policy RL steps (640 optimizer steps by default): the training curves of a long run")
     p.add_argument("--judge", choices=JUDGES,
                    help="FAPO's judge: both (default: one FAPO arm each), trained (the GenRM) or oracle (the checker)")
     p.add_argument("--steps", type=int,
@@ -40,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from fapo.demo.config import demo_config
 
     try:
-        config = demo_config(args.quick, seeds=args.seeds, seed_base=args.seed_base, judge=args.judge,
+        config = demo_config(args.quick, args.long, seeds=args.seeds, seed_base=args.seed_base,
+                             data_seed=args.data_seed, judge=args.judge,
                              policy_rl_steps=args.steps, jobs=args.jobs, grm_rl_steps=args.grm_rl_steps,
                              grm_rl_lr=args.grm_rl_lr, grm_eval_every=args.grm_eval_every,
                              grm_process_reward=None if args.grm_reward is None else args.grm_reward == "outcome_process")

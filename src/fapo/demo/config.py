@@ -64,7 +64,10 @@ class DemoConfig:
     seeds: int = 3
     """Seeds per arm; every arm shares each seed (same initial policy, data order and sampling seed)."""
     seed_base: int = 0
-    """The RL seeds are seed_base, seed_base + 1, ...; data and warm-starts stay fixed (data seed 0)."""
+    """The RL seeds are seed_base, seed_base + 1, ...; data and warm-starts stay fixed (data seed `data_seed`)."""
+    data_seed: int = 0
+    """Seed of the testbed data and of both warm-starts (their initialisation and data order): another data seed is
+    another draw of everything before RL, cached apart (see `cache_name`)."""
     judge: str = "both"
     """FAPO's judge: "trained" (the RL-trained tiny GenRM, served by two workers), "oracle" (the step checker,
     served by one worker) or "both" (two FAPO arms from the same seeds)."""
@@ -102,9 +105,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 \
-                or min(self.grm_rl_steps, self.grm_eval_every) < 0:
-            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps and "
-                             "grm_eval_every >= 0")
+                or min(self.grm_rl_steps, self.grm_eval_every, self.seed_base, self.data_seed) < 0:
+            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps, "
+                             "grm_eval_every, seed_base and data_seed >= 0")
         if not 0 < self.grm_rl_lr <= 1:
             raise ValueError(f"grm_rl_lr must be in (0, 1], got {self.grm_rl_lr}")
         if self.judge not in JUDGES:
@@ -116,6 +119,12 @@ class DemoConfig:
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seed_base, self.seed_base + self.seeds))
+
+    @property
+    def cache_name(self) -> str:
+        """The warm-starts' cache folder: "demo" (or "demo-quick"), with "-data<D>" for a data seed D other than 0."""
+        name = "demo-quick" if self == replace(QUICK, **_run_fields(self)) else "demo"
+        return name if self.data_seed == 0 else f"{name}-data{self.data_seed}"
 
     @property
     def judges(self) -> tuple[str, ...]:
@@ -139,7 +148,22 @@ QUICK = DemoConfig(
 )
 
 
-def demo_config(quick: bool = False, **overrides: Any) -> DemoConfig:
-    """The default (or quick) demo config with overrides (None values are ignored)."""
+LONG_STEPS_FACTOR = 4
+"""`fapo demo --long` trains each policy RL run this many times the default's optimizer steps."""
+
+
+def _run_fields(config: DemoConfig) -> dict[str, Any]:
+    """The fields that do not change what is warm-started (so not the cache either)."""
+    names = ("seeds", "seed_base", "data_seed", "judge", "grm_rl_steps", "grm_rl_lr", "grm_process_reward",
+             "grm_eval_every", "policy_rl_steps", "jobs", "workers", "penalty")
+    return {name: getattr(config, name) for name in names}
+
+
+def demo_config(quick: bool = False, long: bool = False, **overrides: Any) -> DemoConfig:
+    """The default (or quick) demo config with overrides (None values are ignored). `long` multiplies the policy
+    RL steps by LONG_STEPS_FACTOR (after an explicit `policy_rl_steps`, if given)."""
+    if quick and long:
+        raise ValueError("--quick and --long do not go together")
     base = QUICK if quick else DemoConfig()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, policy_rl_steps=config.policy_rl_steps * LONG_STEPS_FACTOR) if long else config

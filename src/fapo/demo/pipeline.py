@@ -34,11 +34,11 @@ def _stage(number: int, text: str) -> None:
 
 
 def prepare_data(data_dir: Path, config: DemoConfig) -> dict[str, Any]:
-    """Testbed problems, the SFT mix and critic data, written afresh each run (data seed 0: same bytes each time,
-    so cached warm-starts stay valid)."""
+    """Testbed problems, the SFT mix and critic data of `config.data_seed`, written afresh each run (one seed, the
+    same bytes each time, so cached warm-starts stay valid)."""
     from fapo.testbed.data import GenerateConfig, generate
 
-    return generate(data_dir, GenerateConfig(seed=0, n_train=config.n_train, n_test=config.n_test))
+    return generate(data_dir, GenerateConfig(seed=config.data_seed, n_train=config.n_train, n_test=config.n_test))
 
 
 def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str, dict[str, Any]]:
@@ -48,9 +48,11 @@ def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str,
 
     records = {}
     # the GenRM starts from the warm-started policy: one tokenizer, and a model that already reads the task
-    roles = [("policy", config.policy_warmstart)]
+    # the data seed also seeds both warm-starts (initialisation, data order): a data seed is a whole draw
+    roles = [("policy", {"seed": config.data_seed, **config.policy_warmstart})]
     if config.trains_genrm:
-        roles.append(("grm", {"init_from": str(cache_dir / "policy"), **config.grm_warmstart}))
+        roles.append(("grm", {"init_from": str(cache_dir / "policy"), "seed": config.data_seed,
+                              **config.grm_warmstart}))
     for role, overrides in roles:
         records[role] = warmstart(data_dir, cache_dir / role, preset(role, **overrides))
         records[role]["dir"] = str(cache_dir / role)
@@ -262,11 +264,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
     from fapo.demo.report import step_times, write_report
 
     out = Path(out_dir)
-    cache = Path(cache_dir) if cache_dir else out.parent / "cache" / ("demo-quick" if config.seeds == 1 else "demo")
+    cache = Path(cache_dir) if cache_dir else out.parent / "cache" / config.cache_name
     data_dir = out / "data"
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    _stage(1, "testbed data")
+    _stage(1, f"testbed data (data seed {config.data_seed})")
     prepare_data(data_dir, config)
     _stage(2, "warm-start the tiny policy and GenRM (SFT, cached)")
     warm = warm_start(data_dir, cache, config)
