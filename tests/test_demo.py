@@ -111,6 +111,15 @@ def test_demo_config_arms_seeds_and_schedule():
     assert DemoConfig(judge="oracle").arms == ("grpo", "fapo_oracle") and not DemoConfig(judge="oracle").trains_genrm
     assert DemoConfig(judge="trained").arms == ("grpo", "fapo")
     assert demo_config(quick=True).arms == ("grpo", "fapo", "fapo_oracle")
+    assert (demo_config().cache_name, demo_config(quick=True).cache_name) == ("demo", "demo-quick")
+    assert demo_config(data_seed=3).cache_name == "demo-data3"  # another draw, cached apart
+    assert demo_config(quick=True, seeds=2, data_seed=3, seed_base=4).cache_name == "demo-quick-data3"
+    assert demo_config(seeds=1).cache_name == "demo"  # one seed of the default is still the default's warm-start
+    assert demo_config(long=True).policy_rl_steps == 640 and demo_config(long=True, policy_rl_steps=40).policy_rl_steps == 160
+    with pytest.raises(ValueError, match="do not go together"):
+        demo_config(quick=True, long=True)
+    with pytest.raises(ValueError, match="data_seed"):
+        DemoConfig(data_seed=-1)
     with pytest.raises(ValueError, match="multiple of 4"):
         DemoConfig(policy_rl_steps=10)
     with pytest.raises(ValueError, match="judge must be one of"):
@@ -118,27 +127,40 @@ def test_demo_config_arms_seeds_and_schedule():
 
 
 def test_checks_table_from_hand_made_numbers():
-    """Every claim of the checks table computed on a tiny report whose outcome is known by hand."""
+    """Every claim of the checks table computed on a tiny report whose outcome is known by hand, per seed."""
     from fapo.demo.report import check_targets
 
-    def arm(acc, flawed, skipped, clip=0.01):
+    def arm(acc, flawed, skipped, clip=(0.01, 0.02)):
         return {"accuracy": sum(acc) / len(acc), "flawed_ratio": sum(flawed) / len(flawed), "accuracy_per_seed": acc,
-                "flawed_ratio_per_seed": flawed, "clip_fraction": clip, "skipped": skipped}
+                "flawed_ratio_per_seed": flawed, "clip_fraction_per_seed": list(clip), "skipped": skipped}
 
     report = {"initial": {"accuracy": 0.60, "flawed_ratio": 0.30},
               "grpo": arm([0.70, 0.72], [0.45, 0.50], [0.40, 0.40]),
-              "fapo_oracle": arm([0.69, 0.75], [0.20, 0.26], [0.10, 0.25], clip=0.0)}
+              "fapo_oracle": arm([0.69, 0.75], [0.20, 0.26], [0.10, 0.25], clip=(0.01, 0.0))}
     report["diagnostics"] = {a: {"skipped_pair_per_seed": report[a]["skipped"]} for a in ("grpo", "fapo_oracle")}
-    held = {c["claim"]: c["held"] for c in check_targets(report)}
-    assert held["GRPO: accuracy >= 5 points above the warm-start"] is True  # +11
-    assert held["FAPO, oracle judge: accuracy >= 5 points above the warm-start"] is True  # +12
-    assert held["GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start"] is True  # +17.5
+    report["diagnostics"]["initial"] = {"reasons": {"skipped_pair": 0.2}}
+    checks = {c["claim"]: c for c in check_targets(report)}
+    held = {claim: c["held"] for claim, c in checks.items()}
+    assert held["GRPO: accuracy >= 5 points above the warm-start in every seed"] is True  # +10, +12
+    assert checks["GRPO: accuracy >= 5 points above the warm-start in every seed"]["seen"] == "+10.0, +12.0 points"
+    assert held["FAPO, oracle judge: accuracy >= 5 points above the warm-start in every seed"] is True  # +9, +15
+    rise = "GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start in every seed"
+    assert held[rise] is True and checks[rise]["seen"] == "+15.0, +20.0 points"
+    assert held["GRPO raises the shortcut (skipped-pair flawed positives, share of correct) above the warm-start's "
+                "in every seed"] is True  # 0.2 -> 0.4, 0.4
     assert held["FAPO, oracle judge: flawed ratio <= 0.5 x GRPO's in every seed"] is False  # 0.26 > 0.25
-    assert held["FAPO, oracle judge: accuracy >= GRPO's - 2 points in every seed"] is True  # -1, +3
+    assert held["FAPO, oracle judge: mean accuracy >= GRPO's - 2 points"] is True  # -1, +3: mean +1
+    assert checks["FAPO, oracle judge: mean accuracy >= GRPO's - 2 points"]["seen"] == "+1.0 points (per seed -1.0, +3.0)"
+    assert held["FAPO, oracle judge: no seed more than 3 points under its GRPO twin"] is True
     assert held["FAPO, oracle judge: per-seed flawed ratios do not overlap GRPO's"] is True  # 0.26 < 0.45
     shortcut = [c for c in held if "shortcut alone" in c]
     assert [held[c] for c in shortcut] == [False]  # 0.25 > 0.5 x 0.40
-    assert held["the clip binds (clip fraction > 0 in every arm)"] is False  # the oracle arm's is 0
+    clip = "the clip binds (clip fraction > 0 in every run)"
+    assert held[clip] is False and checks[clip]["seen"] == "grpo 1.00%, 2.00%; fapo_oracle 1.00%, 0.00%"
+    report["fapo_oracle"]["accuracy_per_seed"] = [0.74, 0.68]  # +4, -4: the mean holds, one seed does not
+    held = {c["claim"]: c["held"] for c in check_targets(report)}
+    assert held["FAPO, oracle judge: mean accuracy >= GRPO's - 2 points"] is True
+    assert held["FAPO, oracle judge: no seed more than 3 points under its GRPO twin"] is False
 
 
 def _grm_eval(f1, acc_err, acc_corr, fpb_f1, n=400):
@@ -181,3 +203,23 @@ def test_genrm_before_and_after_rl_on_one_scale(tmp_path):
               "grm/outcome_accuracy": 0.6} for s in range(1, 61)]
     (rl / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     assert plot_grm_rl(rl, tmp_path, {0: before, 30: mid, 60: after}) == ["grm_reward.png"] and (tmp_path / "grm_reward.png").stat().st_size > 1000
+
+
+def test_data_seed_draws_new_data_and_seeds_both_warm_starts(tmp_path, monkeypatch):
+    """`--data-seed D`: other problems, and both warm-starts initialised and ordered by D (a whole new draw)."""
+    import fapo.testbed.warmstart as ws
+    from fapo.demo.config import demo_config
+    from fapo.demo.pipeline import prepare_data, warm_start
+
+    small = {"n_train": 50, "n_test": 20}
+    prepare_data(tmp_path / "d0", demo_config(**small))
+    prepare_data(tmp_path / "d5", demo_config(data_seed=5, **small))
+    prepare_data(tmp_path / "d5b", demo_config(data_seed=5, **small))
+    read = lambda d: (tmp_path / d / "policy_train.jsonl").read_bytes()  # noqa: E731
+    assert read("d5") == read("d5b") and read("d5") != read("d0")
+    seen = []
+    monkeypatch.setattr(ws, "warmstart", lambda data, out, config: seen.append(config) or
+                        {"train": {"parameters": 1, "train_seconds": 0.0}, "cached": False})
+    warm_start(tmp_path / "d5", tmp_path / "cache", demo_config(data_seed=5, **small))
+    assert [(c.role, c.seed) for c in seen] == [("policy", 5), ("grm", 5)]
+    assert seen[1].init_from == str(tmp_path / "cache" / "policy")

@@ -74,7 +74,8 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
             entry[f"{key}_spread"] = _spread(values)
         entry["step_s"] = statistics.fmean(r["step_s"] for r in chosen)
         entry["step_s_per_seed"] = [r["step_s"] for r in chosen]
-        entry["clip_fraction"] = _mean_or_none([clip_fraction(Path(r["output_dir"])) for r in chosen])
+        entry["clip_fraction_per_seed"] = [clip_fraction(Path(r["output_dir"])) for r in chosen]
+        entry["clip_fraction"] = _mean_or_none(entry["clip_fraction_per_seed"])
         out[arm] = entry
     return out
 
@@ -83,48 +84,65 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The demo's claims, each measured on held-out numbers: what was required, what was seen, whether it held.
+def _points(values: list[float]) -> str:
+    return ", ".join(f"{100 * v:+.1f}" for v in values)
 
-    Accuracy and flawed ratios are fractions; "points" are percentage points.
-    """
+
+def _policy_checks(report: dict[str, Any], add) -> None:
+    """The policy arms' claims (per seed, with every seed's value shown)."""
     initial, grpo = report["initial"], report["grpo"]
-    checks = []
-
-    def add(claim: str, seen: str, held: bool) -> None:
-        checks.append({"claim": claim, "seen": seen, "held": bool(held)})
-
     for arm in (a for a in ARMS if a in report):
-        gain = 100 * (report[arm]["accuracy"] - initial["accuracy"])
-        add(f"{LABELS[arm]}: accuracy >= 5 points above the warm-start", f"{gain:+.1f} points", gain >= 5)
-    rise = 100 * (grpo["flawed_ratio"] - initial["flawed_ratio"])
-    add("GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start", f"{rise:+.1f} points",
-        rise >= 10)
+        gains = [a - initial["accuracy"] for a in report[arm]["accuracy_per_seed"]]
+        add(f"{LABELS[arm]}: accuracy >= 5 points above the warm-start in every seed", _points(gains) + " points",
+            all(100 * g >= 5 for g in gains))
+    rises = [f - initial["flawed_ratio"] for f in grpo["flawed_ratio_per_seed"]]
+    add("GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start in every seed",
+        _points(rises) + " points", all(100 * r >= 10 for r in rises))
+    start_shortcut = (report["diagnostics"].get("initial") or {}).get("reasons", {}).get("skipped_pair")
+    grpo_shortcut = (report["diagnostics"].get("grpo") or {}).get("skipped_pair_per_seed") or []
+    if start_shortcut is not None and grpo_shortcut:
+        add("GRPO raises the shortcut (skipped-pair flawed positives, share of correct) above the warm-start's in "
+            "every seed", f"{_fmt(start_shortcut, True)} -> " + ", ".join(_fmt(g, True) for g in grpo_shortcut),
+            all(g is not None and g > start_shortcut for g in grpo_shortcut))
     for arm in ("fapo_oracle", "fapo"):
         if arm not in report:
             continue
         fapo = report[arm]
-        pairs = list(zip(fapo["flawed_ratio_per_seed"], grpo["flawed_ratio_per_seed"],
-                         fapo["accuracy_per_seed"], grpo["accuracy_per_seed"]))
-        halved = [f <= 0.5 * g for f, g, _, _ in pairs]
-        kept = [100 * (fa - ga) >= -2 for _, _, fa, ga in pairs]
+        pairs = list(zip(fapo["flawed_ratio_per_seed"], grpo["flawed_ratio_per_seed"]))
         add(f"{LABELS[arm]}: flawed ratio <= 0.5 x GRPO's in every seed",
-            ", ".join(f"{100 * f:.1f}% vs {100 * g:.1f}%" for f, g, _, _ in pairs), all(halved))
-        add(f"{LABELS[arm]}: accuracy >= GRPO's - 2 points in every seed",
-            ", ".join(f"{100 * (fa - ga):+.1f}" for _, _, fa, ga in pairs), all(kept))
+            ", ".join(f"{100 * f:.1f}% vs {100 * g:.1f}%" for f, g in pairs), all(f <= 0.5 * g for f, g in pairs))
+        deltas = [fa - ga for fa, ga in zip(fapo["accuracy_per_seed"], grpo["accuracy_per_seed"])]
+        mean_delta = statistics.fmean(deltas)
+        add(f"{LABELS[arm]}: mean accuracy >= GRPO's - 2 points",
+            f"{100 * mean_delta:+.1f} points (per seed {_points(deltas)})", 100 * mean_delta >= -2)
+        add(f"{LABELS[arm]}: no seed more than 3 points under its GRPO twin", _points(deltas),
+            all(100 * d >= -3 for d in deltas))
         add(f"{LABELS[arm]}: per-seed flawed ratios do not overlap GRPO's",
             f"max {100 * max(fapo['flawed_ratio_per_seed']):.1f}% < min {100 * min(grpo['flawed_ratio_per_seed']):.1f}%",
             max(fapo["flawed_ratio_per_seed"]) < min(grpo["flawed_ratio_per_seed"]))
-        shortcut = list(zip(report["diagnostics"][arm]["skipped_pair_per_seed"],
-                            report["diagnostics"]["grpo"]["skipped_pair_per_seed"]))
+        shortcut = list(zip(report["diagnostics"][arm]["skipped_pair_per_seed"], grpo_shortcut))
         add(f"{LABELS[arm]}: the shortcut alone (skipped-pair flawed positives, share of correct) <= 0.5 x GRPO's "
             "in every seed", ", ".join(f"{_fmt(f, True)} vs {_fmt(g, True)}" for f, g in shortcut),
             all(f is not None and g is not None and f <= 0.5 * g for f, g in shortcut))
     if "fapo" in report and "fapo_oracle" in report:
         gap = grpo["flawed_ratio"] - report["fapo_oracle"]["flawed_ratio"]
         closed = (grpo["flawed_ratio"] - report["fapo"]["flawed_ratio"]) / gap if gap > 0 else math.nan
-        add("FAPO with the trained GenRM closes >= half of the GRPO to FAPO-oracle flawed-ratio gap",
-            f"{100 * closed:.0f}% of the gap" if math.isfinite(closed) else "no gap", math.isfinite(closed) and closed >= 0.5)
+        add("FAPO with the trained GenRM closes >= 70% of the GRPO to FAPO-oracle flawed-ratio gap (seed means)",
+            f"{100 * closed:.0f}% of the gap" if math.isfinite(closed) else "no gap", math.isfinite(closed) and closed >= 0.7)
+
+
+def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's claims, each measured on held-out numbers: what was required, what was seen (every seed's value
+    where the claim is per seed), whether it held.
+
+    Accuracy and flawed ratios are fractions; "points" are percentage points.
+    """
+    checks = []
+
+    def add(claim: str, seen: str, held: bool) -> None:
+        checks.append({"claim": claim, "seen": seen, "held": bool(held)})
+
+    _policy_checks(report, add)
     before, after = report.get("grm_before"), report.get("grm")
     if before is not None and after is not None:
         gain = _difference(after["f1"], before["f1"])
@@ -135,10 +153,11 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             after["false_alarms"] is not None and after["false_alarms"] <= 10)
         add("GenRM after RL: FlawedPositiveBench-style F1 >= 85 (testbed rows)",
             f"{_fmt(before['fpb_f1'])} -> {_fmt(after['fpb_f1'])}", after["fpb_f1"] is not None and after["fpb_f1"] >= 85)
-    clips = {arm: report[arm]["clip_fraction"] for arm in ARMS if arm in report}
-    add("the clip binds (clip fraction > 0 in every arm)",
-        ", ".join(f"{a} {100 * c:.2f}%" if c is not None else f"{a} —" for a, c in clips.items()),
-        all(c is not None and c > 0 for c in clips.values()))
+    clips = {arm: report[arm].get("clip_fraction_per_seed") or [report[arm]["clip_fraction"]]
+             for arm in ARMS if arm in report}
+    add("the clip binds (clip fraction > 0 in every run)",
+        "; ".join(f"{a} " + ", ".join("—" if c is None else f"{100 * c:.2f}%" for c in cs) for a, cs in clips.items()),
+        all(c is not None and c > 0 for cs in clips.values() for c in cs))
     return checks
 
 
@@ -195,8 +214,9 @@ def _save(fig, out: Path, name: str, written: list[str]) -> None:
 
 def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path,
                   grm_held_out: dict[int, dict[str, Any]] | None = None) -> list[str]:
-    """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; the main classes of
-    flawed positive per arm; response length; the GenRM's RL reward (when a GenRM was trained)."""
+    """PNG plots against step: accuracy, flawed ratio and skip share of training rollouts; the flawed-positive
+    ratio and its main classes per arm; response length; the GenRM's agreement with the checker on FAPO's training
+    rollouts and its RL reward (when a GenRM was trained)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,6 +238,7 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path,
     reasons = ("skipped_pair", "wrong_arithmetic", "merged_steps")
     fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
+        _band(ax, runs, arm, "monitor/flawed_ratio", "black", "all flawed positives")
         for reason, color in zip(reasons, ("tab:purple", "tab:orange", "tab:gray")):
             _band(ax, runs, arm, f"monitor/reason/{reason}", color, reason.replace("_", " "))
         ax.set(title=f"{LABELS[arm]}: flawed positives by class", xlabel="optimizer step",
@@ -232,6 +253,15 @@ def plot_training(runs: list[dict[str, Any]], grm_dir: Path | None, out: Path,
     ax.legend()
     _save(fig, out, "length.png", written)
 
+    if "fapo" in arms:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for key, color, label in (("monitor/judge_agreement", "tab:red", "agreement with the checker"),
+                                  ("grm/flawed_ratio", "tab:orange", "GenRM calls flawed"),
+                                  ("monitor/flawed_ratio", "black", "checker calls flawed")):
+            _band(ax, runs, "fapo", key, color, label)
+        ax.set(title="FAPO's GenRM on its training rollouts (verified-correct)", xlabel="optimizer step")
+        ax.legend(fontsize=7)
+        _save(fig, out, "judge_agreement.png", written)
     if grm_dir is not None:
         written += plot_grm_rl(grm_dir, out, grm_held_out or {})
     return written
