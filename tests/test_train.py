@@ -357,3 +357,27 @@ def test_the_tail_rule_scores_a_cut_rollout_from_its_last_300_characters(tmp_pat
     rewards = asyncio.run(score_policy_batch(state, completions, [[1, 2, 3]] * 2, [POLICY_PROBLEM] * 2,
                                              [POLICY_ANSWER] * 2, 1, None))
     assert rewards == [1.0, -1.0]  # under "wrong" both are -1 (test_truncated_completion_is_no_answer)
+
+
+def test_same_seed_same_run_to_the_bit(memorised_policy_dir, tmp_path):
+    """What the demo promises on one machine type: a policy RL run on one torch thread is a function of its seed.
+    Two runs of the same config give the same rewards, losses and weights, bit for bit; another seed does not."""
+    from fapo.train.runner import train_policy
+
+    data = write_policy_data(tmp_path / "train.jsonl")
+
+    def run(name: str, seed: int) -> tuple[list[dict], dict]:
+        config = policy_config(memorised_policy_dir, data, {"seed": seed, "save_steps": 100}, torch_threads=1,
+                               monitor_oracle="testbed")
+        result = train_policy(config, tmp_path / name)
+        drop = ("time/", "grm/latency", "step_time", "train_runtime", "train_samples_per_second",
+                "train_steps_per_second")  # wall-clock measurements
+        metrics = [{k: v for k, v in m.items() if not k.startswith(drop)} for m in read_jsonl(Path(result.output_dir) / "metrics.jsonl")]
+        return metrics, weights(Path(result.final_model_dir))
+
+    (metrics_a, weights_a), (metrics_b, weights_b) = run("a", 0), run("b", 0)
+    differ = sorted({k for a, b in zip(metrics_a, metrics_b) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+    assert not differ and len(metrics_a) == len(metrics_b) and any("loss" in m for m in metrics_a), differ
+    assert weights_a.keys() == weights_b.keys() and all((weights_a[k] == weights_b[k]).all() for k in weights_a)
+    metrics_c, weights_c = run("c", 1)
+    assert metrics_c != metrics_a or any(not (weights_c[k] == weights_a[k]).all() for k in weights_a)

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="FAPO's judge: both (default: one FAPO arm each), trained (the GenRM) or oracle (the checker)")
     p.add_argument("--steps", type=int,
                    help="policy RL optimizer steps per run, a multiple of 4 (default 160; --quick: 12)")
+    p.add_argument("--lr", type=float, help="policy RL learning rate (default 1e-4)")
     p.add_argument("--jobs", type=int, help="policy RL runs at once, one process and one torch thread each (default 2)")
     p.add_argument("--grm-rl-steps", type=int, help="GenRM RL steps, 4 critic prompts x 8 critiques each (default 15)")
     p.add_argument("--grm-rl-lr", type=float, help="GenRM RL learning rate (default 2e-5)")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = demo_config(args.quick, args.long, seeds=args.seeds, seed_base=args.seed_base,
                              data_seed=args.data_seed, judge=args.judge,
-                             policy_rl_steps=args.steps, jobs=args.jobs, grm_rl_steps=args.grm_rl_steps,
+                             policy_rl_steps=args.steps, policy_rl_lr=args.lr, jobs=args.jobs, grm_rl_steps=args.grm_rl_steps,
                              grm_rl_lr=args.grm_rl_lr, grm_eval_every=args.grm_eval_every,
                              grm_process_reward=None if args.grm_reward is None else args.grm_reward == "outcome_process")
     except ValueError as err:

@@ -23,10 +23,15 @@ schedule in miniature (the paper makes 16 per batch). From the second mini-batch
 one that sampled, so the clip [0.8, 1.28] binds."""
 
 
-def tiny_policy_trl(steps: int, seed: int) -> dict[str, Any]:
-    """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml); `steps` are optimizer steps."""
+POLICY_RL_LR = 1e-4
+"""Policy RL's default learning rate (configs/tiny-cpu-policy.yaml; `fapo demo --lr` overrides it)."""
+
+
+def tiny_policy_trl(steps: int, seed: int, learning_rate: float = POLICY_RL_LR) -> dict[str, Any]:
+    """TRL settings of the testbed's policy RL (mirrors configs/tiny-cpu-policy.yaml at the default learning rate);
+    `steps` are optimizer steps."""
     return {
-        "learning_rate": 1e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 8, "num_generations": 8,
+        "learning_rate": learning_rate, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 8, "num_generations": 8,
         "per_device_train_batch_size": 16, "steps_per_generation": POLICY_STEPS_PER_GENERATION,
         "gradient_accumulation_steps": 1, "max_completion_length": POLICY_MAX_TOKENS,
         "temperature": 1.0, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "beta": 0.0,
@@ -90,6 +95,8 @@ class DemoConfig:
     the final GenRM only); each scoring is one more GenRM evaluation."""
     policy_rl_steps: int = 160
     """Policy RL optimizer steps per arm and seed (POLICY_STEPS_PER_GENERATION per generation batch)."""
+    policy_rl_lr: float = POLICY_RL_LR
+    """Policy RL's learning rate (after 8 warm-up steps, then constant)."""
     eval_problems: int = 100
     """Held-out problems in the final policy evaluation."""
     eval_samples: int = 8
@@ -108,8 +115,9 @@ class DemoConfig:
                 or min(self.grm_rl_steps, self.grm_eval_every, self.seed_base, self.data_seed) < 0:
             raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps, "
                              "grm_eval_every, seed_base and data_seed >= 0")
-        if not 0 < self.grm_rl_lr <= 1:
-            raise ValueError(f"grm_rl_lr must be in (0, 1], got {self.grm_rl_lr}")
+        for name in ("grm_rl_lr", "policy_rl_lr"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.judge not in JUDGES:
             raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
         if self.policy_rl_steps % POLICY_STEPS_PER_GENERATION:
@@ -155,7 +163,7 @@ LONG_STEPS_FACTOR = 4
 def _run_fields(config: DemoConfig) -> dict[str, Any]:
     """The fields that do not change what is warm-started (so not the cache either)."""
     names = ("seeds", "seed_base", "data_seed", "judge", "grm_rl_steps", "grm_rl_lr", "grm_process_reward",
-             "grm_eval_every", "policy_rl_steps", "jobs", "workers", "penalty")
+             "grm_eval_every", "policy_rl_steps", "policy_rl_lr", "jobs", "workers", "penalty")
     return {name: getattr(config, name) for name in names}
 
 

@@ -152,7 +152,7 @@ def train_arm(arm: str, seed: int, policy_dir: str, data_dir: Path, out_dir: Pat
         fapo.update(penalty=config.penalty, judge={"endpoints": urls[ARM_JUDGE[arm]], **DEMO_JUDGE, "timeout": 30.0})
     else:
         fapo.update(penalty=0.0)
-    result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed), "fapo": fapo}), out_dir)
+    result = train_policy(parse_config({**tiny_policy_trl(config.policy_rl_steps, seed, config.policy_rl_lr), "fapo": fapo}), out_dir)
     return {"arm": arm, "seed": seed, "output_dir": result.output_dir, "final_model_dir": result.final_model_dir}
 
 
@@ -296,7 +296,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig, cache_dir: str | Path | No
         else:
             _stage(4, "GenRM evaluation: skipped (no trained GenRM in this run)")
         arms = ", ".join(a.upper().replace("_", "-") for a in config.arms)
-        _stage(5, f"policy RL: {arms} x seeds {config.seed_list}, {config.policy_rl_steps} optimizer steps each, "
+        _stage(5, f"policy RL: {arms} x seeds {config.seed_list}, {config.policy_rl_steps} optimizer steps each "
+                  f"(lr {config.policy_rl_lr:g}), "
                   f"{config.jobs} at once; then held-out evaluation")
         initial, runs = run_policy_arms(warm["policy"]["dir"], data_dir, out, urls, config)
     for run in runs:

@@ -396,7 +396,8 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
     config = report["config"]
     lines = [
         "# fapo demo report", "",
-        f"RL seeds {report['seeds']}; {config['policy_rl_steps']} optimizer steps per run, "
+        f"Data seed {config.get('data_seed', 0)}, RL seeds {report['seeds']}; {config['policy_rl_steps']} optimizer "
+        f"steps per run at lr {config.get('policy_rl_lr', 1e-4):g}, "
         f"{config['policy_rl_steps'] // 4} generation batches of 8 prompts x 8 rollouts. Judges for FAPO: "
         f"{config['judge']}, each served by `fapo serve-grm` workers behind the client. Final numbers: "
         f"{config['eval_problems']} held-out testbed problems x {config['eval_samples']} samples at T = 1, the step "
