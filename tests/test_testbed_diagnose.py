@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fapo.testbed.diagnose import REASONS, diagnose, flaw_reason, monitor_metrics, pair_path
+from fapo.testbed.diagnose import REASONS, diagnose, flaw_reason, monitor_metrics, pair_path, untestable_reasons
 from fapo.testbed.task import parse_problem, render_solution
 
 PAIR = parse_problem("Start with 7. (1) Add 3. (2) Add 23. (3) Subtract 23. (4) Multiply by 2.")
@@ -71,3 +71,15 @@ def test_rejects_mismatched_lengths_and_foreign_problems():
         diagnose([PLAIN.text, PLAIN.text], ["x"], [False])
     with pytest.raises(ValueError, match="not a testbed problem"):
         diagnose(["What is 2+2?"], ["4"], [True])
+
+
+@pytest.mark.parametrize(("skip", "p_skip", "p_comp", "refused"), [
+    (0.32, 0.75, 0.58, []),  # the README's first draw: testable
+    (0.41, 0.80, 0.41, ["computing is right only 41%"]),  # FAPO's penalised skip (0) beats computing (2 x 0.41 - 1 < 0)
+    (0.75, 0.60, 0.63, ["already skips 75%", "does not pay"]),  # skipping is the habit and does not pay
+    (0.31, 0.82, 0.75, ["does not pay"]),  # 7 points: no reason for GRPO to spread the skip
+    (None, None, 0.5, ["cannot be measured"]),
+])
+def test_a_warm_start_that_cannot_test_the_claim_says_why(skip, p_skip, p_comp, refused):
+    reasons = untestable_reasons({"skip_share": skip, "p_correct_skipped": p_skip, "p_correct_computed": p_comp})
+    assert len(reasons) == len(refused) and all(part in reason for part, reason in zip(refused, reasons)), reasons

@@ -84,6 +84,10 @@ class DemoConfig:
     """Overrides of the testbed's policy warm-start preset."""
     grm_warmstart: dict[str, Any] = field(default_factory=dict)
     """Overrides of the testbed's GenRM warm-start preset."""
+    warmstart_draws: int = 4
+    """Policy warm-starts tried, at most: a draw whose held-out diagnostics say it cannot test FAPO's claim
+    (`fapo.testbed.diagnose.untestable_reasons`) is refused and another drawn; the report lists every draw. With
+    none testable, the last is used and the report says so."""
     grm_rl_steps: int = 15
     """GenRM RL steps (R_outcome + R_process), 4 critic prompts x 8 critiques each."""
     grm_rl_lr: float = GRM_RL_LR
@@ -111,9 +115,9 @@ class DemoConfig:
     """Policy RL runs (and evaluations) at once, each a process with one torch thread."""
 
     def __post_init__(self) -> None:
-        if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs) < 1 \
+        if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs, self.warmstart_draws) < 1 \
                 or min(self.grm_rl_steps, self.grm_eval_every, self.seed_base, self.data_seed) < 0:
-            raise ValueError("seeds, policy_rl_steps, workers and jobs must be >= 1; grm_rl_steps, "
+            raise ValueError("seeds, policy_rl_steps, workers, jobs and warmstart_draws must be >= 1; grm_rl_steps, "
                              "grm_eval_every, seed_base and data_seed >= 0")
         for name in ("grm_rl_lr", "policy_rl_lr"):
             if not 0 < getattr(self, name) <= 1:
@@ -152,7 +156,7 @@ class DemoConfig:
 QUICK = DemoConfig(
     seeds=1, n_train=500, n_test=60, policy_warmstart={"max_steps": 250, "eval_problems": 40, "eval_samples": 4},
     grm_warmstart={"max_steps": 40, "eval_problems": 40}, grm_rl_steps=3, policy_rl_steps=12, eval_problems=40,
-    eval_samples=4, grm_eval_rows=120,
+    eval_samples=4, grm_eval_rows=120, warmstart_draws=1,
 )
 
 
@@ -163,7 +167,7 @@ LONG_STEPS_FACTOR = 4
 def _run_fields(config: DemoConfig) -> dict[str, Any]:
     """The fields that do not change what is warm-started (so not the cache either)."""
     names = ("seeds", "seed_base", "data_seed", "judge", "grm_rl_steps", "grm_rl_lr", "grm_process_reward",
-             "grm_eval_every", "policy_rl_steps", "policy_rl_lr", "jobs", "workers", "penalty")
+             "grm_eval_every", "policy_rl_steps", "policy_rl_lr", "jobs", "workers", "penalty", "warmstart_draws")
     return {name: getattr(config, name) for name in names}
 
 

@@ -41,23 +41,58 @@ def prepare_data(data_dir: Path, config: DemoConfig) -> dict[str, Any]:
     return generate(data_dir, GenerateConfig(seed=config.data_seed, n_train=config.n_train, n_test=config.n_test))
 
 
-def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str, dict[str, Any]]:
-    """SFT of the tiny policy and (unless the checker is the only judge) the GenRM, TRL's SFTTrainer, reused from
-    `cache_dir` when unchanged."""
+DRAW_SEED_STRIDE = 1000
+"""Warm-start draw k of data seed D is seeded D + k * DRAW_SEED_STRIDE (draw 0: D itself)."""
+
+
+def _policy_draws(data_dir: Path, cache_dir: Path, config: DemoConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The policy's warm-start: draw 0, and while its diagnostics say it cannot test FAPO's claim
+    (`fapo.testbed.diagnose.untestable_reasons`), another draw (another initialisation and data order on the same
+    data), up to `config.warmstart_draws`. Returns the record used (the first testable draw, else the last) and
+    every draw's seed, diagnostics and refusal reasons."""
+    from fapo.testbed.diagnose import untestable_reasons
     from fapo.testbed.warmstart import preset, warmstart
 
-    records = {}
-    # the GenRM starts from the warm-started policy: one tokenizer, and a model that already reads the task
-    # the data seed also seeds both warm-starts (initialisation, data order): a data seed is a whole draw
-    roles = [("policy", {"seed": config.data_seed, **config.policy_warmstart})]
+    draws, record = [], {}
+    for draw in range(config.warmstart_draws):
+        seed = config.data_seed + draw * DRAW_SEED_STRIDE
+        out = cache_dir / ("policy" if draw == 0 else f"policy-draw{draw}")
+        record = warmstart(data_dir, out, preset("policy", **{"seed": seed, **config.policy_warmstart}))
+        record["dir"] = str(out)
+        found = (record.get("eval") or {}).get("diagnostics") or {}
+        reasons = untestable_reasons(found)
+        keys = ("skip_share", "p_correct_skipped", "p_correct_computed")
+        draws.append({"draw": draw, "seed": seed, "dir": str(out), "refused": reasons,
+                      **{key: found.get(key) for key in keys}, "accuracy": (record.get("eval") or {}).get("accuracy")})
+        cached = "reused from cache" if record["cached"] else f"{record['train']['train_seconds']} s"
+        verdict = "can test the claim" if not reasons else "cannot test the claim: " + "; ".join(reasons)
+        console.print(f"  policy draw {draw} (seed {seed}): {record['train']['parameters']:,} parameters, {cached}; "
+                      f"skips {_percent(found.get('skip_share'))} of pairs, right {_percent(found.get('p_correct_skipped'))} "
+                      f"skipped vs {_percent(found.get('p_correct_computed'))} computed: {verdict}")
+        if not reasons:
+            break
+    return record, draws
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def warm_start(data_dir: Path, cache_dir: Path, config: DemoConfig) -> dict[str, Any]:
+    """SFT of the tiny policy (in draws, see `_policy_draws`) and (unless the checker is the only judge) the GenRM,
+    TRL's SFTTrainer, reused from `cache_dir` when unchanged. Returns the records by role, and "draws"."""
+    from fapo.testbed.warmstart import preset, warmstart
+
+    policy, draws = _policy_draws(data_dir, cache_dir, config)
+    records: dict[str, Any] = {"policy": policy, "draws": draws}
     if config.trains_genrm:
-        roles.append(("grm", {"init_from": str(cache_dir / "policy"), "seed": config.data_seed,
-                              **config.grm_warmstart}))
-    for role, overrides in roles:
-        records[role] = warmstart(data_dir, cache_dir / role, preset(role, **overrides))
-        records[role]["dir"] = str(cache_dir / role)
-        cached = "reused from cache" if records[role]["cached"] else f"{records[role]['train']['train_seconds']} s"
-        console.print(f"  {role}: {records[role]['train']['parameters']:,} parameters, {cached}, eval {records[role].get('eval')}")
+        # the GenRM starts from the warm-started policy: one tokenizer, and a model that already reads the task
+        grm_dir = cache_dir / ("grm" if draws[-1]["draw"] == 0 else f"grm-draw{draws[-1]['draw']}")
+        overrides = {"init_from": policy["dir"], "seed": draws[-1]["seed"], **config.grm_warmstart}
+        records["grm"] = warmstart(data_dir, grm_dir, preset("grm", **overrides))
+        records["grm"]["dir"] = str(grm_dir)
+        cached = "reused from cache" if records["grm"]["cached"] else f"{records['grm']['train']['train_seconds']} s"
+        console.print(f"  grm: {records['grm']['train']['parameters']:,} parameters, {cached}, eval {records['grm'].get('eval')}")
     return records
 
 

@@ -142,6 +142,12 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     def add(claim: str, seen: str, held: bool) -> None:
         checks.append({"claim": claim, "seen": seen, "held": bool(held)})
 
+    draws = report.get("warmstart_draws")
+    if draws:
+        add("the policy's warm-start can test the claim (held-out diagnostics; refused draws are redrawn)",
+            f"draw {draws[-1]['draw']} of {len(draws)} tried" + ("" if not draws[-1]["refused"] else
+                                                                 ": " + "; ".join(draws[-1]["refused"])),
+            not draws[-1]["refused"])
     _policy_checks(report, add)
     before, after = report.get("grm_before"), report.get("grm")
     if before is not None and after is not None:
@@ -355,6 +361,25 @@ def _row(name: str, entry: dict[str, Any], per_seed: bool = True) -> str:
             f"{_fmt(entry.get('step_s'))} | {_fmt(entry.get('clip_fraction'), True)} |")
 
 
+def _draw_lines(report: dict[str, Any]) -> list[str]:
+    """The policy's warm-start draws: each one's held-out diagnostics and why it was refused, if it was."""
+    draws = report.get("warmstart_draws") or []
+    if not draws:
+        return []
+    lines = ["## The policy's warm-start draws", "",
+             "Each draw is an SFT run on the same data with another seed. A draw is refused when its held-out rollouts "
+             "say it cannot test FAPO's claim (`fapo.testbed.diagnose.untestable_reasons`: it skips more than half of "
+             "the pairs, skipping pays less than 10 points over computing, or computing is right less than 55% of the "
+             "time, where FAPO's penalised skip still beats it).", "",
+             "| draw | seed | pair skipped | P(correct \\| skipped) | P(correct \\| computed) | used | why refused |",
+             "|---|---|---|---|---|---|---|"]
+    for d in draws:
+        used = "yes" if d is draws[-1] else "no"
+        lines.append(f"| {d['draw']} | {d['seed']} | {_fmt(d['skip_share'], True)} | {_fmt(d['p_correct_skipped'], True)} "
+                     f"| {_fmt(d['p_correct_computed'], True)} | {used} | {'; '.join(d['refused']) or '—'} |")
+    return lines + [""]
+
+
 def _diagnostics_lines(report: dict[str, Any]) -> list[str]:
     from fapo.testbed.diagnose import REASONS
 
@@ -365,8 +390,8 @@ def _diagnostics_lines(report: dict[str, Any]) -> list[str]:
              "", "| | " + " | ".join(LABELS.get(n, "initial") for n in names) + " |",
              "|---|" + "---|" * len(names)]
     diags = [report["diagnostics"][n] for n in names]
-    for key, label in (("skip_share", "pair skipped"), ("p_correct_skipped", "P(correct | skipped)"),
-                       ("p_correct_computed", "P(correct | computed)"), ("p_correct_no_pair", "P(correct | no pair)")):
+    for key, label in (("skip_share", "pair skipped"), ("p_correct_skipped", "P(correct \\| skipped)"),
+                       ("p_correct_computed", "P(correct \\| computed)"), ("p_correct_no_pair", "P(correct \\| no pair)")):
         lines.append(f"| {label} | " + " | ".join(_fmt(d[key], True) for d in diags) + " |")
     for reason in REASONS:
         lines.append(f"| {reason.replace('_', ' ')} | " + " | ".join(_fmt(d["reasons"][reason], True) for d in diags) + " |")
@@ -413,7 +438,7 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
     overhead = report["overhead"]
     lines += ["", "FAPO / GRPO step time: " + ", ".join(f"{LABELS[a]} **{_fmt(v)}**" for a, v in overhead.items())
               + " (same machine, same run, median step after the first).", ""]
-    lines += _diagnostics_lines(report) + _grm_lines(report) + ["## Plots", ""]
+    lines += _draw_lines(report) + _diagnostics_lines(report) + _grm_lines(report) + ["## Plots", ""]
     lines += [f"![{p}]({p})" for p in plots[1:]]
     lines += ["", "## What a flawed positive looks like", ""]
     for title, rows in (("Caught by the GenRM", critiques["caught"]), ("Missed by the GenRM", critiques["missed"])):
@@ -444,6 +469,7 @@ def write_report(out: Path, *, config: dict[str, Any], warm: dict[str, Any], grm
         "seeds": seeds,
         "config": config,
         "policy_warmstart_eval": warm["policy"].get("eval"),
+        "warmstart_draws": warm.get("draws", []),
         "runs": runs,
         "timings": timings,
     }

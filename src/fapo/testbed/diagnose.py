@@ -119,6 +119,35 @@ def diagnose(problems: Sequence[Problem | str], completions: Sequence[str], corr
     }
 
 
+TESTABLE_WARMSTART = {"max_skip_share": 0.5, "min_shortcut_edge": 0.10, "min_p_correct_computed": 0.55}
+"""What a warm-started policy needs for the testbed to show FAPO's mechanism in a short RL run, on its held-out
+rollouts: it skips at most half of the pairs (GRPO has room to spread the skip, and it is measurable), skipping is
+right at least 10 points more often than computing (the shortcut pays, so GRPO has a reason to spread it), and
+computing is right at least 55% of the time. The last is docs/design.md §3 on a pair problem: FAPO pays a skip
+1 - λ = 0 and a computed rollout +1 or -1, so computing is the better path only when it is right more often than
+wrong; below that even a perfect judge leaves the penalised skip as the better bet (5 points of margin for the
+sampling noise of ~300 pair rollouts)."""
+
+
+def untestable_reasons(found: dict[str, Any], limits: dict[str, float] = TESTABLE_WARMSTART) -> list[str]:
+    """Why a warm-start with these diagnostics (`diagnose`'s output) cannot test FAPO's claim; [] when it can."""
+    skip, p_skip, p_comp = found.get("skip_share"), found.get("p_correct_skipped"), found.get("p_correct_computed")
+    if skip is None or p_skip is None or p_comp is None:
+        return ["no pair rollouts on one of the two paths: the shortcut cannot be measured"]
+    reasons = []
+    if skip > limits["max_skip_share"]:
+        reasons.append(f"it already skips {100 * skip:.0f}% of pairs (> {100 * limits['max_skip_share']:.0f}%): "
+                       "nothing left for GRPO to spread")
+    if p_skip - p_comp < limits["min_shortcut_edge"]:
+        reasons.append(f"the shortcut does not pay: skipping is right {100 * p_skip:.0f}%, computing "
+                       f"{100 * p_comp:.0f}% (needs {100 * limits['min_shortcut_edge']:.0f} points more for skipping)")
+    if p_comp < limits["min_p_correct_computed"]:
+        reasons.append(f"computing is right only {100 * p_comp:.0f}% of the time (< "
+                       f"{100 * limits['min_p_correct_computed']:.0f}%): FAPO's penalised skip (reward 0) still beats "
+                       "it (docs/design.md §3)")
+    return reasons
+
+
 def monitor_metrics(problems: Sequence[str], completions: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
     """`diagnose` of one training batch as flat metrics (NaN where a denominator is empty).
 

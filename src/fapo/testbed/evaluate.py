@@ -22,6 +22,7 @@ from fapo.metrics import flawed_positive_scores, harmonic_mean, processbench_cou
 from fapo.steps import split_steps
 from fapo.testbed.answer import are_correct
 from fapo.testbed.checker import earliest_error
+from fapo.testbed.diagnose import diagnose
 from fapo.testbed.task import parse_problem, policy_messages
 
 
@@ -37,6 +38,8 @@ class PolicyEval:
     """Share of rollouts cut at the length limit (they count as no answer)."""
     rollouts: int
     seconds: float
+    diagnostics: dict[str, Any] | None = None
+    """`fapo.testbed.diagnose.diagnose` of the rollouts: skip share, accuracy by path, flaw classes."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ def evaluate_policy(model: Any, tokenizer: Any, problems: list[str], samples: in
         truncated_share=ratio(sum(cut for _, cut in rollouts), len(rollouts)),
         rollouts=len(rollouts),
         seconds=time.perf_counter() - start,
+        diagnostics=diagnose(rollout_problems, [t for t, _ in rollouts], correct),
     )
 
 

@@ -251,6 +251,11 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
     key = cache_key(data, config)
     record = read_record(out)
     if record is not None and record.get("key") == key and (out / "config.json").is_file():
+        if config.role == "policy" and config.eval_problems > 0 and "diagnostics" not in (record.get("eval") or {}):
+            # measured before warm-start records carried diagnostics: measure again, keep the model
+            torch.set_num_threads(config.threads)
+            record["eval"] = undefined_as_none(measure(data, out, config))
+            (out / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return {**record, "cached": True}
     torch.set_num_threads(config.threads)
     out.mkdir(parents=True, exist_ok=True)
