@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from fapo.testbed.diagnose import REASONS, diagnose, flaw_reason, monitor_metrics, pair_path, untestable_reasons
+from fapo.testbed.diagnose import (
+    REASONS,
+    diagnose,
+    flaw_reason,
+    monitor_metrics,
+    pair_path,
+    untestable_reasons,
+)
 from fapo.testbed.task import parse_problem, render_solution
 
 PAIR = parse_problem("Start with 7. (1) Add 3. (2) Add 23. (3) Subtract 23. (4) Multiply by 2.")
