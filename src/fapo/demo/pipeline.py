@@ -61,7 +61,7 @@ def _policy_draws(data_dir: Path, cache_dir: Path, config: DemoConfig) -> tuple[
         record["dir"] = str(out)
         found = (record.get("eval") or {}).get("diagnostics") or {}
         reasons = untestable_reasons(found)
-        keys = ("skip_share", "p_correct_skipped", "p_correct_computed")
+        keys = ("skip_share", "p_correct_skipped", "p_correct_computed", "p_clean_computed")
         draws.append({"draw": draw, "seed": seed, "dir": str(out), "refused": reasons,
                       **{key: found.get(key) for key in keys}, "accuracy": (record.get("eval") or {}).get("accuracy")})
         cached = "reused from cache" if record["cached"] else f"{record['train']['train_seconds']} s"

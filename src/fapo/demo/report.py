@@ -13,7 +13,7 @@ ARMS = ("grpo", "fapo", "fapo_oracle")
 LABELS = {"grpo": "GRPO", "fapo": "FAPO, trained GenRM", "fapo_oracle": "FAPO, oracle judge"}
 COLORS = {"grpo": "tab:blue", "fapo": "tab:red", "fapo_oracle": "tab:green"}
 SUMMARY_KEYS = ("accuracy", "flawed_ratio", "mean_length")
-DIAGNOSTIC_KEYS = ("skip_share", "p_correct_skipped", "p_correct_computed", "p_correct_no_pair")
+DIAGNOSTIC_KEYS = ("skip_share", "p_correct_skipped", "p_correct_computed", "p_clean_computed", "p_correct_no_pair")
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -55,8 +55,8 @@ def summarize_diagnostics(evals: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"reasons": {reason: _mean_or_none([d["reasons"][reason] for d in diags])
                                        for reason in diags[0]["reasons"]}}
     for key in DIAGNOSTIC_KEYS:
-        out[key] = _mean_or_none([d[key] for d in diags])
-        out[f"{key}_per_seed"] = [d[key] for d in diags]
+        out[key] = _mean_or_none([d.get(key) for d in diags])
+        out[f"{key}_per_seed"] = [d.get(key) for d in diags]
     out["skipped_pair_per_seed"] = [d["reasons"]["skipped_pair"] for d in diags]
     return out
 
@@ -369,14 +369,14 @@ def _draw_lines(report: dict[str, Any]) -> list[str]:
     lines = ["## The policy's warm-start draws", "",
              "Each draw is an SFT run on the same data with another seed. A draw is refused when its held-out rollouts "
              "say it cannot test FAPO's claim (`fapo.testbed.diagnose.untestable_reasons`: it skips more than half of "
-             "the pairs, skipping pays less than 10 points over computing, or computing is right less than 55% of the "
-             "time, where FAPO's penalised skip still beats it).", "",
-             "| draw | seed | pair skipped | P(correct \\| skipped) | P(correct \\| computed) | used | why refused |",
-             "|---|---|---|---|---|---|---|"]
+             "the pairs, skipping pays less than 10 points over computing, or computing gives fewer than 1.2 "
+             "clean-correct rollouts per wrong one, where FAPO's penalised skip is not below the group's mean).", "",
+             "| draw | seed | pair skipped | P(correct \\| skipped) | P(correct \\| computed) | P(clean \\| computed) "
+             "| used | why refused |", "|---|---|---|---|---|---|---|---|"]
     for d in draws:
         used = "yes" if d is draws[-1] else "no"
         lines.append(f"| {d['draw']} | {d['seed']} | {_fmt(d['skip_share'], True)} | {_fmt(d['p_correct_skipped'], True)} "
-                     f"| {_fmt(d['p_correct_computed'], True)} | {used} | {'; '.join(d['refused']) or '—'} |")
+                     f"| {_fmt(d['p_correct_computed'], True)} | {_fmt(d.get('p_clean_computed'), True)} | {used} | {'; '.join(d['refused']) or '—'} |")
     return lines + [""]
 
 
@@ -391,8 +391,10 @@ def _diagnostics_lines(report: dict[str, Any]) -> list[str]:
              "|---|" + "---|" * len(names)]
     diags = [report["diagnostics"][n] for n in names]
     for key, label in (("skip_share", "pair skipped"), ("p_correct_skipped", "P(correct \\| skipped)"),
-                       ("p_correct_computed", "P(correct \\| computed)"), ("p_correct_no_pair", "P(correct \\| no pair)")):
-        lines.append(f"| {label} | " + " | ".join(_fmt(d[key], True) for d in diags) + " |")
+                       ("p_correct_computed", "P(correct \\| computed)"),
+                       ("p_clean_computed", "P(clean and correct \\| computed)"),
+                       ("p_correct_no_pair", "P(correct \\| no pair)")):
+        lines.append(f"| {label} | " + " | ".join(_fmt(d.get(key), True) for d in diags) + " |")
     for reason in REASONS:
         lines.append(f"| {reason.replace('_', ' ')} | " + " | ".join(_fmt(d["reasons"][reason], True) for d in diags) + " |")
     return lines + [""]

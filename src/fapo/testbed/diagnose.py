@@ -86,13 +86,15 @@ def diagnose(problems: Sequence[Problem | str], completions: Sequence[str], corr
     Keys: `rollouts`, `correct`, `reasons` (share of correct rollouts in each REASONS class),
     `pair_rollouts` (rollouts on problems with a cancelling pair), `skip_share` (share of those that
     skipped it), `p_correct_skipped`, `p_correct_computed` (accuracy on each path; None when a path
-    was never taken) and their counts. Shares are None when their denominator is empty.
+    was never taken), `p_clean_computed` (share of computed rollouts that are correct and clean) and
+    the paths' counts. Shares are None when their denominator is empty.
     """
     if not len(problems) == len(completions) == len(correct):
         raise ValueError(f"{len(problems)} problems, {len(completions)} completions, {len(correct)} flags")
     reasons: Counter[str] = Counter()
     paths: Counter[str] = Counter()
     path_correct: Counter[str] = Counter()
+    path_clean: Counter[str] = Counter()
     for problem, completion, ok in zip(problems, completions, correct):
         parsed = parse_problem(problem) if isinstance(problem, str) else problem
         if parsed is None:
@@ -102,7 +104,9 @@ def diagnose(problems: Sequence[Problem | str], completions: Sequence[str], corr
         paths[path] += 1
         path_correct[path] += bool(ok)
         if ok:
-            reasons[flaw_reason(parsed, steps)] += 1
+            reason = flaw_reason(parsed, steps)
+            reasons[reason] += 1
+            path_clean[path] += reason == "clean"
     n_correct = sum(reasons.values())
     pair_rollouts = sum(paths[p] for p in ("computed", "skipped", "other"))
     return {
@@ -115,24 +119,27 @@ def diagnose(problems: Sequence[Problem | str], completions: Sequence[str], corr
         "computed": paths["computed"],
         "p_correct_skipped": _share(path_correct["skipped"], paths["skipped"]),
         "p_correct_computed": _share(path_correct["computed"], paths["computed"]),
+        "p_clean_computed": _share(path_clean["computed"], paths["computed"]),
         "p_correct_no_pair": _share(path_correct["none"], paths["none"]),
     }
 
 
-TESTABLE_WARMSTART = {"max_skip_share": 0.5, "min_shortcut_edge": 0.10, "min_p_correct_computed": 0.55}
+TESTABLE_WARMSTART = {"max_skip_share": 0.5, "min_shortcut_edge": 0.10, "min_rho_computed": 1.2}
 """What a warm-started policy needs for the testbed to show FAPO's mechanism in a short RL run, on its held-out
-rollouts: it skips at most half of the pairs (GRPO has room to spread the skip, and it is measurable), skipping is
-right at least 10 points more often than computing (the shortcut pays, so GRPO has a reason to spread it), and
-computing is right at least 55% of the time. The last is docs/design.md §3 on a pair problem: FAPO pays a skip
-1 - λ = 0 and a computed rollout +1 or -1, so computing is the better path only when it is right more often than
-wrong; below that even a perfect judge leaves the penalised skip as the better bet (5 points of margin for the
-sampling noise of ~300 pair rollouts)."""
+rollouts of pair problems: it skips at most half of the pairs (GRPO has room to spread the skip, and it is
+measurable); skipping is right at least 10 points more often than computing (the shortcut pays, so GRPO has a
+reason to spread it); and on the computed path, clean-correct rollouts outnumber wrong ones by at least 1.2 to 1.
+The last is docs/design.md §3 on a pair problem: FAPO pays a skipped (or healed) correct rollout 1 - λ = 0, and it
+pushes such a rollout down only while the group's mean is above 0, that is while clean-correct rollouts outnumber
+wrong ones (ρ > 1); where computing gives fewer clean answers than wrong ones even a perfect judge leaves the
+penalised skip the better bet. 1.2 leaves a margin for the sampling noise of ~200 computed rollouts."""
 
 
 def untestable_reasons(found: dict[str, Any], limits: dict[str, float] = TESTABLE_WARMSTART) -> list[str]:
     """Why a warm-start with these diagnostics (`diagnose`'s output) cannot test FAPO's claim; [] when it can."""
-    skip, p_skip, p_comp = found.get("skip_share"), found.get("p_correct_skipped"), found.get("p_correct_computed")
-    if skip is None or p_skip is None or p_comp is None:
+    skip, p_skip = found.get("skip_share"), found.get("p_correct_skipped")
+    p_comp, clean_comp = found.get("p_correct_computed"), found.get("p_clean_computed")
+    if skip is None or p_skip is None or p_comp is None or clean_comp is None:
         return ["no pair rollouts on one of the two paths: the shortcut cannot be measured"]
     reasons = []
     if skip > limits["max_skip_share"]:
@@ -141,10 +148,11 @@ def untestable_reasons(found: dict[str, Any], limits: dict[str, float] = TESTABL
     if p_skip - p_comp < limits["min_shortcut_edge"]:
         reasons.append(f"the shortcut does not pay: skipping is right {100 * p_skip:.0f}%, computing "
                        f"{100 * p_comp:.0f}% (needs {100 * limits['min_shortcut_edge']:.0f} points more for skipping)")
-    if p_comp < limits["min_p_correct_computed"]:
-        reasons.append(f"computing is right only {100 * p_comp:.0f}% of the time (< "
-                       f"{100 * limits['min_p_correct_computed']:.0f}%): FAPO's penalised skip (reward 0) still beats "
-                       "it (docs/design.md §3)")
+    wrong = 1 - p_comp
+    if clean_comp < limits["min_rho_computed"] * wrong:
+        reasons.append(f"computing gives {100 * clean_comp:.0f}% clean-correct and {100 * wrong:.0f}% wrong rollouts "
+                       f"(needs {limits['min_rho_computed']:g} to 1): FAPO's penalised skip (reward 0) is not below "
+                       "the group's mean (docs/design.md §3)")
     return reasons
 
 
