@@ -227,7 +227,7 @@ def test_data_seed_draws_new_data_and_seeds_both_warm_starts(tmp_path, monkeypat
 
 
 def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_path, monkeypatch):
-    """Draw 0 computes the pair clean and right 35% of the time, wrong 59% (FAPO's penalised skip beats that): refused; draw 1 (seed
+    """Draw 0 computes the pair right 41% of the time (FAPO's penalised skip beats that): refused; draw 1 (seed
     D + 1000) is used, the GenRM starts from it, and the report's checks and draw table say so."""
     import fapo.testbed.warmstart as ws
     from fapo.demo.config import demo_config
@@ -252,7 +252,7 @@ def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_pat
                     ("grm", 1007, "grm-draw1", str(tmp_path / "cache" / "policy-draw1"))]
     draws = warm["draws"]
     assert [(d["draw"], bool(d["refused"])) for d in draws] == [(0, True), (1, False)]
-    assert "computing gives 35% clean-correct and 59% wrong" in draws[0]["refused"][0]
+    assert "computing is right only 41%" in draws[0]["refused"][0]
     held = {c["claim"]: c for c in check_targets({"warmstart_draws": draws, "initial": {"accuracy": 0.6, "flawed_ratio": 0.3},
                                                    "grpo": {"accuracy": 0.7, "flawed_ratio": 0.4, "accuracy_per_seed": [0.7],
                                                             "flawed_ratio_per_seed": [0.4], "clip_fraction": 0.01},
@@ -260,7 +260,7 @@ def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_pat
     gate = next(c for claim, c in held.items() if claim.startswith("the policy's warm-start can test"))
     assert gate["held"] and gate["seen"] == "draw 1 of 2 tried"
     table = _draw_lines({"warmstart_draws": draws})
-    assert any(line.startswith("| 0 | 7 | 41.0% | 80.0% | 41.0% | 35.0% | no | computing gives 35% clean-correct")
+    assert any(line.startswith("| 0 | 7 | 41.0% | 80.0% | 41.0% | 35.0% | no | computing is right only 41%")
                for line in table), table
     # none testable in the draws allowed: the last is used, and the check says it failed
     found[1000 + 7] = found[0]

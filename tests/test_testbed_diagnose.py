@@ -80,17 +80,15 @@ def test_rejects_mismatched_lengths_and_foreign_problems():
         diagnose(["What is 2+2?"], ["4"], [True])
 
 
-@pytest.mark.parametrize(("skip", "p_skip", "p_comp", "clean_comp", "refused"), [
-    (0.32, 0.75, 0.58, 0.52, []),  # clean-correct 52% vs wrong 42% on the computed path: 1.24 to 1
-    (0.41, 0.80, 0.41, 0.35, ["35% clean-correct and 59% wrong"]),  # FAPO's 0 for the skip beats the group mean
-    (0.30, 0.80, 0.62, 0.44, ["44% clean-correct and 38% wrong"]),  # healed slips (0 under FAPO) eat the margin
-    (0.75, 0.60, 0.63, 0.60, ["already skips 75%", "does not pay"]),  # skipping is the habit and does not pay
-    (0.31, 0.82, 0.75, 0.70, ["does not pay"]),  # 7 points: no reason for GRPO to spread the skip
-    (None, None, 0.5, 0.4, ["cannot be measured"]),
+@pytest.mark.parametrize(("skip", "p_skip", "p_comp", "refused"), [
+    (0.32, 0.75, 0.58, []),  # the README's first draw: testable
+    (0.41, 0.80, 0.41, ["computing is right only 41%"]),  # wrong > right when computing: FAPO's 0 beats the mean
+    (0.75, 0.60, 0.63, ["already skips 75%", "does not pay"]),  # skipping is the habit and does not pay
+    (0.29, 0.73, 0.64, ["does not pay"]),  # 9 points: too little reason for GRPO to spread the skip
+    (None, None, 0.5, ["cannot be measured"]),
 ])
-def test_a_warm_start_that_cannot_test_the_claim_says_why(skip, p_skip, p_comp, clean_comp, refused):
-    reasons = untestable_reasons({"skip_share": skip, "p_correct_skipped": p_skip, "p_correct_computed": p_comp,
-                                  "p_clean_computed": clean_comp})
+def test_a_warm_start_that_cannot_test_the_claim_says_why(skip, p_skip, p_comp, refused):
+    reasons = untestable_reasons({"skip_share": skip, "p_correct_skipped": p_skip, "p_correct_computed": p_comp})
     assert len(reasons) == len(refused) and all(part in reason for part, reason in zip(refused, reasons)), reasons
 
 

@@ -369,8 +369,8 @@ def _draw_lines(report: dict[str, Any]) -> list[str]:
     lines = ["## The policy's warm-start draws", "",
              "Each draw is an SFT run on the same data with another seed. A draw is refused when its held-out rollouts "
              "say it cannot test FAPO's claim (`fapo.testbed.diagnose.untestable_reasons`: it skips more than half of "
-             "the pairs, skipping pays less than 10 points over computing, or computing gives fewer than 1.2 "
-             "clean-correct rollouts per wrong one, where FAPO's penalised skip is not below the group's mean).", "",
+             "the pairs, skipping pays less than 10 points over computing, or computing is right less than 55% of the "
+             "time, where FAPO's penalised skip stays above the group's mean).", "",
              "| draw | seed | pair skipped | P(correct \\| skipped) | P(correct \\| computed) | P(clean \\| computed) "
              "| used | why refused |", "|---|---|---|---|---|---|---|---|"]
     for d in draws:
