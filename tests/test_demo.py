@@ -129,7 +129,7 @@ def test_demo_config_arms_seeds_and_schedule():
 
 def test_checks_table_from_hand_made_numbers():
     """Every claim of the checks table computed on a tiny report whose outcome is known by hand, per seed."""
-    from fapo.demo.report import check_targets
+    from fapo.demo.checks import check_targets
 
     def arm(acc, flawed, skipped, clip=(0.01, 0.02)):
         return {"accuracy": sum(acc) / len(acc), "flawed_ratio": sum(flawed) / len(flawed), "accuracy_per_seed": acc,
@@ -174,7 +174,8 @@ def test_genrm_before_and_after_rl_on_one_scale(tmp_path):
     """The report's GenRM table: warm-start, checkpoints and the final GenRM from the same rows, false alarms as
     100 - acc_corr, the three GenRM checks, and the RL curve with the held-out points."""
     from fapo.demo.config import DemoConfig
-    from fapo.demo.report import check_targets, genrm_scores, grm_table, plot_grm_rl
+    from fapo.demo.checks import check_targets
+    from fapo.demo.report import genrm_scores, grm_table, plot_grm_rl
 
     before, mid, after = (genrm_scores(_grm_eval(61.1, 52.2, 73.6, 73.4)), genrm_scores(_grm_eval(70.0, 60.0, 85.0, 80.0)),
                           genrm_scores(_grm_eval(77.0, 66.0, 92.5, 86.0)))
@@ -232,7 +233,8 @@ def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_pat
     import fapo.testbed.warmstart as ws
     from fapo.demo.config import demo_config
     from fapo.demo.pipeline import warm_start
-    from fapo.demo.report import _draw_lines, check_targets
+    from fapo.demo.checks import check_targets
+    from fapo.demo.report import _draw_lines
 
     found = {0: (0.41, 0.80, 0.41, 0.35), 1000 + 7: (0.30, 0.76, 0.60, 0.55)}
     seen = []

@@ -9,8 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-ARMS = ("grpo", "fapo", "fapo_oracle")
-LABELS = {"grpo": "GRPO", "fapo": "FAPO, trained GenRM", "fapo_oracle": "FAPO, oracle judge"}
+from fapo.demo.checks import ARMS, LABELS, check_targets, fmt
+
 COLORS = {"grpo": "tab:blue", "fapo": "tab:red", "fapo_oracle": "tab:green"}
 SUMMARY_KEYS = ("accuracy", "flawed_ratio", "mean_length")
 DIAGNOSTIC_KEYS = ("skip_share", "p_correct_skipped", "p_correct_computed", "p_clean_computed", "p_correct_no_pair")
@@ -78,93 +78,6 @@ def summarize_arms(runs: list[dict[str, Any]]) -> dict[str, Any]:
         entry["clip_fraction"] = _mean_or_none(entry["clip_fraction_per_seed"])
         out[arm] = entry
     return out
-
-
-def _difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def _points(values: list[float]) -> str:
-    return ", ".join(f"{100 * v:+.1f}" for v in values)
-
-
-def _policy_checks(report: dict[str, Any], add) -> None:
-    """The policy arms' claims (per seed, with every seed's value shown)."""
-    initial, grpo = report["initial"], report["grpo"]
-    for arm in (a for a in ARMS if a in report):
-        gains = [a - initial["accuracy"] for a in report[arm]["accuracy_per_seed"]]
-        add(f"{LABELS[arm]}: accuracy >= 5 points above the warm-start in every seed", _points(gains) + " points",
-            all(100 * g >= 5 for g in gains))
-    rises = [f - initial["flawed_ratio"] for f in grpo["flawed_ratio_per_seed"]]
-    add("GRPO spreads the shortcut: flawed-positive ratio >= 10 points above the warm-start in every seed",
-        _points(rises) + " points", all(100 * r >= 10 for r in rises))
-    start_shortcut = (report["diagnostics"].get("initial") or {}).get("reasons", {}).get("skipped_pair")
-    grpo_shortcut = (report["diagnostics"].get("grpo") or {}).get("skipped_pair_per_seed") or []
-    if start_shortcut is not None and grpo_shortcut:
-        add("GRPO raises the shortcut (skipped-pair flawed positives, share of correct) above the warm-start's in "
-            "every seed", f"{_fmt(start_shortcut, True)} -> " + ", ".join(_fmt(g, True) for g in grpo_shortcut),
-            all(g is not None and g > start_shortcut for g in grpo_shortcut))
-    for arm in ("fapo_oracle", "fapo"):
-        if arm not in report:
-            continue
-        fapo = report[arm]
-        pairs = list(zip(fapo["flawed_ratio_per_seed"], grpo["flawed_ratio_per_seed"]))
-        add(f"{LABELS[arm]}: flawed ratio <= 0.5 x GRPO's in every seed",
-            ", ".join(f"{100 * f:.1f}% vs {100 * g:.1f}%" for f, g in pairs), all(f <= 0.5 * g for f, g in pairs))
-        deltas = [fa - ga for fa, ga in zip(fapo["accuracy_per_seed"], grpo["accuracy_per_seed"])]
-        mean_delta = statistics.fmean(deltas)
-        add(f"{LABELS[arm]}: mean accuracy >= GRPO's - 2 points",
-            f"{100 * mean_delta:+.1f} points (per seed {_points(deltas)})", 100 * mean_delta >= -2)
-        add(f"{LABELS[arm]}: no seed more than 3 points under its GRPO twin", _points(deltas),
-            all(100 * d >= -3 for d in deltas))
-        add(f"{LABELS[arm]}: per-seed flawed ratios do not overlap GRPO's",
-            f"max {100 * max(fapo['flawed_ratio_per_seed']):.1f}% < min {100 * min(grpo['flawed_ratio_per_seed']):.1f}%",
-            max(fapo["flawed_ratio_per_seed"]) < min(grpo["flawed_ratio_per_seed"]))
-        shortcut = list(zip(report["diagnostics"][arm]["skipped_pair_per_seed"], grpo_shortcut))
-        add(f"{LABELS[arm]}: the shortcut alone (skipped-pair flawed positives, share of correct) <= 0.5 x GRPO's "
-            "in every seed", ", ".join(f"{_fmt(f, True)} vs {_fmt(g, True)}" for f, g in shortcut),
-            all(f is not None and g is not None and f <= 0.5 * g for f, g in shortcut))
-    if "fapo" in report and "fapo_oracle" in report:
-        gap = grpo["flawed_ratio"] - report["fapo_oracle"]["flawed_ratio"]
-        closed = (grpo["flawed_ratio"] - report["fapo"]["flawed_ratio"]) / gap if gap > 0 else math.nan
-        add("FAPO with the trained GenRM closes >= 70% of the GRPO to FAPO-oracle flawed-ratio gap (seed means)",
-            f"{100 * closed:.0f}% of the gap" if math.isfinite(closed) else "no gap", math.isfinite(closed) and closed >= 0.7)
-
-
-def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The demo's claims, each measured on held-out numbers: what was required, what was seen (every seed's value
-    where the claim is per seed), whether it held.
-
-    Accuracy and flawed ratios are fractions; "points" are percentage points.
-    """
-    checks = []
-
-    def add(claim: str, seen: str, held: bool) -> None:
-        checks.append({"claim": claim, "seen": seen, "held": bool(held)})
-
-    draws = report.get("warmstart_draws")
-    if draws:
-        add("the policy's warm-start can test the claim (held-out diagnostics; refused draws are redrawn)",
-            f"draw {draws[-1]['draw']} of {len(draws)} tried" + ("" if not draws[-1]["refused"] else
-                                                                 ": " + "; ".join(draws[-1]["refused"])),
-            not draws[-1]["refused"])
-    _policy_checks(report, add)
-    before, after = report.get("grm_before"), report.get("grm")
-    if before is not None and after is not None:
-        gain = _difference(after["f1"], before["f1"])
-        add("GenRM RL: held-out F1 >= 15 points above the warm-start's", f"{_fmt(before['f1'])} -> {_fmt(after['f1'])}",
-            gain is not None and gain >= 15)
-        add("GenRM after RL: false alarms <= 10% of clean held-out rows",
-            f"{_fmt(before['false_alarms'])}% -> {_fmt(after['false_alarms'])}%",
-            after["false_alarms"] is not None and after["false_alarms"] <= 10)
-        add("GenRM after RL: FlawedPositiveBench-style F1 >= 85 (testbed rows)",
-            f"{_fmt(before['fpb_f1'])} -> {_fmt(after['fpb_f1'])}", after["fpb_f1"] is not None and after["fpb_f1"] >= 85)
-    clips = {arm: report[arm].get("clip_fraction_per_seed") or [report[arm]["clip_fraction"]]
-             for arm in ARMS if arm in report}
-    add("the clip binds (clip fraction > 0 in every run)",
-        "; ".join(f"{a} " + ", ".join("—" if c is None else f"{100 * c:.2f}%" for c in cs) for a, cs in clips.items()),
-        all(c is not None and c > 0 for cs in clips.values() for c in cs))
-    return checks
 
 
 def judging_in_training(runs: list[dict[str, Any]]) -> dict[str, float | int | None]:
@@ -313,12 +226,6 @@ def pick_critiques(run_dir: Path, caught: int = 3, missed: int = 1) -> dict[str,
     return {"caught": hits[:caught], "missed": misses[:missed]}
 
 
-def _fmt(value: float, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
-
-
 def genrm_scores(result: dict[str, Any]) -> dict[str, Any]:
     """One GenRM evaluation (`fapo.eval.grm_bench`, percentages) as the report's row: held-out F1, acc_err,
     acc_corr, false alarms (100 - acc_corr: clean rows not called clean, i.e. flawed or no verdict),
@@ -347,18 +254,18 @@ def grm_table(report: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, scores in rows:
         if scores is not None:
-            lines.append(f"| {name} | {scores['rows']} | " + " | ".join(_fmt(scores[k]) for k in GRM_COLUMNS) + " |")
+            lines.append(f"| {name} | {scores['rows']} | " + " | ".join(fmt(scores[k]) for k in GRM_COLUMNS) + " |")
     return lines
 
 
 def _row(name: str, entry: dict[str, Any], per_seed: bool = True) -> str:
-    acc, fl = _fmt(entry["accuracy"], True), _fmt(entry["flawed_ratio"], True)
+    acc, fl = fmt(entry["accuracy"], True), fmt(entry["flawed_ratio"], True)
     if per_seed and "accuracy_per_seed" in entry:
-        acc += " [" + ", ".join(_fmt(v, True) for v in entry["accuracy_per_seed"]) + "]"
-        fl += " [" + ", ".join(_fmt(v, True) for v in entry["flawed_ratio_per_seed"]) + "]"
+        acc += " [" + ", ".join(fmt(v, True) for v in entry["accuracy_per_seed"]) + "]"
+        fl += " [" + ", ".join(fmt(v, True) for v in entry["flawed_ratio_per_seed"]) + "]"
     diag = entry.get("diagnostics") or {}
-    return (f"| {name} | {acc} | {fl} | {_fmt(diag.get('skip_share'), True)} | {_fmt(entry['mean_length'])} | "
-            f"{_fmt(entry.get('step_s'))} | {_fmt(entry.get('clip_fraction'), True)} |")
+    return (f"| {name} | {acc} | {fl} | {fmt(diag.get('skip_share'), True)} | {fmt(entry['mean_length'])} | "
+            f"{fmt(entry.get('step_s'))} | {fmt(entry.get('clip_fraction'), True)} |")
 
 
 def _draw_lines(report: dict[str, Any]) -> list[str]:
@@ -375,8 +282,8 @@ def _draw_lines(report: dict[str, Any]) -> list[str]:
              "| used | why refused |", "|---|---|---|---|---|---|---|---|"]
     for d in draws:
         used = "yes" if d is draws[-1] else "no"
-        lines.append(f"| {d['draw']} | {d['seed']} | {_fmt(d['skip_share'], True)} | {_fmt(d['p_correct_skipped'], True)} "
-                     f"| {_fmt(d['p_correct_computed'], True)} | {_fmt(d.get('p_clean_computed'), True)} | {used} | {'; '.join(d['refused']) or '—'} |")
+        lines.append(f"| {d['draw']} | {d['seed']} | {fmt(d['skip_share'], True)} | {fmt(d['p_correct_skipped'], True)} "
+                     f"| {fmt(d['p_correct_computed'], True)} | {fmt(d.get('p_clean_computed'), True)} | {used} | {'; '.join(d['refused']) or '—'} |")
     return lines + [""]
 
 
@@ -394,9 +301,9 @@ def _diagnostics_lines(report: dict[str, Any]) -> list[str]:
                        ("p_correct_computed", "P(correct \\| computed)"),
                        ("p_clean_computed", "P(clean and correct \\| computed)"),
                        ("p_correct_no_pair", "P(correct \\| no pair)")):
-        lines.append(f"| {label} | " + " | ".join(_fmt(d.get(key), True) for d in diags) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(d.get(key), True) for d in diags) + " |")
     for reason in REASONS:
-        lines.append(f"| {reason.replace('_', ' ')} | " + " | ".join(_fmt(d["reasons"][reason], True) for d in diags) + " |")
+        lines.append(f"| {reason.replace('_', ' ')} | " + " | ".join(fmt(d["reasons"][reason], True) for d in diags) + " |")
     return lines + [""]
 
 
@@ -413,9 +320,9 @@ def _grm_lines(report: dict[str, Any]) -> list[str]:
         "answer is right, not the paper's benchmark. The checker-judged FAPO arm is judged by the same checker the "
         "evaluation uses.", "", *grm_table(report), "",
         f"While judging FAPO's rollouts (every step, every seed; {judging['judged']} judgements) the judge called "
-        f"{_fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
-        f"calls {_fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
-        f"{_fmt(judging['agreement'], True)} of them, and {_fmt(judging['no_verdict_share'], True)} of the "
+        f"{fmt(judging['judge_flawed_ratio'], True)} of the verified-correct rollouts flawed, where the step checker "
+        f"calls {fmt(judging['checker_flawed_ratio'], True)} flawed; they agreed on "
+        f"{fmt(judging['agreement'], True)} of them, and {fmt(judging['no_verdict_share'], True)} of the "
         "judgements gave no verdict (no penalty).", ""]
 
 
@@ -438,7 +345,7 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
     lines += ["", "## Checks", "", "| claim | seen | held |", "|---|---|---|"]
     lines += [f"| {c['claim']} | {c['seen']} | {'yes' if c['held'] else '**no**'} |" for c in report["checks"]]
     overhead = report["overhead"]
-    lines += ["", "FAPO / GRPO step time: " + ", ".join(f"{LABELS[a]} **{_fmt(v)}**" for a, v in overhead.items())
+    lines += ["", "FAPO / GRPO step time: " + ", ".join(f"{LABELS[a]} **{fmt(v)}**" for a, v in overhead.items())
               + " (same machine, same run, median step after the first).", ""]
     lines += _draw_lines(report) + _diagnostics_lines(report) + _grm_lines(report) + ["## Plots", ""]
     lines += [f"![{p}]({p})" for p in plots[1:]]
