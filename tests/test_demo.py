@@ -173,8 +173,8 @@ def _grm_eval(f1, acc_err, acc_corr, fpb_f1, n=400):
 def test_genrm_before_and_after_rl_on_one_scale(tmp_path):
     """The report's GenRM table: warm-start, checkpoints and the final GenRM from the same rows, false alarms as
     100 - acc_corr, the three GenRM checks, and the RL curve with the held-out points."""
-    from fapo.demo.config import DemoConfig
     from fapo.demo.checks import check_targets
+    from fapo.demo.config import DemoConfig
     from fapo.demo.report import genrm_scores, grm_table, plot_grm_rl
 
     before, mid, after = (genrm_scores(_grm_eval(61.1, 52.2, 73.6, 73.4)), genrm_scores(_grm_eval(70.0, 60.0, 85.0, 80.0)),
@@ -231,9 +231,9 @@ def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_pat
     """Draw 0 computes the pair right 41% of the time (FAPO's penalised skip beats that): refused; draw 1 (seed
     D + 1000) is used, the GenRM starts from it, and the report's checks and draw table say so."""
     import fapo.testbed.warmstart as ws
+    from fapo.demo.checks import check_targets
     from fapo.demo.config import demo_config
     from fapo.demo.pipeline import warm_start
-    from fapo.demo.checks import check_targets
     from fapo.demo.report import _draw_lines
 
     found = {0: (0.41, 0.80, 0.41, 0.35), 1000 + 7: (0.30, 0.76, 0.60, 0.55)}
