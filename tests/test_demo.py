@@ -67,9 +67,12 @@ def test_quick_demo_end_to_end(tmp_path):
 
     markdown = (out / "report.md").read_text()
     assert "| GRPO |" in markdown and "| FAPO, oracle judge |" in markdown and "## Checks" in markdown
-    assert "While judging FAPO's rollouts" in markdown and "P(correct | skipped)" in markdown
+    assert "While judging FAPO's rollouts" in markdown and "P(correct \\| skipped)" in markdown
+    # --quick tries one warm-start draw and reports its diagnostics and the gate's verdict either way
+    assert len(report["warmstart_draws"]) == 1 and report["warmstart_draws"][0]["seed"] == 0
+    assert "## The policy's warm-start draws" in markdown and "the policy's warm-start can test the claim" in markdown
     assert "| warm-start (SFT only) | 120 |" in markdown and "| after RL (3 steps, lr 2e-05) | 120 |" in markdown
-    for png in ("accuracy_flawed.png", "flaw_classes.png", "length.png", "grm_reward.png"):
+    for png in ("accuracy_flawed.png", "flaw_classes.png", "length.png", "judge_agreement.png", "grm_reward.png"):
         assert (out / png).stat().st_size > 1000
         assert f"({png})" in markdown
     assert markdown.index("accuracy_flawed.png") < markdown.index("| arm |"), "the curves are the first picture"
