@@ -268,7 +268,7 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 600, "batch_size": 32, "micro_batches": 2,
+    "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 1200, "batch_size": 32, "micro_batches": 2,
                "max_length": 192},
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 450, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
