@@ -273,9 +273,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 450, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
 }
-"""Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 222 s (held-out
-accuracy 0.625, flawed-positive ratio 0.40), GenRM 163 s from the policy (F1 0.14 on 100 critic rows), 6.4 minutes
-together (BENCHMARKS.md "Testbed warm-start"); the GenRM is meant to start from the policy (`init_from`).
+"""Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 194-198 s per
+draw (held-out accuracy 0.72-0.73), GenRM 121 s from the policy (README, "The last default run"); the GenRM is
+meant to start from the policy (`init_from`).
+Policy SFT steps: 1200. At 600 the policy slipped on the pair's addition so often that a median 10% of its
+computed pair rollouts were clean and correct (nine draws), most correct ones being healed slips; 1200 steps give
+a median 36% (eight draws; BENCHMARKS.md, "The demo across draws").
 GenRM SFT steps: 450, because reading the solution comes late. From the same policy, on 200 held-out critic rows
 (the 300-step GenRM of the demo's cache: F1 0.18, FlawedPositiveBench F1 0.41; 450 steps 0.34 / 0.72, ~80 s more;
 600 steps 0.35 / 0.77): it catches 16 of 21 skipped pairs instead of 6, and still no arithmetic slip. Two
