@@ -47,6 +47,10 @@ def test_quick_demo_end_to_end(tmp_path):
     # the GenRM before and after RL, on the same held-out rows and one scale (percentages)
     assert report["grm_before"]["rows"] == report["grm"]["rows"] == 120
     assert all(0 <= report[k]["acc_corr"] <= 100 for k in ("grm_before", "grm"))
+    # what the critiques compute beside what they say, for both
+    assert all(set(report[k]["shown"]) >= {"f1", "fpb_f1", "differ_called_wrong", "agree_called_wrong"}
+               for k in ("grm_before", "grm"))
+    assert "| GenRM | F1 said | F1 shown |" in (out / "report.md").read_text()
     assert report["seeds"] == [0]
     assert set(report["overhead"]) == {"fapo", "fapo_oracle"}
     assert report["checks"] and all(set(c) == {"claim", "seen", "held"} for c in report["checks"])
@@ -273,3 +277,36 @@ def test_a_warm_start_that_cannot_test_the_claim_is_redrawn_and_reported(tmp_pat
     warm = warm_start(tmp_path, tmp_path / "cache", demo_config(data_seed=7, warmstart_draws=2, judge="oracle"))
     assert [s[1] for s in seen] == [7, 1007] and all(d["refused"] for d in warm["draws"])
     assert warm["policy"]["dir"] == str(tmp_path / "cache" / "policy-draw1")
+
+
+def test_the_genrm_table_sets_what_the_critiques_compute_beside_what_they_say():
+    """`shown_scores` on real checker critiques and on a GenRM that computes a slip but calls it correct; the
+    report's second GenRM table shows both verdicts and how often differing results were called wrong."""
+    from fapo.demo.pipeline import shown_scores
+    from fapo.demo.report import genrm_scores, grm_table
+    from fapo.eval.critic_data import CriticRow
+    from fapo.testbed.checker import critique
+    from fapo.testbed.task import Op, Problem, clean_steps
+
+    problem = Problem(4, (Op("add", 15), Op("subtract", 15)))
+    slip = ("(1) 4+15 = 19", "(2) 19-15 = 5", "The answer is \\boxed{5}")
+    clean = tuple(clean_steps(problem))
+    rows = [CriticRow("testbed", "a", "p", slip, 1, False), CriticRow("testbed", "b", "p", clean, -1, True)]
+    checker = shown_scores(rows, [critique(problem, list(r.steps)) for r in rows])
+    assert checker["subsets"]["testbed"]["f1"] == 100.0
+    assert (checker["differ"], checker["differ_called_wrong"], checker["agree_called_wrong"]) == (1, 1, 0)
+    said_correct = critique(problem, list(slip)).replace("vs 5, wrong. \\boxed{1}", "vs 5, correct.") + \
+        "\n\nNo paragraph is wrong. \\boxed{-1}"
+    genrm = shown_scores(rows, [said_correct, None])  # the second row: no critique at all (an error)
+    assert genrm["subsets"]["testbed"]["acc_err"] == 100.0 and genrm["subsets"]["testbed"]["acc_corr"] == 0.0
+    assert (genrm["differ"], genrm["differ_called_wrong"]) == (1, 0)
+
+    after = genrm_scores({**_grm_eval(57.2, 40.9, 95.4, 85.4), "shown": {
+        **_grm_eval(88.5, 85.7, 91.4, 91.7), "differ": 230, "differ_called_wrong": 66, "agree": 1101,
+        "agree_called_wrong": 3}})
+    assert after["shown"]["differ_called_wrong"] == round(100 * 66 / 230, 4) and "shown" not in after["shown"]
+    table = grm_table({"config": {"grm_rl_steps": 15, "grm_rl_lr": 2e-5}, "grm": after})
+    assert table[-1] == "| after RL (15 steps, lr 2e-05) | 57.2 | 88.5 | 85.4 | 91.7 | 28.7 | 0.273 |"
+    assert table[-3].startswith("| GenRM | F1 said | F1 shown |")
+    assert "shown" not in "".join(grm_table({"config": {"grm_rl_steps": 0, "grm_rl_lr": 2e-5},
+                                              "grm": genrm_scores(_grm_eval(57.2, 40.9, 95.4, 85.4))}))

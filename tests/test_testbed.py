@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from fapo.boxed import count_boxed
 from fapo.steps import split_steps
 from fapo.testbed.answer import are_correct, is_correct, strict_final_answer
-from fapo.testbed.checker import check_steps, critique, earliest_error, tokenizer_critique
+from fapo.testbed.checker import (
+    check_steps,
+    comparisons,
+    critique,
+    earliest_error,
+    shown_verdict,
+    tokenizer_critique,
+)
 from fapo.testbed.flaws import (
     CRITIC_RATES,
     FLAW_KINDS,
@@ -117,6 +124,42 @@ def test_critique_reads_each_result_then_sets_the_expected_step_beside_it_and_en
         "written answer 12\nexpected (1) 4+15 = 19 vs answer 12, wrong. \\boxed{0}\n</paragraph_0>")
     for steps in (_steps("1| 4 + 15 = 19", "2| 19 - 15 = 5"), clean_steps(PAIR), [BOX.format(12)]):
         assert count_boxed(critique(PAIR, steps)) == 1  # the verdict's box is the only one
+
+
+def test_shown_verdict_reads_the_critiques_own_comparisons_not_its_box():
+    """What a critique computes, whatever it says: the first paragraph whose two results differ."""
+    slip = _steps("1| 4 + 15 = 19", "2| 19 - 15 = 5", "3| 5 * 3 = 15", BOX.format(15))
+    assert shown_verdict(critique(PAIR, slip)) == 1 == earliest_error(PAIR, slip)
+    assert shown_verdict(critique(PAIR, clean_steps(PAIR))) == -1
+    assert shown_verdict(critique(PAIR, [BOX.format(12)])) == 0  # "19 vs answer 12"
+    assert shown_verdict(critique(PAIR, [*clean_steps(PAIR), "}}"])) == 4  # "nothing vs unreadable"
+    # a GenRM that computes the slip and calls it correct: its box says -1, its comparison says 1
+    said = ("<paragraph_0>\nwritten 19\nexpected (1) 4+15 = 19 vs 19, correct.\n</paragraph_0>\n\n"
+            "<paragraph_1>\nwritten 5\nexpected (2) 19-15 = 4 vs 5, correct.\n</paragraph_1>\n\n"
+            "No paragraph is wrong. \\boxed{-1}")
+    assert shown_verdict(said) == 1
+    assert [(c.paragraph, c.expected, c.written, c.said_wrong, c.differ) for c in comparisons(said)] == [
+        (0, "19", "19", False, False), (1, "4", "5", False, True)]
+    cut = "<paragraph_0>\nwritten 19\nexpected (1) 4+15 = 19 vs 19, correct.\n</paragraph_0>\n\n<paragraph_1>\nwrit"
+    assert shown_verdict(cut) == -1 and shown_verdict("no comparison here \\boxed{2}") is None
+    # it reads results only: a step numbered past a skipped pair lands on the right value
+    skipped = _steps("1| 4 + 15 = 19", "3| 19 * 3 = 57")
+    assert earliest_error(PAIR, skipped) == 1 and shown_verdict(critique(PAIR, skipped)) == 1  # 4 vs 57
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_shown_verdict_agrees_with_the_checker_on_its_own_critiques_of_sampled_solutions(seed):
+    """On the checker's own critiques the comparisons and the box agree, except where a wrong operation lands on
+    the right value (a skipped pair, then a step numbered past it: docs of `shown_verdict`)."""
+    rng = random.Random(seed)
+    problem = sample_problem(rng, TaskConfig())
+    solution = sample_solution(problem, CRITIC_RATES, rng)
+    text = critique(problem, list(solution.steps))
+    shown = shown_verdict(text)
+    if shown != solution.label:
+        wrong = comparisons(text)[-1]
+        assert wrong.said_wrong and not wrong.differ and solution.label >= 0
 
 
 def test_the_tokenizer_corpus_keeps_the_first_critique_text_whatever_the_critique_format():

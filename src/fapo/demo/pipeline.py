@@ -147,7 +147,25 @@ def evaluate_genrm(urls: list[str], data_dir: Path, config: DemoConfig) -> dict[
     rows = load_critic_rows(data_dir / "critic_test.jsonl", limit=config.grm_eval_rows)
     spec = JudgeSpec(JudgeConfig(endpoints=tuple(urls), **DEMO_JUDGE))
     verdicts, judgements, metrics = judge_critic_rows(rows, spec, progress=True)
-    return evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
+    result = evaluate_grm(rows, verdicts, source="served GenRM", judgements=judgements, judge_metrics=metrics).to_json()
+    result["shown"] = shown_scores(rows, [j.critique for j in judgements])
+    return result
+
+
+def shown_scores(rows: list[Any], critiques: list[str | None]) -> dict[str, Any]:
+    """What the critiques' own comparisons show (`fapo.testbed.checker.shown_verdict`), scored like the verdicts
+    their boxes give; how often a critique's first paragraph whose two results differ was called wrong, and how
+    often a paragraph whose results agree was: the gap between what the GenRM computes and what it says."""
+    from fapo.eval.grm_bench import evaluate_grm
+    from fapo.testbed.checker import comparisons, shown_verdict
+
+    texts = [text or "" for text in critiques]
+    found = [comparisons(text) for text in texts]
+    differ = [next(c for c in each if c.differ) for each in found if any(c.differ for c in each)]
+    agree = [c for each in found for c in each if not c.differ]
+    return {**evaluate_grm(rows, [shown_verdict(text) for text in texts], source="the critiques' comparisons").to_json(),
+            "differ": len(differ), "differ_called_wrong": sum(c.said_wrong for c in differ),
+            "agree": len(agree), "agree_called_wrong": sum(c.said_wrong for c in agree)}
 
 
 def evaluate_genrm_dir(model_dir: str | Path, data_dir: Path, config: DemoConfig) -> dict[str, Any]:

@@ -233,9 +233,19 @@ def genrm_scores(result: dict[str, Any]) -> dict[str, Any]:
     subset = next(iter(result["subsets"].values()))
     fpb = result["flawed_positive_bench"]
     acc_corr = subset["acc_corr"]
-    return {"rows": subset.get("n"), "f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": acc_corr,
-            "false_alarms": None if acc_corr is None else round(100 - acc_corr, 4), "fpb_f1": fpb["f1"],
-            "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
+    scores = {"rows": subset.get("n"), "f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": acc_corr,
+              "false_alarms": None if acc_corr is None else round(100 - acc_corr, 4), "fpb_f1": fpb["f1"],
+              "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
+    shown = result.get("shown")
+    if shown is not None:
+        scores["shown"] = {**{k: v for k, v in genrm_scores({**shown, "shown": None}).items() if k != "shown"},
+                           "differ_called_wrong": _share(shown["differ_called_wrong"], shown["differ"]),
+                           "agree_called_wrong": _share(shown["agree_called_wrong"], shown["agree"])}
+    return scores
+
+
+def _share(part: int, whole: int) -> float | None:
+    return None if not whole else round(100 * part / whole, 4)
 
 
 GRM_COLUMNS = ("f1", "acc_err", "acc_corr", "false_alarms", "fpb_precision", "fpb_recall", "fpb_f1")
@@ -255,6 +265,19 @@ def grm_table(report: dict[str, Any]) -> list[str]:
     for name, scores in rows:
         if scores is not None:
             lines.append(f"| {name} | {scores['rows']} | " + " | ".join(fmt(scores[k]) for k in GRM_COLUMNS) + " |")
+    shown = [(name, scores) for name, scores in rows if scores is not None and scores.get("shown")]
+    if shown:
+        lines += ["", "What the critiques compute against what they say: each critique sets a paragraph's expected "
+                  "result beside its written one (\"= 4 vs 5\") before its verdict word. \"Shown\" is the verdict those "
+                  "comparisons give (the first paragraph whose two results differ; `fapo.testbed.checker.shown_verdict`), "
+                  "scored on the same rows; then how often the first paragraph whose two results differ was called wrong (per "
+                  "critique with one), and how often a paragraph whose results agree was.", "",
+                  "| GenRM | F1 said | F1 shown | FPB F1 said | FPB F1 shown | first difference called wrong | "
+                  "agreeing paragraph called wrong |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {fmt(s['f1'])} | {fmt(s['shown']['f1'])} | {fmt(s['fpb_f1'])} | "
+                  f"{fmt(s['shown']['fpb_f1'])} | {fmt(s['shown']['differ_called_wrong'])} | "
+                  f"{fmt(s['shown']['agree_called_wrong'])} |" for name, s in shown]
     return lines
 
 

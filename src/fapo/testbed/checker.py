@@ -175,3 +175,48 @@ def critique(problem: Problem, steps: list[str]) -> str:
         return f"<paragraph_{i}>\nwritten {written}\nexpected {expected} vs {written}, {verdict}\n</paragraph_{i}>"
 
     return _walk(problem, steps, block)
+
+
+_CRITIQUE_BLOCK = re.compile(r"<paragraph_(\d{1,9})>(.*?)(?=<paragraph_\d|\Z)", re.S)
+_COMPARISON = re.compile(r"expected (.+?) vs (.+?), (correct|wrong)")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paragraph of a `critique`-format text: the expected result set beside the written one, and the word
+    the text said of them."""
+
+    paragraph: int
+    expected: str
+    """The expected step's result ("4" of "(2) 19-15 = 4"; "answer 12" and "nothing" whole)."""
+    written: str
+    said_wrong: bool
+
+    @property
+    def differ(self) -> bool:
+        return self.expected != self.written
+
+
+def comparisons(text: str) -> list[Comparison]:
+    """The comparisons a `critique`-format text makes, paragraph by paragraph (a block without one is skipped)."""
+    found = []
+    for block in _CRITIQUE_BLOCK.finditer(text):
+        match = _COMPARISON.search(block[2])
+        if match:
+            expected = match[1].strip()
+            if "= " in expected and not expected.startswith("answer "):
+                expected = expected.rsplit("= ", 1)[1]
+            found.append(Comparison(int(block[1]), expected, match[2].strip(), match[3] == "wrong"))
+    return found
+
+
+def shown_verdict(text: str) -> int | None:
+    """The verdict a `critique`-format text's own comparisons show, whatever its box says: the first paragraph
+    whose expected result differs from the written one, -1 when every compared pair agrees, None when it compares
+    nothing. It reads results only, so a step that does the wrong operation and lands on the right value (a
+    skipped pair followed by a step numbered past it) shows as right: on the checker's own critiques of the demo's
+    4,000 critic training rows it gives the checker's verdict in all but 8."""
+    found = comparisons(text)
+    if not found:
+        return None
+    return next((c.paragraph for c in found if c.differ), -1)
