@@ -273,8 +273,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 900, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
 }
-"""Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 194-198 s per
-draw (held-out accuracy 0.72-0.73), GenRM 121 s from the policy (README, "The last default run"); the GenRM is
+"""Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 224-229 s per
+draw (held-out accuracy 0.72-0.73), GenRM 259 s from the policy (README, "The last default run"); the GenRM is
 meant to start from the policy (`init_from`).
 Policy SFT steps: 1200. At 600 the policy slipped on the pair's addition so often that a median 10% of its
 computed pair rollouts were clean and correct (nine draws), most correct ones being healed slips; 1200 steps give
