@@ -230,18 +230,22 @@ def genrm_scores(result: dict[str, Any]) -> dict[str, Any]:
     """One GenRM evaluation (`fapo.eval.grm_bench`, percentages) as the report's row: held-out F1, acc_err,
     acc_corr, false alarms (100 - acc_corr: clean rows not called clean, i.e. flawed or no verdict),
     FlawedPositiveBench-style scores."""
-    subset = next(iter(result["subsets"].values()))
-    fpb = result["flawed_positive_bench"]
-    acc_corr = subset["acc_corr"]
-    scores = {"rows": subset.get("n"), "f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": acc_corr,
-              "false_alarms": None if acc_corr is None else round(100 - acc_corr, 4), "fpb_f1": fpb["f1"],
-              "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
+    scores = _bench_scores(result)
     shown = result.get("shown")
     if shown is not None:
-        scores["shown"] = {**{k: v for k, v in genrm_scores({**shown, "shown": None}).items() if k != "shown"},
+        scores["shown"] = {**_bench_scores(shown),
                            "differ_called_wrong": _share(shown["differ_called_wrong"], shown["differ"]),
                            "agree_called_wrong": _share(shown["agree_called_wrong"], shown["agree"])}
     return scores
+
+
+def _bench_scores(result: dict[str, Any]) -> dict[str, Any]:
+    subset = next(iter(result["subsets"].values()))
+    fpb = result["flawed_positive_bench"]
+    acc_corr = subset["acc_corr"]
+    return {"rows": subset.get("n"), "f1": subset["f1"], "acc_err": subset["acc_err"], "acc_corr": acc_corr,
+            "false_alarms": None if acc_corr is None else round(100 - acc_corr, 4), "fpb_f1": fpb["f1"],
+            "fpb_precision": fpb["precision"], "fpb_recall": fpb["recall"]}
 
 
 def _share(part: int, whole: int) -> float | None:
