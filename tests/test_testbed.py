@@ -145,6 +145,9 @@ def test_shown_verdict_reads_the_critiques_own_comparisons_not_its_box():
     # it reads results only: a step numbered past a skipped pair lands on the right value
     skipped = _steps("1| 4 + 15 = 19", "3| 19 * 3 = 57")
     assert earliest_error(PAIR, skipped) == 1 and shown_verdict(critique(PAIR, skipped)) == 1  # 4 vs 57
+    # ... and a step that names the wrong operation but writes the right value shows nothing at all
+    renumbered = _steps("1| 4 + 15 = 19", "3| 19 - 15 = 4")
+    assert earliest_error(PAIR, renumbered) == 1 and shown_verdict(critique(PAIR, renumbered)) == -1
 
 
 @settings(max_examples=200, deadline=None)
@@ -156,10 +159,11 @@ def test_shown_verdict_agrees_with_the_checker_on_its_own_critiques_of_sampled_s
     problem = sample_problem(rng, TaskConfig())
     solution = sample_solution(problem, CRITIC_RATES, rng)
     text = critique(problem, list(solution.steps))
-    shown = shown_verdict(text)
-    if shown != solution.label:
-        wrong = comparisons(text)[-1]
-        assert wrong.said_wrong and not wrong.differ and solution.label >= 0
+    last = comparisons(text)[-1]  # the checker's critique ends at its verdict's paragraph
+    if last.said_wrong and not last.differ:  # a wrong operation that lands on the right value: nothing differs
+        assert last.paragraph == solution.label and shown_verdict(text) == -1
+    else:
+        assert shown_verdict(text) == solution.label
 
 
 def test_the_tokenizer_corpus_keeps_the_first_critique_text_whatever_the_critique_format():
