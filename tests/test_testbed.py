@@ -260,6 +260,15 @@ def test_every_flaw_lands_where_it_should(problem, seed):
         assert solution.final_answer_correct == (flaw not in ("mistake", "pair_slip")), (flaw, solution)
 
 
+def test_heal_flaw_slips_in_the_pairs_addition_and_the_subtraction_undoes_it():
+    solution = make_solution(PAIR, "heal", random.Random(0))
+    assert solution.label == 0 and solution.final_answer_correct
+    (add, subtract, *rest), start = solution.steps, PAIR.start
+    assert add.startswith(f"(1) {start}+") and add.rpartition(" = ")[2] != str(start + PAIR.ops[0].operand)
+    assert subtract.rpartition(" = ")[2] == str(start)  # back to the value before the pair: the answer is right
+    assert list(rest) == ["(3) 4*3 = 12", B12]
+
+
 def test_skip_flaw_is_the_shortcut_over_the_cancelling_pair():
     solution = make_solution(PAIR, "skip", random.Random(0))
     assert list(solution.steps) == ["(3) 4*3 = 12", B12]
@@ -273,7 +282,8 @@ def test_flaw_mix_follows_its_rates():
     assert abs(mix.count("skip") / len(mix) - 0.5) < 0.05
     assert set(mix) == {"skip", "clean"}
     flaws = {sample_solution(p, CRITIC_RATES, rng).flaw for p in pair_problems}
-    assert flaws == {"clean", *FLAW_KINDS}
+    assert flaws == {"clean", *FLAW_KINDS} - {"heal"}  # healed slips come as rows of their own (GenerateConfig)
+    assert {sample_solution(p, FlawRates(heal=1.0), rng).flaw for p in pair_problems} == {"heal"}
 
 
 def test_flaw_rates_parse_and_validate():

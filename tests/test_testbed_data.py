@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from fapo.testbed.data import FILES, GenerateConfig, generate
 from fapo.testbed.oracle import UNREADABLE, OracleBackend, oracle_verdict, parse_grm_prompt
 from fapo.testbed.task import parse_problem
 
-SMALL = GenerateConfig(seed=3, n_train=60, n_test=25, n_sft=80, n_critic_train=60, n_critic_test=50)
+SMALL = GenerateConfig(seed=3, n_train=60, n_test=25, n_sft=80, n_critic_train=60, n_critic_test=50,
+                       n_critic_heal=20)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,25 @@ def test_rows_carry_consistent_labels(data_dir):
     assert critic_labels == {True, False}
 
 
+def test_critic_train_ends_with_healed_pair_slips_and_their_clean_twins_after_an_unchanged_mix(data_dir, tmp_path):
+    critic = read_jsonl(data_dir / "critic_train.jsonl")
+    mix, heal, twins = critic[: SMALL.n_critic_train], critic[SMALL.n_critic_train :: 2], critic[SMALL.n_critic_train + 1 :: 2]
+    assert len(heal) == len(twins) == SMALL.n_critic_heal
+    assert {r["flaw"] for r in heal} == {"heal"} and {r["flaw"] for r in twins} == {"clean"}
+    assert "heal" not in {r["flaw"] for r in mix}
+    for row, twin in zip(heal, twins, strict=True):  # a flawed positive at the pair's addition, then the same problem solved right
+        problem = parse_problem(row["problem"])
+        assert row["final_answer_correct"] and row["label"] in problem.cancelling_pairs()
+        assert earliest_error(problem, row["steps"]) == row["label"]
+        assert twin["problem"] == row["problem"] and twin["label"] == -1 and twin["final_answer_correct"]
+        differ = [i for i, (a, b) in enumerate(zip(row["steps"], twin["steps"], strict=True)) if a != b]
+        assert differ == [row["label"], row["label"] + 1]
+    generate(tmp_path / "none", dataclasses.replace(SMALL, n_critic_heal=0))
+    assert read_jsonl(tmp_path / "none" / "critic_train.jsonl") == mix
+    for name in ("sft_train", "critic_test", "policy_train", "policy_test"):
+        assert (tmp_path / "none" / f"{name}.jsonl").read_bytes() == (data_dir / f"{name}.jsonl").read_bytes()
+
+
 def test_manifest_counts(data_dir):
     manifest = json.loads((data_dir / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 3
@@ -88,9 +109,10 @@ def test_cli_generate(tmp_path, capsys):
 
     out = tmp_path / "cli"
     args = ["testbed", "generate", "--out", str(out), "--n-train", "5", "--n-test", "5", "--n-sft", "5",
-            "--n-critic-train", "5", "--n-critic-test", "5", "--flaw-rates", "skip=1.0"]
+            "--n-critic-train", "5", "--n-critic-test", "5", "--n-critic-heal", "3", "--flaw-rates", "skip=1.0"]
     assert main(args) == 0
     assert all((out / f"{name}.jsonl").is_file() for name in FILES)
+    assert len(read_jsonl(out / "critic_train.jsonl")) == 5 + 2 * 3
     assert main(["testbed", "generate", "--out", str(out), "--flaw-rates", "leap=0.5"]) == 2
     assert "kind=rate" in capsys.readouterr().err
 

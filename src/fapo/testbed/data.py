@@ -7,7 +7,8 @@
   flaw, label, final_answer_correct`. The mix follows `sft_rates` (by default all positives, about a
   quarter of them flawed).
 - `critic_train.jsonl`, `critic_test.jsonl`: ProcessBench rows `{id, generator, problem, steps,
-  final_answer_correct, label}` plus `ground_truth` (the answer) and `flaw`.
+  final_answer_correct, label}` plus `ground_truth` (the answer) and `flaw`. The train file ends with
+  `n_critic_heal` healed pair slips, each with its clean twin, after its mix (`GenerateConfig.n_critic_heal`).
 - `manifest.json`: the config and the counts.
 Test problems (policy and critic) never occur on the train side (policy, SFT, critic train).
 Same config and seed, same bytes.
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fapo.testbed.flaws import CRITIC_RATES, SFT_RATES, FlawRates, Solution, sample_solution
+from fapo.testbed.flaws import CRITIC_RATES, SFT_RATES, FlawRates, Solution, flaw_applies, make_solution, sample_solution
 from fapo.testbed.task import Problem, TaskConfig, policy_messages, render_solution, sample_problem
 
 FILES = ("policy_train", "policy_test", "sft_train", "critic_train", "critic_test")
@@ -47,6 +48,16 @@ class GenerateConfig:
     """Critic rows for GenRM training (`critic_train.jsonl`)."""
     n_critic_test: int = 400
     """Held-out critic rows (`critic_test.jsonl`), on the test problems."""
+    n_critic_heal: int = 1200
+    """Healed pair slips (flaw `heal`) appended to `critic_train.jsonl` after its `n_critic_train` rows of the mix,
+    each followed by its clean twin (the same problem solved right), on problems of their own stream. A healed slip
+    (a slip in the pair's addition that the subtraction undoes) is the flawed positive that policy RL grows most.
+    A GenRM trained on the mix alone, whose `compensate` rows put two cancelling slips anywhere, flagged 17 of 150
+    of FAPO's healed training rollouts; with 1,200 appended healed slips, 109, but it also flagged 22 of 300 clean
+    ones, calling "5+16 = 21 vs 21" wrong; with each followed by its twin, so that only the pair's two results
+    tell the rows apart, 67 and 3 (BENCHMARKS.md, "Healed slips in the GenRM's data"). Appended, not mixed in, so
+    the mix's first rows, which the tokenizer's corpus reads (`fapo.testbed.warmstart.tokenizer_corpus`), and with
+    them the policy's initialisation, stay as they were."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """The problem distribution."""
     sft_rates: FlawRates = SFT_RATES
@@ -56,7 +67,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         counts = {"n_train": self.n_train, "n_sft": self.n_sft, "n_critic_train": self.n_critic_train,
-                  "n_critic_test": self.n_critic_test}
+                  "n_critic_test": self.n_critic_test, "n_critic_heal": self.n_critic_heal}
         for name, value in counts.items():
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -106,6 +117,19 @@ def _solutions(problems: Iterator[Problem], n: int, rates: FlawRates, rng: rando
     return [sample_solution(next(problems), rates, rng) for _ in range(n)]
 
 
+def _heal_pairs(problems: Iterator[Problem], n: int, rng: random.Random) -> list[Solution]:
+    """`n` healed pair slips on the problems of `problems` that have a cancelling pair, each followed by the same
+    problem solved right (its clean twin)."""
+    out: list[Solution] = []
+    for _ in range(1000 * n + 1000):
+        if len(out) == 2 * n:
+            return out
+        problem = next(problems)
+        if flaw_applies(problem, "heal"):
+            out += [make_solution(problem, "heal", rng), make_solution(problem, "clean", rng)]
+    raise ValueError(f"only {len(out) // 2} train problems with a cancelling pair for n_critic_heal={n}; widen the task")
+
+
 def policy_row(problem: Problem) -> dict[str, Any]:
     return {"problem": problem.text, "answer": str(problem.answer)}
 
@@ -145,6 +169,8 @@ def build_rows(config: GenerateConfig) -> dict[str, list[dict[str, Any]]]:
                      random.Random(f"{config.seed}/sft-flaws"))
     critic_train = _solutions(_train_problems(config, "critic", held_out), config.n_critic_train,
                               config.critic_rates, random.Random(f"{config.seed}/critic-flaws"))
+    critic_train += _heal_pairs(_train_problems(config, "critic-heal", held_out), config.n_critic_heal,
+                                random.Random(f"{config.seed}/critic-heal-flaws"))
     critic_test = _solutions((test[i % len(test)] for i in range(config.n_critic_test)), config.n_critic_test, config.critic_rates,
                              random.Random(f"{config.seed}/critic-test-flaws"))
     return {

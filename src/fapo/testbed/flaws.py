@@ -16,6 +16,9 @@ The kinds, each an analogue of what the FAPO paper describes:
 - `compensate`: two arithmetic mistakes that cancel; the answer is right.
 - `guess`: the solution stops early and states the right answer, which its steps do not reach.
 - `mistake`: an arithmetic slip carried to the end; the answer is wrong.
+- `heal`: the cancelling pair computed with a slip in its addition that its subtraction undoes (both
+  steps wrong, the answer right): the *healed slip*, the flawed positive that RL grows out of
+  `pair_slip` (docs/design.md §6.4). Not in the policy's SFT mix; the GenRM's data must hold it.
 `clean` is the correct solution. Every `Solution` carries the checker's label and whether its
 final answer is right, computed from its text, never from the flaw's intent.
 
@@ -31,7 +34,7 @@ from fapo.testbed.answer import strict_final_answer
 from fapo.testbed.checker import earliest_error
 from fapo.testbed.task import Op, Problem, answer_step, clean_steps, op_step, render_solution
 
-FLAW_KINDS = ("skip", "pair_slip", "jump", "compensate", "guess", "mistake")
+FLAW_KINDS = ("skip", "pair_slip", "jump", "compensate", "guess", "mistake", "heal")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class FlawRates:
     """Stop early and state the right answer."""
     mistake: float = 0.0
     """An arithmetic slip that makes the final answer wrong."""
+    heal: float = 0.0
+    """Compute the cancelling pair with a slip in its addition that the subtraction undoes (applies to problems
+    that have one). Last in the order, so a mix without it draws what it drew before the kind existed."""
 
     def __post_init__(self) -> None:
         values = [getattr(self, f.name) for f in fields(self)]
@@ -161,6 +167,12 @@ def _flawed_steps(problem: Problem, flaw: str, rng: random.Random) -> list[str] 
     if flaw == "mistake":
         i = rng.randrange(n)
         return _steps_with(problem, {i: _slip(rng, problem.values[i])})
+    if flaw == "heal":
+        pairs = problem.cancelling_pairs()
+        if not pairs:
+            return None
+        p = rng.choice(pairs)
+        return _steps_with(problem, {p: _slip(rng, problem.values[p]), p + 1: problem.values[p + 1]})
     raise ValueError(f"unknown flaw {flaw!r}; expected one of {FLAW_KINDS}")
 
 
@@ -176,7 +188,7 @@ def make_solution(problem: Problem, flaw: str, rng: random.Random) -> Solution |
 def flaw_applies(problem: Problem, flaw: str) -> bool:
     """Whether `make_solution(problem, flaw, ...)` can build that flaw for this problem."""
     n = len(problem.ops)
-    if flaw in ("skip", "pair_slip"):
+    if flaw in ("skip", "pair_slip", "heal"):
         return bool(problem.cancelling_pairs())
     if flaw == "jump":
         return any(_merge(problem.ops[i], problem.ops[i + 1]) for i in range(n - 1))
