@@ -26,7 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fapo.testbed.flaws import CRITIC_RATES, SFT_RATES, FlawRates, Solution, flaw_applies, make_solution, sample_solution
+from fapo.testbed.flaws import (
+    CRITIC_RATES,
+    SFT_RATES,
+    FlawRates,
+    Solution,
+    flaw_applies,
+    make_solution,
+    sample_solution,
+)
 from fapo.testbed.task import Problem, TaskConfig, policy_messages, render_solution, sample_problem
 
 FILES = ("policy_train", "policy_test", "sft_train", "critic_train", "critic_test")
@@ -54,8 +62,9 @@ class GenerateConfig:
     (a slip in the pair's addition that the subtraction undoes) is the flawed positive that policy RL grows most.
     A GenRM trained on the mix alone, whose `compensate` rows put two cancelling slips anywhere, flagged 17 of 150
     of FAPO's healed training rollouts; with 1,200 appended healed slips, 109, but it also flagged 22 of 300 clean
-    ones, calling "5+16 = 21 vs 21" wrong; with each followed by its twin, so that only the pair's two results
-    tell the rows apart, 67 and 3 (BENCHMARKS.md, "Healed slips in the GenRM's data"). Appended, not mixed in, so
+    ones, calling "5+16 = 21 vs 21" wrong (900 SFT steps each); with each followed by its twin, so that only the
+    pair's two results tell the rows apart, 67 and 3, and after 1,200 SFT steps 108 and 1 (BENCHMARKS.md, "Healed
+    slips in the GenRM's data"). Appended, not mixed in, so
     the mix's first rows, which the tokenizer's corpus reads (`fapo.testbed.warmstart.tokenizer_corpus`), and with
     them the policy's initialisation, stay as they were."""
     task: TaskConfig = field(default_factory=TaskConfig)
