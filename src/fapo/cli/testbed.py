@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n-sft", type=int, default=8000, help="SFT solutions (default 8000)")
     g.add_argument("--n-critic-train", type=int, default=4000, help="critic train rows (default 4000)")
     g.add_argument("--n-critic-test", type=int, default=400, help="critic test rows (default 400)")
-    g.add_argument("--n-critic-heal", type=int, default=1200,
-                   help="healed pair slips appended to the critic train rows, each with its clean twin (default 1200)")
+    g.add_argument("--n-critic-heal", type=int, default=0,
+                   help="healed pair slips appended to the critic train rows, each with its clean twin (default 0)")
     g.add_argument("--flaw-rates", help="SFT flaw mix, e.g. skip=0.5,jump=0.05 (default: the built-in mix)")
     g.add_argument("--critic-flaw-rates", help="critic flaw mix, same syntax (default: the built-in mix)")
     g.add_argument("--min-ops", type=int, help="fewest operations per problem (default 2)")

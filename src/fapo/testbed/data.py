@@ -7,8 +7,8 @@
   flaw, label, final_answer_correct`. The mix follows `sft_rates` (by default all positives, about a
   quarter of them flawed).
 - `critic_train.jsonl`, `critic_test.jsonl`: ProcessBench rows `{id, generator, problem, steps,
-  final_answer_correct, label}` plus `ground_truth` (the answer) and `flaw`. The train file ends with
-  `n_critic_heal` healed pair slips, each with its clean twin, after its mix (`GenerateConfig.n_critic_heal`).
+  final_answer_correct, label}` plus `ground_truth` (the answer) and `flaw`. The train file can end
+  with healed pair slips, each with its clean twin, after its mix (`GenerateConfig.n_critic_heal`, 0 by default).
 - `manifest.json`: the config and the counts.
 Test problems (policy and critic) never occur on the train side (policy, SFT, critic train).
 Same config and seed, same bytes.
@@ -56,17 +56,17 @@ class GenerateConfig:
     """Critic rows for GenRM training (`critic_train.jsonl`)."""
     n_critic_test: int = 400
     """Held-out critic rows (`critic_test.jsonl`), on the test problems."""
-    n_critic_heal: int = 1200
-    """Healed pair slips (flaw `heal`) appended to `critic_train.jsonl` after its `n_critic_train` rows of the mix,
+    n_critic_heal: int = 0
+    """Healed pair slips (flaw `heal`) to append to `critic_train.jsonl` after its `n_critic_train` rows of the mix,
     each followed by its clean twin (the same problem solved right), on problems of their own stream. A healed slip
-    (a slip in the pair's addition that the subtraction undoes) is the flawed positive that policy RL grows most.
-    A GenRM trained on the mix alone, whose `compensate` rows put two cancelling slips anywhere, flagged 17 of 150
-    of FAPO's healed training rollouts; with 1,200 appended healed slips, 109, but it also flagged 22 of 300 clean
-    ones, calling "5+16 = 21 vs 21" wrong (900 SFT steps each); with each followed by its twin, so that only the
-    pair's two results tell the rows apart, 67 and 3, and after 1,200 SFT steps 108 and 1 (BENCHMARKS.md, "Healed
-    slips in the GenRM's data"). Appended, not mixed in, so
-    the mix's first rows, which the tokenizer's corpus reads (`fapo.testbed.warmstart.tokenizer_corpus`), and with
-    them the policy's initialisation, stay as they were."""
+    (a slip in the pair's addition that the subtraction undoes) is the flawed positive that policy RL grows most,
+    and a GenRM trained on the mix alone, whose `compensate` rows put two cancelling slips anywhere, flags few of
+    them. On data seed 0, 1,200 of them with twins and a 1,200-step GenRM SFT took the healed slips flagged among
+    FAPO's training rollouts from 17 to 108 of 150 (clean ones 6 -> 1 of 300), the judge's agreement with the checker
+    from 80.6% to 91.7%, and a 640-step FAPO run's flawed ratio from 0.78/0.62 to 0.52/0.43 x GRPO's; on data seed 32,
+    not developed on, the GenRM so trained flagged 160 of 1,677 (BENCHMARKS.md, "Healed slips in the GenRM's data").
+    Hence 0 by default. Appended, not mixed in, so the mix's first rows, which the tokenizer's corpus reads
+    (`fapo.testbed.warmstart.tokenizer_corpus`), and with them the policy's initialisation, stay as they were."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """The problem distribution."""
     sft_rates: FlawRates = SFT_RATES

@@ -18,7 +18,8 @@ The kinds, each an analogue of what the FAPO paper describes:
 - `mistake`: an arithmetic slip carried to the end; the answer is wrong.
 - `heal`: the cancelling pair computed with a slip in its addition that its subtraction undoes (both
   steps wrong, the answer right): the *healed slip*, the flawed positive that RL grows out of
-  `pair_slip` (docs/design.md §6.4). Not in the policy's SFT mix; the GenRM's data must hold it.
+  `pair_slip` (docs/design.md §6.4). Not in the policy's SFT mix; the GenRM's data can hold it
+  (`fapo.testbed.data.GenerateConfig.n_critic_heal`).
 `clean` is the correct solution. Every `Solution` carries the checker's label and whether its
 final answer is right, computed from its text, never from the flaw's intent.
 

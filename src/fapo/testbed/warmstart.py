@@ -270,22 +270,22 @@ def warmstart(data_dir: str | Path, out_dir: str | Path, config: WarmstartConfig
 PRESETS: dict[str, dict[str, Any]] = {
     "policy": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 1200, "batch_size": 32, "micro_batches": 2,
                "max_length": 192},
-    "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 1200, "batch_size": 16, "micro_batches": 2,
+    "grm": {"layers": 3, "hidden": 128, "heads": 4, "max_steps": 900, "batch_size": 16, "micro_batches": 2,
             "max_length": 640},
 }
 """Per-role defaults. In the last default `fapo demo` on a 2-core machine with 2 threads: policy 224-229 s per
-draw (held-out accuracy 0.72-0.73), GenRM 259 s from the policy at 900 steps (README, "The last default run"); the GenRM is
+draw (held-out accuracy 0.72-0.73), GenRM 259 s from the policy (README, "The last default run"); the GenRM is
 meant to start from the policy (`init_from`).
 Policy SFT steps: 1200. At 600 the policy slipped on the pair's addition so often that a median 10% of its
 computed pair rollouts were clean and correct (nine draws), most correct ones being healed slips; 1200 steps give
 a median 36% (eight draws; BENCHMARKS.md, "The demo across draws").
-GenRM SFT steps: 1200, because the verdict comes last. With the critique format of `fapo.testbed.checker.critique`
+GenRM SFT steps: 900, because the verdict comes last. With the critique format of `fapo.testbed.checker.critique`
 and the 1,200-step policy, the 450-step GenRM computed most expected steps right but called the first difference
 "wrong" in 46% of the held-out critiques (F1 57.5, or 88.5 read from its own comparisons); 900 steps, 97% (F1 93.0,
 FlawedPositiveBench F1 97.8; BENCHMARKS.md, "GenRM warm-start length"). With the critic data's healed pair slips
-and their clean twins (`fapo.testbed.data.GenerateConfig.n_critic_heal`), 900 steps flagged 67 of 150 healed slips
-among FAPO's training rollouts and 1,200 steps 108, each with at most 3 of 300 clean ones flagged (~100 s more;
-BENCHMARKS.md, "Healed slips in the GenRM's data"). Two
+and their clean twins (`fapo.testbed.data.GenerateConfig.n_critic_heal`, off by default), 900 steps flagged 67 of
+150 healed slips among FAPO's training rollouts and 1,200 steps 108 (~170 s more; BENCHMARKS.md, "Healed slips in
+the GenRM's data"). Two
 length-sorted micro-batches per step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42
 s/step, policy rows 0.35 -> 0.325."""
 
