@@ -157,13 +157,12 @@ def shown_scores(rows: list[Any], critiques: list[str | None]) -> dict[str, Any]
     their boxes give; how often a critique's first paragraph whose two results differ was called wrong, and how
     often a paragraph whose results agree was: the gap between what the GenRM computes and what it says."""
     from fapo.eval.grm_bench import evaluate_grm
-    from fapo.testbed.checker import comparisons, shown_verdict
+    from fapo.testbed.checker import comparisons, verdict_shown_by
 
-    texts = [text or "" for text in critiques]
-    found = [comparisons(text) for text in texts]
+    found = [comparisons(text or "") for text in critiques]
     differ = [next(c for c in each if c.differ) for each in found if any(c.differ for c in each)]
     agree = [c for each in found for c in each if not c.differ]
-    return {**evaluate_grm(rows, [shown_verdict(text) for text in texts], source="the critiques' comparisons").to_json(),
+    return {**evaluate_grm(rows, [verdict_shown_by(each) for each in found], source="the critiques' comparisons").to_json(),
             "differ": len(differ), "differ_called_wrong": sum(c.said_wrong for c in differ),
             "agree": len(agree), "agree_called_wrong": sum(c.said_wrong for c in agree)}
 

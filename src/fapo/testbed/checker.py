@@ -216,7 +216,11 @@ def shown_verdict(text: str) -> int | None:
     nothing. It reads results only, so a step that does the wrong operation and lands on the right value (a
     skipped pair followed by a step numbered past it) shows as right: on the checker's own critiques of the demo's
     4,000 critic training rows it gives the checker's verdict in all but 8."""
-    found = comparisons(text)
+    return verdict_shown_by(comparisons(text))
+
+
+def verdict_shown_by(found: list[Comparison]) -> int | None:
+    """`shown_verdict` of a text whose `comparisons` are `found`."""
     if not found:
         return None
     return next((c.paragraph for c in found if c.differ), -1)

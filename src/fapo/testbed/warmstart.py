@@ -284,8 +284,8 @@ and the 1,200-step policy, the 450-step GenRM computed most expected steps right
 "wrong" in 46% of the held-out critiques (F1 57.5, or 88.5 read from its own comparisons); 900 steps, 97% (F1 93.0,
 FlawedPositiveBench F1 97.8; BENCHMARKS.md, "GenRM warm-start length"). With the critic data's healed pair slips
 and their clean twins (`fapo.testbed.data.GenerateConfig.n_critic_heal`, off by default), 900 steps flagged 67 of
-150 healed slips among FAPO's training rollouts and 1,200 steps 108 (~170 s more; BENCHMARKS.md, "Healed slips in
-the GenRM's data"). Two
+150 healed slips among FAPO's training rollouts and 1,200 steps 108 (409 s of training alone on this machine,
+against 254-313 s for the four 900-step variants that day; BENCHMARKS.md, "Healed slips in the GenRM's data"). Two
 length-sorted micro-batches per step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42
 s/step, policy rows 0.35 -> 0.325."""
 
