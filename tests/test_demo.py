@@ -134,6 +134,39 @@ def test_demo_config_arms_seeds_and_schedule():
         DemoConfig(judge="human")
 
 
+def test_critic_heal_and_grm_sft_steps_reach_the_data_and_the_genrm(tmp_path, monkeypatch):
+    """`--critic-heal N` appends N healed pair slips and their twins to the critic rows and caches both warm-starts
+    apart; `--grm-sft-steps S` sets the GenRM SFT's steps and keeps the base's other GenRM settings."""
+    import fapo.testbed.warmstart as ws
+    from fapo.cli import build_parser
+    from fapo.demo.config import QUICK, DemoConfig, demo_config
+    from fapo.demo.pipeline import prepare_data, warm_start
+
+    assert demo_config(critic_heal=1200).cache_name == "demo-heal1200"
+    assert demo_config(quick=True, data_seed=3, critic_heal=40).cache_name == "demo-quick-data3-heal40"
+    quick = demo_config(quick=True, grm_sft_steps=80)
+    assert quick.grm_warmstart == {**QUICK.grm_warmstart, "max_steps": 80} and quick.cache_name == "demo-quick"
+    assert demo_config(grm_sft_steps=2400).grm_warmstart == {"max_steps": 2400}
+    with pytest.raises(ValueError, match="critic_heal"):
+        DemoConfig(critic_heal=-1)
+    with pytest.raises(ValueError, match="grm_sft_steps"):
+        demo_config(grm_sft_steps=0)
+    small = {"n_train": 50, "n_test": 20}
+    prepare_data(tmp_path / "plain", demo_config(**small))
+    prepare_data(tmp_path / "heal", demo_config(critic_heal=30, **small))
+    plain = (tmp_path / "plain" / "critic_train.jsonl").read_text().splitlines()
+    heal = (tmp_path / "heal" / "critic_train.jsonl").read_text().splitlines()
+    assert heal[:len(plain)] == plain and len(heal) == len(plain) + 2 * 30
+    assert (tmp_path / "heal" / "sft_train.jsonl").read_bytes() == (tmp_path / "plain" / "sft_train.jsonl").read_bytes()
+    seen = []
+    monkeypatch.setattr(ws, "warmstart", lambda data, out, config: seen.append(config) or
+                        {"train": {"parameters": 1, "train_seconds": 0.0}, "cached": False})
+    warm_start(tmp_path / "heal", tmp_path / "cache", demo_config(warmstart_draws=1, grm_sft_steps=77, **small))
+    assert [(c.role, c.max_steps) for c in seen] == [("policy", 1200), ("grm", 77)]
+    args = build_parser().parse_args(["demo", "--critic-heal", "1200", "--grm-sft-steps", "2400"])
+    assert (args.critic_heal, args.grm_sft_steps) == (1200, 2400)
+
+
 def test_checks_table_from_hand_made_numbers():
     """Every claim of the checks table computed on a tiny report whose outcome is known by hand, per seed."""
     from fapo.demo.checks import check_targets

@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="policy RL optimizer steps per run, a multiple of 4 (default 160; --quick: 12)")
     p.add_argument("--lr", type=float, help="policy RL learning rate (default 1e-4)")
     p.add_argument("--jobs", type=int, help="policy RL runs at once, one process and one torch thread each (default 2)")
+    p.add_argument("--critic-heal", type=int,
+                   help="append N healed pair slips, each with its clean twin, to the GenRM's SFT data (default 0; "
+                        "BENCHMARKS.md, \"Healed slips in the GenRM's data\"): warm-starts cached apart")
+    p.add_argument("--grm-sft-steps", type=int, help="GenRM SFT optimizer steps (default: the testbed preset's, 900)")
     p.add_argument("--grm-rl-steps", type=int, help="GenRM RL steps, 4 critic prompts x 8 critiques each (default 15)")
     p.add_argument("--grm-rl-lr", type=float, help="GenRM RL learning rate (default 2e-5)")
     p.add_argument("--grm-reward", choices=("outcome_process", "outcome"),
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = demo_config(args.quick, args.long, seeds=args.seeds, seed_base=args.seed_base,
-                             data_seed=args.data_seed, judge=args.judge,
+                             data_seed=args.data_seed, judge=args.judge, critic_heal=args.critic_heal,
+                             grm_sft_steps=args.grm_sft_steps,
                              policy_rl_steps=args.steps, policy_rl_lr=args.lr, jobs=args.jobs, grm_rl_steps=args.grm_rl_steps,
                              grm_rl_lr=args.grm_rl_lr, grm_eval_every=args.grm_eval_every,
                              grm_process_reward=None if args.grm_reward is None else args.grm_reward == "outcome_process")

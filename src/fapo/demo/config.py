@@ -84,6 +84,10 @@ class DemoConfig:
     """Overrides of the testbed's policy warm-start preset."""
     grm_warmstart: dict[str, Any] = field(default_factory=dict)
     """Overrides of the testbed's GenRM warm-start preset."""
+    critic_heal: int = 0
+    """Healed pair slips, each followed by its clean twin, appended to the GenRM's SFT rows
+    (`fapo.testbed.data.GenerateConfig.n_critic_heal`; 0: the mix alone). The data changes, so both warm-starts are
+    cached apart (see `cache_name`); the policy trains to the same weights, its text being unchanged."""
     warmstart_draws: int = 4
     """Policy warm-starts tried, at most: a draw whose held-out diagnostics say it cannot test FAPO's claim
     (`fapo.testbed.diagnose.untestable_reasons`) is refused and another drawn; the report lists every draw. With
@@ -116,9 +120,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if min(self.seeds, self.policy_rl_steps, self.workers, self.jobs, self.warmstart_draws) < 1 \
-                or min(self.grm_rl_steps, self.grm_eval_every, self.seed_base, self.data_seed) < 0:
+                or min(self.grm_rl_steps, self.grm_eval_every, self.seed_base, self.data_seed, self.critic_heal) < 0:
             raise ValueError("seeds, policy_rl_steps, workers, jobs and warmstart_draws must be >= 1; grm_rl_steps, "
-                             "grm_eval_every, seed_base and data_seed >= 0")
+                             "grm_eval_every, seed_base, data_seed and critic_heal >= 0")
         for name in ("grm_rl_lr", "policy_rl_lr"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
@@ -134,9 +138,13 @@ class DemoConfig:
 
     @property
     def cache_name(self) -> str:
-        """The warm-starts' cache folder: "demo" (or "demo-quick"), with "-data<D>" for a data seed D other than 0."""
-        name = "demo-quick" if self == replace(QUICK, **_run_fields(self)) else "demo"
-        return name if self.data_seed == 0 else f"{name}-data{self.data_seed}"
+        """The warm-starts' cache folder: "demo" (or "demo-quick"), with "-data<D>" for a data seed D other than 0 and
+        "-heal<N>" for `critic_heal` N other than 0."""
+        # the GenRM's own settings are in its cache key: another GenRM SFT retrains it in place, the policy stays
+        quick = replace(QUICK, **_run_fields(self), critic_heal=self.critic_heal, grm_warmstart=self.grm_warmstart)
+        name = "demo-quick" if self == quick else "demo"
+        name = name if self.data_seed == 0 else f"{name}-data{self.data_seed}"
+        return name if self.critic_heal == 0 else f"{name}-heal{self.critic_heal}"
 
     @property
     def judges(self) -> tuple[str, ...]:
@@ -171,11 +179,16 @@ def _run_fields(config: DemoConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in names}
 
 
-def demo_config(quick: bool = False, long: bool = False, **overrides: Any) -> DemoConfig:
+def demo_config(quick: bool = False, long: bool = False, grm_sft_steps: int | None = None, **overrides: Any) -> DemoConfig:
     """The default (or quick) demo config with overrides (None values are ignored). `long` multiplies the policy
-    RL steps by LONG_STEPS_FACTOR (after an explicit `policy_rl_steps`, if given)."""
+    RL steps by LONG_STEPS_FACTOR (after an explicit `policy_rl_steps`, if given); `grm_sft_steps` sets the GenRM
+    warm-start's optimizer steps, keeping the base's other GenRM overrides."""
     if quick and long:
         raise ValueError("--quick and --long do not go together")
     base = QUICK if quick else DemoConfig()
+    if grm_sft_steps is not None:
+        if grm_sft_steps < 1:
+            raise ValueError(f"grm_sft_steps must be >= 1, got {grm_sft_steps}")
+        overrides["grm_warmstart"] = {**base.grm_warmstart, "max_steps": grm_sft_steps}
     config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     return replace(config, policy_rl_steps=config.policy_rl_steps * LONG_STEPS_FACTOR) if long else config

@@ -34,11 +34,12 @@ def _stage(number: int, text: str) -> None:
 
 
 def prepare_data(data_dir: Path, config: DemoConfig) -> dict[str, Any]:
-    """Testbed problems, the SFT mix and critic data of `config.data_seed`, written afresh each run (one seed, the
-    same bytes each time, so cached warm-starts stay valid)."""
+    """Testbed problems, the SFT mix and critic data of `config.data_seed` (with `config.critic_heal` healed pair
+    slips), written afresh each run (one seed, the same bytes each time, so cached warm-starts stay valid)."""
     from fapo.testbed.data import GenerateConfig, generate
 
-    return generate(data_dir, GenerateConfig(seed=config.data_seed, n_train=config.n_train, n_test=config.n_test))
+    return generate(data_dir, GenerateConfig(seed=config.data_seed, n_train=config.n_train, n_test=config.n_test,
+                                             n_critic_heal=config.critic_heal))
 
 
 DRAW_SEED_STRIDE = 1000

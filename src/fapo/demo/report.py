@@ -364,6 +364,10 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
         f"{config['eval_problems']} held-out testbed problems x {config['eval_samples']} samples at T = 1, the step "
         "checker as the judge of flaws; mean over seeds [per seed].", "",
     ]
+    if config.get("critic_heal"):
+        steps = (config.get("grm_warmstart") or {}).get("max_steps")
+        lines += [f"The GenRM's SFT data ends with {config['critic_heal']} healed pair slips, each followed by its clean "
+                  f"twin (`--critic-heal`){f'; {steps} GenRM SFT steps' if steps else ''}.", ""]
     lines += [f"![{plots[0]}]({plots[0]})", ""] if plots else []
     lines += ["| arm | accuracy | flawed-positive ratio | pair skipped | mean length | step time (s) | clip fraction |",
               "|---|---|---|---|---|---|---|", _row("initial (warm-start)", report["initial"], per_seed=False)]
