@@ -285,7 +285,9 @@ and the 1,200-step policy, the 450-step GenRM computed most expected steps right
 FlawedPositiveBench F1 97.8; BENCHMARKS.md, "GenRM warm-start length"). With the critic data's healed pair slips
 and their clean twins (`fapo.testbed.data.GenerateConfig.n_critic_heal`, off by default), 900 steps flagged 67 of
 150 healed slips among FAPO's training rollouts and 1,200 steps 108 (409 s of training alone on this machine,
-against 254-313 s for the four 900-step variants that day; BENCHMARKS.md, "Healed slips in the GenRM's data"). Two
+against 254-313 s for the four 900-step variants that day), 2,400 steps 128 (~645 s), and 87 and 138 on data seeds 32
+and 33, where 1,200 steps had flagged 12 on data seed 32 (`fapo demo --critic-heal 1200 --grm-sft-steps 2400`;
+BENCHMARKS.md, "Healed slips in the GenRM's data"). Two
 length-sorted micro-batches per step: GenRM rows (50-310 tokens, a padded batch is 40% padding) 0.58 -> 0.42
 s/step, policy rows 0.35 -> 0.325."""
 
