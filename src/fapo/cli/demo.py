@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="append N healed pair slips, each with its clean twin, to the GenRM's SFT data (default 0; measured: "
                         "1200 with --grm-sft-steps 2400, BENCHMARKS.md, \"Healed slips in the GenRM's data\"); "
                         "warm-starts cached apart")
-    p.add_argument("--grm-sft-steps", type=int, help="GenRM SFT optimizer steps (default: the testbed preset's, 900)")
+    p.add_argument("--grm-sft-steps", type=int, help="GenRM SFT optimizer steps (default: the testbed preset's, 900); "
+                        "another value retrains the cached GenRM in place, the policy stays cached")
     p.add_argument("--grm-rl-steps", type=int, help="GenRM RL steps, 4 critic prompts x 8 critiques each (default 15)")
     p.add_argument("--grm-rl-lr", type=float, help="GenRM RL learning rate (default 2e-5)")
     p.add_argument("--grm-reward", choices=("outcome_process", "outcome"),
