@@ -51,6 +51,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert all(set(report[k]["shown"]) >= {"f1", "fpb_f1", "differ_called_wrong", "agree_called_wrong"}
                for k in ("grm_before", "grm"))
     assert "| GenRM | F1 said | F1 shown |" in (out / "report.md").read_text()
+    assert "The GenRM's warm-start: 40 SFT steps." in (out / "report.md").read_text()
     assert report["seeds"] == [0]
     assert set(report["overhead"]) == {"fapo", "fapo_oracle"}
     assert report["checks"] and all(set(c) == {"claim", "seen", "held"} for c in report["checks"])

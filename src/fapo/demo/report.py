@@ -353,6 +353,16 @@ def _grm_lines(report: dict[str, Any]) -> list[str]:
         "judgements gave no verdict (no penalty).", ""]
 
 
+def _genrm_warmstart_line(config: dict[str, Any]) -> list[str]:
+    """The GenRM warm-start's settings that differ from the testbed preset (with the blank line after), or []."""
+    heal, steps = config.get("critic_heal"), (config.get("grm_warmstart") or {}).get("max_steps")
+    parts = [f"{heal} healed pair slips appended to its data, each followed by its clean twin (`--critic-heal`)"] if heal else []
+    parts += [f"{steps} SFT steps"] if steps else []
+    if not parts or config.get("judge") == "oracle":
+        return []
+    return ["The GenRM's warm-start: " + "; ".join(parts) + ".", ""]
+
+
 def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]], plots: list[str]) -> str:
     config = report["config"]
     lines = [
@@ -364,10 +374,7 @@ def _markdown(report: dict[str, Any], critiques: dict[str, list[dict[str, Any]]]
         f"{config['eval_problems']} held-out testbed problems x {config['eval_samples']} samples at T = 1, the step "
         "checker as the judge of flaws; mean over seeds [per seed].", "",
     ]
-    if config.get("critic_heal"):
-        steps = (config.get("grm_warmstart") or {}).get("max_steps")
-        lines += [f"The GenRM's SFT data ends with {config['critic_heal']} healed pair slips, each followed by its clean "
-                  f"twin (`--critic-heal`){f'; {steps} GenRM SFT steps' if steps else ''}.", ""]
+    lines += _genrm_warmstart_line(config)
     lines += [f"![{plots[0]}]({plots[0]})", ""] if plots else []
     lines += ["| arm | accuracy | flawed-positive ratio | pair skipped | mean length | step time (s) | clip fraction |",
               "|---|---|---|---|---|---|---|", _row("initial (warm-start)", report["initial"], per_seed=False)]
